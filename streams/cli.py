@@ -1,0 +1,55 @@
+"""The ``engagement-monitor`` command: one entry point, one module per subcommand.
+
+Subcommand modules stay cheap to import (Faust and aiokafka are imported inside
+``run``) so that ``--help`` and argument errors are instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+#: (name, module, one-line help). Each module has ``add_arguments(parser)`` and
+#: ``run(args) -> int``.
+COMMANDS: tuple[tuple[str, str, str], ...] = (
+    ("worker", "streams.cmd_worker", "run the Faust worker (ingest, state, metrics)"),
+    ("simulate", "streams.simulate", "produce realistic synthetic traffic"),
+    ("produce", "streams.produce", "send a JSONL file of events to the input topic"),
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="engagement-monitor",
+        description="Real-time monitor of active users for brand communities.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, module_name, help_text in COMMANDS:
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name != module_name:
+                raise
+            continue  # a command not built yet
+        command = sub.add_parser(name, help=help_text, description=help_text)
+        module.add_arguments(command)
+        command.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args._run(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+    except ValueError as exc:
+        print(f"engagement-monitor {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

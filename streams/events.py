@@ -1,0 +1,190 @@
+"""The event contract of the ``interactions`` topic and its validation.
+
+Validation is pure (bytes in, an :class:`Event` or an :class:`InvalidEvent` out) so
+it is tested without services, and so every invalid message can be routed to the
+dead-letter topic with a reason from a closed set — a reason is a Prometheus label,
+so it must never be free text.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+
+EVENT_TYPES: frozenset[str] = frozenset(
+    {"post", "comment", "reply", "like", "share", "mention", "click", "view", "follow", "unfollow"}
+)
+DEFAULT_ACTIVE_TYPES: frozenset[str] = EVENT_TYPES - {"view", "click", "unfollow"}
+REQUIRED_FIELDS: tuple[str, ...] = ("event_id", "ts", "platform", "community", "user_id", "type")
+
+#: The closed set of reasons a message is refused; the label values of
+#: ``engagement_invalid_events_total{reason}``.
+REASONS: tuple[str, ...] = (
+    "too_large",
+    "not_json",
+    "not_object",
+    "missing_field",
+    "bad_field",
+    "bad_type",
+    "bad_timestamp",
+    "future_timestamp",
+)
+
+#: Community names the pipeline itself uses as label values.
+ALL_COMMUNITIES = "*"
+OTHER_COMMUNITY = "_other"
+RESERVED_COMMUNITIES = frozenset({ALL_COMMUNITIES, OTHER_COMMUNITY})
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MS = timedelta(milliseconds=1)
+# RFC 3339 date-time: a full date, "T" (or space, or lower-case t), time, optional
+# fraction, and a mandatory offset. fromisoformat alone would accept dates without
+# time or offset, which are ambiguous as instants.
+_RFC3339 = re.compile(
+    r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$"
+)
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# Epoch numbers at or above this are milliseconds: 1e11 seconds is the year 5138,
+# while 1e11 milliseconds is 1973.
+_MS_THRESHOLD = 100_000_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Size limits: they bound memory per event and the length of label values."""
+
+    max_message_bytes: int = 4096
+    max_id_length: int = 128
+    max_platform_length: int = 32
+    max_community_length: int = 128
+    future_tolerance_ms: int = 300_000
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    event_id: str
+    ts_ms: int
+    platform: str
+    community: str
+    user_id: str
+    type: str
+
+
+class InvalidEvent(ValueError):
+    """A message that breaks the contract; ``reason`` is one of :data:`REASONS`."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        assert reason in REASONS, reason
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+def parse_timestamp_ms(value: Any) -> int:
+    """Epoch milliseconds of an RFC 3339 string or an epoch seconds/milliseconds number."""
+    if isinstance(value, bool):
+        raise InvalidEvent("bad_timestamp", "ts is a boolean")
+    if isinstance(value, int | float):
+        if isinstance(value, float) and not math.isfinite(value):
+            raise InvalidEvent("bad_timestamp", f"ts is not finite: {value!r}")
+        if value < 0:
+            raise InvalidEvent("bad_timestamp", f"ts is before 1970: {value!r}")
+        if value >= _MS_THRESHOLD:
+            return int(value)
+        if isinstance(value, int):
+            return value * 1000
+        return math.floor(value * 1000)
+    if isinstance(value, str):
+        if not _RFC3339.match(value):
+            raise InvalidEvent("bad_timestamp", f"ts is not RFC 3339: {value[:64]!r}")
+        text = value
+        fraction = re.search(r"\.(\d+)", text)
+        if fraction and len(fraction.group(1)) > 6:
+            # datetime keeps microseconds; digits beyond them cannot change the millisecond.
+            text = text.replace(fraction.group(0), "." + fraction.group(1)[:6], 1)
+        try:
+            moment = datetime.fromisoformat(text.replace("z", "Z").replace("t", "T"))
+        except ValueError as exc:
+            raise InvalidEvent("bad_timestamp", f"ts is not a valid date-time: {exc}") from None
+        ms = (moment - _EPOCH) // _MS
+        if ms < 0:
+            raise InvalidEvent("bad_timestamp", f"ts is before 1970: {value!r}")
+        return int(ms)
+    raise InvalidEvent("bad_timestamp", f"ts must be a string or a number, not {type(value).__name__}")
+
+
+def _text_field(obj: dict[str, Any], name: str, max_length: int) -> str:
+    value = obj[name]
+    if not isinstance(value, str):
+        raise InvalidEvent("bad_field", f"{name} must be a string, not {type(value).__name__}")
+    if not value or len(value) > max_length:
+        raise InvalidEvent("bad_field", f"{name} must have 1..{max_length} characters")
+    if _CONTROL.search(value):
+        raise InvalidEvent("bad_field", f"{name} contains control characters")
+    return value
+
+
+def validate(obj: Any, now_ms: int, limits: Limits = Limits()) -> Event:
+    """Check a decoded message against the contract; raise :class:`InvalidEvent`."""
+    if not isinstance(obj, dict):
+        raise InvalidEvent("not_object", f"expected a JSON object, got {type(obj).__name__}")
+    missing = [name for name in REQUIRED_FIELDS if obj.get(name) is None]
+    if missing:
+        raise InvalidEvent("missing_field", "missing " + ", ".join(missing))
+    kind = obj["type"]
+    if kind not in EVENT_TYPES:
+        raise InvalidEvent("bad_type", f"unknown type {str(kind)[:32]!r}")
+    event_id = _text_field(obj, "event_id", limits.max_id_length)
+    platform = _text_field(obj, "platform", limits.max_platform_length)
+    community = _text_field(obj, "community", limits.max_community_length)
+    if community in RESERVED_COMMUNITIES:
+        raise InvalidEvent("bad_field", f"community {community!r} is reserved")
+    user_id = _text_field(obj, "user_id", limits.max_id_length)
+    ts_ms = parse_timestamp_ms(obj["ts"])
+    if ts_ms > now_ms + limits.future_tolerance_ms:
+        raise InvalidEvent(
+            "future_timestamp",
+            f"ts is {(ts_ms - now_ms) / 1000:.0f}s in the future "
+            f"(tolerance {limits.future_tolerance_ms / 1000:.0f}s)",
+        )
+    return Event(event_id, ts_ms, platform, community, user_id, kind)
+
+
+def parse_event(raw: bytes | None, now_ms: int, limits: Limits = Limits()) -> Event:
+    """Decode and validate one Kafka message value."""
+    if raw is None:
+        raise InvalidEvent("not_json", "empty message (null value)")
+    if len(raw) > limits.max_message_bytes:
+        raise InvalidEvent(
+            "too_large", f"{len(raw)} bytes, the limit is {limits.max_message_bytes}"
+        )
+    try:
+        obj = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidEvent("not_json", str(exc)[:120]) from None
+    return validate(obj, now_ms, limits)
+
+
+def event_to_json(event: Event) -> bytes:
+    """Serialise an event in the contract's shape (ts as RFC 3339, millisecond precision)."""
+    return orjson.dumps(
+        {
+            "event_id": event.event_id,
+            "ts": format_ts(event.ts_ms),
+            "platform": event.platform,
+            "community": event.community,
+            "user_id": event.user_id,
+            "type": event.type,
+        }
+    )
+
+
+def format_ts(ts_ms: int) -> str:
+    """RFC 3339 UTC with milliseconds, e.g. 2026-11-25T17:00:00.120Z."""
+    moment = _EPOCH + timedelta(milliseconds=ts_ms)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ts_ms % 1000:03d}Z"
