@@ -115,7 +115,9 @@ def parse_timestamp_ms(value: Any) -> int:
         if ms < 0:
             raise InvalidEvent("bad_timestamp", f"ts is before 1970: {value!r}")
         return int(ms)
-    raise InvalidEvent("bad_timestamp", f"ts must be a string or a number, not {type(value).__name__}")
+    raise InvalidEvent(
+        "bad_timestamp", f"ts must be a string or a number, not {type(value).__name__}"
+    )
 
 
 def _text_field(obj: dict[str, Any], name: str, max_length: int) -> str:

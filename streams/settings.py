@@ -35,7 +35,10 @@ class Settings:
     )
     app_id: str = field(
         default="engagement-monitor",
-        metadata={"env": "EM_APP_ID", "help": "Faust app id: consumer group and internal topic prefix"},
+        metadata={
+            "env": "EM_APP_ID",
+            "help": "Faust app id: consumer group and internal topic prefix",
+        },
     )
     input_topic: str = field(
         default="interactions", metadata={"env": "EM_INPUT_TOPIC", "help": "topic of raw events"}

@@ -1,0 +1,47 @@
+"""Writes of the users table's changelog, coalesced per batch.
+
+Faust's ``table[key] = value`` sends one changelog record per assignment through
+its own producer path — ~100 µs each here, the main reason a naive table agent
+runs at ~2,500 events/s. The state stage instead marks keys dirty while it applies
+a batch, and writes each dirty key once, in the same (JSON) encoding Faust's
+table uses, so Faust's recovery reads these records back unchanged. Like Kafka
+Streams' record cache: a key updated many times in one batch costs one record.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import orjson
+
+from streams.state import WorkerState
+
+
+class ChangelogWriter:
+    def __init__(self, producer: Any, topic: str, state: WorkerState) -> None:
+        self.producer = producer
+        self.topic = topic
+        self.state = state
+        self.records_written = 0
+
+    async def write(self, dirty: dict[int, set[str]]) -> None:
+        """Send the current record (or a tombstone) of every dirty key; wait for acks.
+
+        Waiting matters: the batch's input offsets are committed after this returns,
+        so a crash never commits input whose state change is not in the changelog.
+        """
+        send = self.producer.send
+        futures = []
+        for partition, keys in dirty.items():
+            part = self.state.partitions.get(partition)
+            records = part.records if part is not None else {}
+            for key in keys:
+                record = records.get(key)
+                value = None if record is None else orjson.dumps(record.to_wire())
+                futures.append(
+                    await send(self.topic, value, key=orjson.dumps(key), partition=partition)
+                )
+            self.records_written += len(keys)
+        if futures:
+            await asyncio.gather(*futures)

@@ -1,0 +1,135 @@
+"""The engagement metrics, computed at scrape time.
+
+Active-user and follower gauges are derived from the state of the partitions this
+worker holds at the moment of the scrape, so a rebalance never leaves a stale
+series behind. Counters and the lag histogram are plain in-process tallies that
+the ingest stage bumps per event (a dict increment is far cheaper than a
+prometheus_client ``inc()``), turned into metric families here.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections import defaultdict
+from collections.abc import Iterator
+
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+
+from agents.labels import CommunityLabels
+from streams.clock import Clock
+from streams.events import REASONS
+from streams.state import WorkerState
+
+LAG_BUCKETS: tuple[float, ...] = (
+    0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 21600, 86400, 604800,
+)
+
+
+class IngestStats:
+    """Counts kept by the ingest stage; one instance per worker process."""
+
+    def __init__(self, labels: CommunityLabels) -> None:
+        self.labels = labels
+        self.events: defaultdict[tuple[str, str, str], int] = defaultdict(int)
+        self.invalid: dict[str, int] = dict.fromkeys(REASONS, 0)
+        self.lag_buckets = [0] * (len(LAG_BUCKETS) + 1)
+        self.lag_sum = 0.0
+
+    def count_event(self, platform: str, community: str, event_type: str, lag_s: float) -> None:
+        self.events[(platform, self.labels(community), event_type)] += 1
+        self.lag_buckets[bisect.bisect_left(LAG_BUCKETS, lag_s)] += 1
+        self.lag_sum += lag_s
+
+    def count_invalid(self, reason: str) -> None:
+        self.invalid[reason] += 1
+
+
+class EngagementCollector(Collector):
+    """prometheus_client custom collector over the worker's live state."""
+
+    def __init__(
+        self,
+        state: WorkerState,
+        stats: IngestStats,
+        clock: Clock,
+        windows: dict[str, int],
+    ) -> None:
+        self.state = state
+        self.stats = stats
+        self.clock = clock
+        self.windows = windows
+
+    def collect(self) -> Iterator[Metric]:
+        labels = self.stats.labels
+        active = GaugeMetricFamily(
+            "engagement_active_users",
+            "Distinct users whose last active event is within the window.",
+            labels=["platform", "community", "window"],
+        )
+        now = self.clock.now_ms()
+        if now is not None:
+            totals: defaultdict[tuple[str, str, str], int] = defaultdict(int)
+            for (platform, community), counts in self.state.active_counts(
+                now, self.windows
+            ).items():
+                label = labels(community)
+                for window, count in counts.items():
+                    totals[(platform, label, window)] += count
+            for key, value in sorted(totals.items()):
+                active.add_metric(list(key), value)
+        yield active
+
+        followers = GaugeMetricFamily(
+            "engagement_followers",
+            "Users whose latest follow/unfollow event is a follow.",
+            labels=["platform", "community"],
+        )
+        follow_totals: defaultdict[tuple[str, str], int] = defaultdict(int)
+        for (platform, community), count in self.state.follower_counts().items():
+            follow_totals[(platform, labels(community))] += count
+        for key, value in sorted(follow_totals.items()):
+            followers.add_metric(list(key), value)
+        yield followers
+
+        events = CounterMetricFamily(
+            "engagement_events", "Valid events ingested.", labels=["platform", "community", "type"]
+        )
+        for key, value in sorted(self.stats.events.items()):
+            events.add_metric(list(key), value)
+        yield events
+
+        invalid = CounterMetricFamily(
+            "engagement_invalid_events", "Invalid messages sent to the DLQ.", labels=["reason"]
+        )
+        for reason, value in self.stats.invalid.items():
+            invalid.add_metric([reason], value)
+        yield invalid
+
+        cumulative, buckets = 0, []
+        for bound, count in zip((*LAG_BUCKETS, float("inf")), self.stats.lag_buckets, strict=True):
+            cumulative += count
+            buckets.append((_bound_label(bound), cumulative))
+        yield HistogramMetricFamily(
+            "engagement_event_lag_seconds",
+            "Arrival time minus event time.",
+            buckets=buckets,
+            sum_value=self.stats.lag_sum,
+        )
+
+        watermark = self.clock.watermark_ms()
+        gauge = GaugeMetricFamily(
+            "engagement_watermark_seconds", "Newest event time seen (epoch seconds)."
+        )
+        if watermark is not None:
+            gauge.add_metric([], watermark / 1000)
+        yield gauge
+
+
+def _bound_label(bound: float) -> str:
+    return "+Inf" if bound == float("inf") else repr(float(bound))

@@ -1,0 +1,119 @@
+"""Stage 2: the Faust agent that applies by-user batches to the users table.
+
+The changelog-backed Faust table ``users`` is the truth (per platform, community
+and user: first seen, last active, follow state). The agent keeps a live mirror
+of the partitions it holds in :class:`streams.state.WorkerState`, with the derived
+window indexes, and writes changed records straight to the changelog (see
+:mod:`agents.changelog`). Faust's recovery replays that changelog into the table's
+store at every rebalance; a partition this worker did not hold before is then
+rebuilt from the store. Partitions held across a rebalance keep their live mirror,
+which is at least as new as the store.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+import faust
+from faust.types import TP
+
+from agents.changelog import ChangelogWriter
+from agents.ingest import decode_batch
+from streams.state import PartitionState, UserRecord, WorkerState, split_key
+from streams.topics import partition_for_user
+
+log = logging.getLogger(__name__)
+
+
+class UsersTable(faust.Table):
+    """A Faust table that tells the worker state when partitions come and go."""
+
+    worker_state: WorkerState
+    partitions_total: int
+    source_topics: frozenset[str]
+
+    async def on_rebalance(
+        self,
+        assigned: set[TP],
+        revoked: set[TP],
+        newly_assigned: set[TP],
+        generation_id: int = 0,
+    ) -> None:
+        for tp in revoked:
+            if tp.topic in self.source_topics and tp.partition in self.worker_state.partitions:
+                self.worker_state.revoke(tp.partition)
+                log.info("state: partition %d revoked", tp.partition)
+        await super().on_rebalance(assigned, revoked, newly_assigned, generation_id)
+
+    async def on_recovery_completed(self, active_tps: set[TP], standby_tps: set[TP]) -> None:
+        await super().on_recovery_completed(active_tps, standby_tps)
+        changelog = self.changelog_topic_name
+        active = {tp.partition for tp in active_tps if tp.topic == changelog}
+        for partition in sorted(set(self.worker_state.partitions) - active):
+            self.worker_state.revoke(partition)
+        missing = active - set(self.worker_state.partitions)
+        if missing:
+            rebuild(self.worker_state, missing, self.data.items(), self.partitions_total)
+
+    def ensure_partition(self, partition: int) -> PartitionState:
+        part = self.worker_state.partitions.get(partition)
+        if part is None:  # a batch arrived before recovery told us; build it now
+            rebuild(self.worker_state, {partition}, self.data.items(), self.partitions_total)
+            part = self.worker_state.partitions[partition]
+        return part
+
+
+def rebuild(
+    state: WorkerState,
+    partitions: set[int],
+    items: Iterable[tuple[Any, Any]],
+    partitions_total: int,
+) -> None:
+    """Rebuild the mirrors of ``partitions`` from the table's (recovered) store."""
+    parts = {p: state.assign(p) for p in partitions}
+    loaded = 0
+    for key, value in items:
+        if value is None:
+            continue
+        partition = partition_for_user(split_key(key)[2], partitions_total)
+        part = parts.get(partition)
+        if part is not None:
+            part.load(key, UserRecord.from_wire(value))
+            loaded += 1
+    log.info("state: rebuilt partitions %s from the table (%d records)", sorted(parts), loaded)
+
+
+def make_apply_agent(
+    app: faust.App, topic: Any, table: UsersTable, writer: ChangelogWriter
+) -> Any:
+    @app.agent(topic, name="apply-events")
+    async def apply_events(stream: Any) -> None:
+        async for values in stream.take(64, within=0.05):
+            dirty: dict[int, set[str]] = {}
+            for raw in values:
+                partition, events = decode_batch(raw)
+                part = table.ensure_partition(partition)
+                keys = dirty.setdefault(partition, set())
+                apply = part.apply
+                for ts_ms, platform, community, user_id, event_type in events:
+                    key = apply(platform, community, user_id, ts_ms, event_type)
+                    if key is not None:
+                        keys.add(key)
+            await writer.write(dirty)
+
+    return apply_events
+
+
+async def expire(state: WorkerState, writer: ChangelogWriter, now_ms: int, horizon_ms: int) -> int:
+    """Delete records no window can count any more; tombstone them in the changelog."""
+    dirty: dict[int, set[str]] = {}
+    for partition, part in state.partitions.items():
+        keys = part.expired_keys(now_ms, horizon_ms)
+        for key in keys:
+            part.delete(key)
+        if keys:
+            dirty[partition] = set(keys)
+    await writer.write(dirty)
+    return sum(len(keys) for keys in dirty.values())

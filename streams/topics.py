@@ -1,0 +1,61 @@
+"""Topic names and the one partitioning rule every stage agrees on.
+
+Users are routed to partitions of the internal by-user topic with a hash of their
+id that the ingest stage, the state stage and the tools (rebuild, tests) all compute
+the same way; per-partition counts then cover disjoint sets of users and add up
+exactly across partitions and workers.
+"""
+
+from __future__ import annotations
+
+import logging
+import zlib
+
+log = logging.getLogger(__name__)
+
+
+def partition_for_user(user_id: str, partitions: int) -> int:
+    return zlib.crc32(user_id.encode()) % partitions
+
+
+def by_user_topic(app_id: str) -> str:
+    """The internal topic whose messages each carry a batch of one partition's events."""
+    return f"{app_id}-events-by-user"
+
+
+TABLE_NAME = "users"
+
+
+def changelog_topic(app_id: str) -> str:
+    """Faust's name for the users table's changelog."""
+    return f"{app_id}-{TABLE_NAME}-changelog"
+
+
+def ingest_group(app_id: str) -> str:
+    """Consumer group of the ingest stage (the state stage uses the app id itself)."""
+    return f"{app_id}-ingest"
+
+
+async def ensure_topics(bootstrap: str, topics: dict[str, int], *, compacted: bool = False) -> None:
+    """Create the topics that don't exist yet (partitions as given); keep the rest."""
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+    from aiokafka.errors import TopicAlreadyExistsError
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        configs = {"cleanup.policy": "compact"} if compacted else {}
+        new = [
+            NewTopic(name, num_partitions=n, replication_factor=1, topic_configs=configs)
+            for name, n in topics.items()
+            if name not in existing
+        ]
+        if new:
+            try:
+                await admin.create_topics(new)
+            except TopicAlreadyExistsError:
+                pass  # created meanwhile by another client
+            log.info("created topics %s", ", ".join(t.name for t in new))
+    finally:
+        await admin.close()
