@@ -1,0 +1,5 @@
+import sys
+
+from emstack.cli import main
+
+sys.exit(main())
