@@ -1,0 +1,184 @@
+"""The "Engagement overview" dashboard: how many people are active, not just following.
+
+Queries read the recording rules of docs/metrics.md (``engagement:*``), which already
+sum over workers; ``$community`` defaults to ``*``, the all-communities total.
+"""
+
+from __future__ import annotations
+
+from grafana_foundation_sdk.builders import dashboard as db
+from grafana_foundation_sdk.models import dashboard as model
+
+from grafana.dashboards.common import (
+    DATASOURCE,
+    base_dashboard,
+    finish,
+    query,
+    row,
+    stat_panel,
+    table_panel,
+    targets,
+    timeseries_panel,
+)
+
+UID = "engagement-overview"
+TITLE = "Engagement overview"
+
+#: Label matchers of the selected platform and community.
+SEL = 'platform="$platform", community="$community"'
+
+
+def active(window: str) -> str:
+    return f'engagement:active_users:sum{{{SEL}, window="{window}"}}'
+
+
+def variables() -> list[db.QueryVariable]:
+    platform = (
+        db.QueryVariable("platform")
+        .label("Platform")
+        .description("Platform (label platform of engagement_active_users)")
+        .datasource(DATASOURCE)
+        .query("label_values(engagement_active_users, platform)")
+        .refresh(model.VariableRefresh.ON_TIME_RANGE_CHANGED)
+        .sort(model.VariableSort.ALPHABETICAL_ASC)
+        .include_all(False)
+        .multi(False)
+    )
+    community = (
+        db.QueryVariable("community")
+        .label("Community")
+        .description('Community; "*" is every community of the platform together')
+        .datasource(DATASOURCE)
+        .query('label_values(engagement_active_users{platform="$platform"}, community)')
+        .current(model.VariableOption(selected=True, text="*", value="*"))
+        .refresh(model.VariableRefresh.ON_TIME_RANGE_CHANGED)
+        .sort(model.VariableSort.ALPHABETICAL_ASC)
+        .include_all(False)
+        .multi(False)
+    )
+    return [platform, community]
+
+
+def build() -> model.Dashboard:
+    dash = base_dashboard(
+        TITLE,
+        UID,
+        "Active users per rolling window, followers, engagement ratios and alerts "
+        "for one platform and community.",
+    )
+    for variable in variables():
+        dash = dash.with_variable(variable)
+
+    dash = dash.with_row(row("Right now"))
+    for title, window, what in (
+        ("Active users (5m)", "5m", "in the last 5 minutes"),
+        ("DAU (1d)", "1d", "in the last 24 hours"),
+        ("WAU (7d)", "7d", "in the last 7 days"),
+        ("MAU (30d)", "30d", "in the last 30 days"),
+    ):
+        dash = dash.with_panel(
+            stat_panel(title, f"Distinct users with an active event {what}.", active(window))
+        )
+    dash = (
+        dash.with_panel(
+            stat_panel(
+                "Followers",
+                "Users whose latest follow/unfollow is a follow.",
+                f"engagement:followers:sum{{{SEL}}}",
+                width=8,
+            )
+        )
+        .with_panel(
+            stat_panel(
+                "Active (30d) / followers",
+                "Monthly active users as a share of followers: how much of the audience "
+                "actually engages (can exceed 100%: non-followers engage too).",
+                f'engagement:active_followers_ratio{{{SEL}, window="30d"}}',
+                unit="percentunit",
+                width=8,
+                decimals=1,
+            )
+        )
+        .with_panel(
+            stat_panel(
+                "Stickiness (DAU / MAU)",
+                "Share of the month's active users who were active today.",
+                f"engagement:stickiness_dau_mau{{{SEL}}}",
+                unit="percentunit",
+                width=8,
+                decimals=1,
+            )
+        )
+    )
+
+    dash = (
+        dash.with_row(row("Trends"))
+        .with_panel(
+            timeseries_panel(
+                "Active users per window",
+                "Distinct active users over each rolling window.",
+                [query(f"engagement:active_users:sum{{{SEL}}}", "{{window}}")],
+            )
+        )
+        .with_panel(
+            timeseries_panel(
+                "Followers against active users",
+                "Audience size next to the people who actually engage.",
+                targets(
+                    (f"engagement:followers:sum{{{SEL}}}", "followers"),
+                    (active("30d"), "active 30d"),
+                    (active("1d"), "active 1d"),
+                ),
+            )
+        )
+        .with_panel(
+            timeseries_panel(
+                "Events/s by type",
+                "Valid interaction events per second, 5m rate, stacked by type.",
+                [
+                    query(
+                        f"sum by (type) (engagement:events:rate5m{{{SEL}}})",
+                        "{{type}}",
+                    )
+                ],
+                unit="cps",
+                stacked=True,
+            )
+        )
+        .with_panel(
+            timeseries_panel(
+                "DAU against the same time last week",
+                "Daily active users now and 7 days earlier (offset 1w).",
+                targets(
+                    (active("1d"), "now"),
+                    (f"{active('1d')} offset 1w", "a week ago"),
+                ),
+            )
+        )
+    )
+
+    dash = (
+        dash.with_row(row("Communities and alerts"))
+        .with_panel(
+            table_panel(
+                "Top communities by active users (1d)",
+                "The 10 communities of the platform with the most daily active users "
+                '(the "*" total and the "_other" overflow excluded).',
+                "topk(10, engagement:active_users:sum"
+                '{platform="$platform", window="1d", community!~"[*]|_other"})',
+                exclude=["Time", "__name__", "platform", "window"],
+                rename={"community": "Community", "Value": "Active users (1d)"},
+                sort_desc="Active users (1d)",
+            )
+        )
+        .with_panel(
+            table_panel(
+                "Firing engagement alerts",
+                "Engagement alerts firing now (Prometheus ALERTS).",
+                'ALERTS{alertstate="firing", alertname=~"Engagement.*"}',
+                exclude=["Time", "__name__", "Value", "alertstate"],
+                rename={"alertname": "Alert"},
+            )
+        )
+    )
+    return finish(dash)

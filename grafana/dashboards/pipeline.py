@@ -1,0 +1,194 @@
+"""The "Pipeline health" dashboard: is the stream flowing, on time, and are the workers well.
+
+Engagement families come from the worker's collector (docs/metrics.md); consumer
+offsets and rebalances from Faust's own sensor (faust.sensors.prometheus, prefix
+``faust_``): ``topic_partition_end_offset`` and
+``topic_partition_offset_commited`` (sic) are gauges per topic/partition,
+``total_rebalances`` / ``total_rebalances_recovering`` are gauges of rebalances in
+progress, and ``rebalance_done_latency`` is a histogram observed once per completed
+rebalance.
+"""
+
+from __future__ import annotations
+
+from grafana_foundation_sdk.models import dashboard as model
+
+from grafana.dashboards.common import (
+    FAUST_PREFIX,
+    JOB,
+    base_dashboard,
+    finish,
+    row,
+    stat_panel,
+    targets,
+    timeseries_panel,
+)
+
+UID = "engagement-pipeline"
+TITLE = "Pipeline health"
+
+#: Valid events/s per platform. Exclude community="*" (the all-communities total)
+#: so that communities are not counted twice.
+EVENTS_IN = 'sum by (platform) (engagement:events:rate5m{community!="*"})'
+INVALID_IN = "sum(engagement:invalid_events:rate5m)"
+#: End offset minus committed offset per topic/partition; ``max without`` so that a
+#: partition briefly reported by two workers around a rebalance counts once.
+CONSUMER_LAG_PARTITIONS = (
+    f"clamp_min(max without (instance, job) ({FAUST_PREFIX}_topic_partition_end_offset)"
+    f" - max without (instance, job) ({FAUST_PREFIX}_topic_partition_offset_commited), 0)"
+)
+WATERMARK_AGE = "time() - max(engagement_watermark_seconds)"
+UP = f'up{{job="{JOB}"}}'
+
+
+def lag_quantile(q: str) -> str:
+    return (
+        f"histogram_quantile({q}, sum without (instance, job) "
+        "(rate(engagement_event_lag_seconds_bucket[$__rate_interval])))"
+    )
+
+
+def build() -> model.Dashboard:
+    dash = base_dashboard(
+        TITLE,
+        UID,
+        "Throughput, invalid input, event and consumer lag, watermark, workers and "
+        "rebalances of the engagement-monitor pipeline.",
+    )
+    dash = (
+        dash.with_row(row("Now"))
+        .with_panel(
+            stat_panel(
+                "Workers up",
+                f'Workers Prometheus scrapes successfully (up{{job="{JOB}"}}).',
+                f"sum without (instance, job) ({UP})",
+                thresholds=[(None, "red"), (1, "green")],
+            )
+        )
+        .with_panel(
+            stat_panel(
+                "Events/s in",
+                "Valid events per second, all platforms (5m rate).",
+                'sum(engagement:events:rate5m{community!="*"})',
+                unit="cps",
+            )
+        )
+        .with_panel(
+            stat_panel(
+                "Consumer lag",
+                "Messages not yet committed, summed over consumed topics and partitions.",
+                f"sum({CONSUMER_LAG_PARTITIONS})",
+                thresholds=[(None, "green"), (10000, "orange"), (100000, "red")],
+            )
+        )
+        .with_panel(
+            stat_panel(
+                "Watermark age",
+                "Time since the newest event time the workers have seen; grows when "
+                "events stop arriving or the workers stall.",
+                WATERMARK_AGE,
+                unit="s",
+                thresholds=[(None, "green"), (60, "orange"), (300, "red")],
+            )
+        )
+    )
+
+    dash = (
+        dash.with_row(row("Input"))
+        .with_panel(
+            timeseries_panel(
+                "Events/s in by platform",
+                "Valid events per second by platform, and invalid ones (5m rate).",
+                targets((EVENTS_IN, "{{platform}}"), (INVALID_IN, "invalid")),
+                unit="cps",
+            )
+        )
+        .with_panel(
+            timeseries_panel(
+                "Invalid events by reason",
+                "Messages sent to the dead-letter topic per second, by reason (5m rate).",
+                targets(("engagement:invalid_events:rate5m", "{{reason}}")),
+                unit="cps",
+                stacked=True,
+            )
+        )
+    )
+
+    dash = (
+        dash.with_row(row("Lag"))
+        .with_panel(
+            timeseries_panel(
+                "Event lag",
+                "Arrival time minus event time, quantiles over all workers.",
+                targets(
+                    (lag_quantile("0.5"), "p50"),
+                    (lag_quantile("0.95"), "p95"),
+                    (lag_quantile("0.99"), "p99"),
+                ),
+                unit="s",
+            )
+        )
+        .with_panel(
+            timeseries_panel(
+                "Consumer lag by topic/partition",
+                "End offset minus committed offset, per topic and partition (Faust sensor).",
+                targets(
+                    (
+                        CONSUMER_LAG_PARTITIONS,
+                        "{{topic}}/{{partition}}",
+                    )
+                ),
+            )
+        )
+        .with_panel(
+            timeseries_panel(
+                "Watermark age over time",
+                "Seconds between now and the newest event time seen.",
+                targets((WATERMARK_AGE, "watermark age")),
+                unit="s",
+            )
+        )
+        .with_panel(
+            timeseries_panel(
+                "Scrape health per worker",
+                "Workers up per instance: 1 scraped, 0 down.",
+                targets((UP, "{{instance}}")),
+                unit="none",
+            )
+        )
+    )
+
+    dash = (
+        dash.with_row(row("Workers"))
+        .with_panel(
+            timeseries_panel(
+                "Rebalances",
+                "Consumer-group rebalances completed per interval, and those in progress "
+                "or recovering now (Faust sensor).",
+                targets(
+                    (
+                        "sum without (instance, job) (increase("
+                        f"{FAUST_PREFIX}_rebalance_done_latency_count[$__rate_interval]))",
+                        "completed",
+                    ),
+                    (
+                        f"sum without (instance, job) ({FAUST_PREFIX}_total_rebalances)",
+                        "in progress",
+                    ),
+                    (
+                        f"sum without (instance, job) ({FAUST_PREFIX}_total_rebalances_recovering)",
+                        "recovering",
+                    ),
+                ),
+            )
+        )
+        .with_panel(
+            timeseries_panel(
+                "Scrape duration",
+                "How long Prometheus takes to scrape each worker's /metrics.",
+                targets((f'scrape_duration_seconds{{job="{JOB}"}}', "{{instance}}")),
+                unit="s",
+            )
+        )
+    )
+    return finish(dash)
