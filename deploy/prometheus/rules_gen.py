@@ -34,7 +34,9 @@ ALERTMANAGER_YML = HERE.parent / "alertmanager" / "alertmanager.yml"
 Settings = dict[str, Any]
 
 #: Alerts raised when the pipeline itself is broken; they inhibit the engagement alerts.
-PIPELINE_DOWN_ALERTS = ("EngagementWorkerDown", "EngagementWorkerAbsent", "EngagementWatermarkStale")
+PIPELINE_DOWN_ALERTS = (
+    "EngagementWorkerDown", "EngagementWorkerAbsent", "EngagementWatermarkStale",
+)
 
 _DURATION = re.compile(r"^(?:\d+(?:ms|s|m|h|d|w|y))+$")
 _UNIT_S = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
@@ -166,7 +168,9 @@ def _annotations(s: Settings, alert: str, summary: str, description: str) -> dic
 
 def recording_rules(s: Settings) -> list[dict[str, Any]]:
     w = s["events_rate_window"]
-    p = s["faust_metric_prefix"]
+    # Faust's sensor spells it "commited".
+    end = f'{s["faust_metric_prefix"]}_topic_partition_end_offset'
+    committed = f'{s["faust_metric_prefix"]}_topic_partition_offset_commited'
     topics = f'topic=~{q(s["lag_topic_regex"])}, topic!~".*-changelog"'
     return [
         {"record": "engagement:active_users:sum",
@@ -195,8 +199,8 @@ def recording_rules(s: Settings) -> list[dict[str, Any]]:
         # offsets of partitions it lost in a rebalance; offsets only grow.
         {"record": "engagement:consumer_lag:sum",
          "expr": "sum by (topic) (clamp_min(\n"
-                 f"    max without (instance, job) ({p}_topic_partition_end_offset{{{topics}}})\n"
-                 f"  - max without (instance, job) ({p}_topic_partition_offset_commited{{{topics}}}),\n"
+                 f"    max without (instance, job) ({end}{{{topics}}})\n"
+                 f"  - max without (instance, job) ({committed}{{{topics}}}),\n"
                  "  0))"},
     ]
 
@@ -467,8 +471,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.check:
         stale = [str(p) for p, text in outputs.items()
                  if not p.exists() or p.read_text(encoding="utf-8") != text]
-        for path in stale:
-            print(f"out of date: {path}", file=sys.stderr)
+        for name in stale:
+            print(f"out of date: {name}", file=sys.stderr)
         if stale:
             print("run: python deploy/prometheus/rules_gen.py", file=sys.stderr)
         return 1 if stale else 0
