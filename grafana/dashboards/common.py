@@ -152,6 +152,8 @@ def table_panel(
         .with_target(query(expr, ref_id="A", instant=True, as_table=True))
         .span(width)
         .height(height)
+        .show_header(True)
+        .cell_height(common.TableCellHeight.SM)
         .with_transformation(
             model.DataTransformerConfig(
                 id_val="organize",
