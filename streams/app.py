@@ -24,7 +24,13 @@ from agents.state_stage import UsersTable, expire, make_apply_agent
 from streams.clock import Clock
 from streams.settings import Settings
 from streams.state import WorkerState
-from streams.topics import TABLE_NAME, by_user_topic, ensure_topics, ingest_group
+from streams.topics import (
+    TABLE_NAME,
+    by_user_topic,
+    changelog_topic,
+    ensure_topics,
+    ingest_group,
+)
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +89,19 @@ def _faust_broker(bootstrap: str) -> str:
     return ";".join(f"kafka://{hostport.strip()}" for hostport in bootstrap.split(","))
 
 
+async def prepare_topics(settings: Settings) -> None:
+    """Create the topics before Faust subscribes: a consumer that subscribes to a
+    missing topic ignores it until the next rebalance, and the agent would sit idle."""
+    bootstrap = settings.kafka_bootstrap_servers
+    await ensure_topics(bootstrap, {
+        settings.input_topic: settings.partitions,
+        settings.dlq_topic: 1,
+        by_user_topic(settings.app_id): settings.partitions,
+    })
+    await ensure_topics(bootstrap, {changelog_topic(settings.app_id): settings.partitions},
+                        compacted=True)
+
+
 def build(settings: Settings) -> Pipeline:
     settings.check()
     Path(settings.datadir).mkdir(parents=True, exist_ok=True)
@@ -122,7 +141,7 @@ def build(settings: Settings) -> Pipeline:
                       value_serializer="raw", key_serializer="raw")
     table = UsersTable(
         app, name=TABLE_NAME, default=None, partitions=settings.partitions,
-        key_serializer="json", value_serializer="json",
+        schema=faust.Schema(key_serializer="json", value_serializer="json"),
     )
     table.worker_state = state
     table.partitions_total = settings.partitions
@@ -142,11 +161,6 @@ def build(settings: Settings) -> Pipeline:
 
     @app.task
     async def ingest() -> None:
-        await ensure_topics(
-            settings.kafka_bootstrap_servers,
-            {settings.input_topic: settings.partitions, settings.dlq_topic: 1},
-        )
-        await topic.maybe_declare()
         stage = IngestStage(
             bootstrap=settings.kafka_bootstrap_servers,
             group_id=ingest_group(settings.app_id),

@@ -20,10 +20,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     settings = settings_mod.from_args(args)
+    import asyncio
+
     from faust.worker import Worker
 
-    from streams.app import build
+    from streams.app import build, prepare_topics
 
+    asyncio.run(prepare_topics(settings))
     pipeline = build(settings)
     level = {"warning": "warn"}.get(settings.log_level, settings.log_level)
     worker = Worker(pipeline.app, loglevel=level)
