@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -286,6 +288,30 @@ def test_panel_queries_substitute_everything() -> None:
         assert q.panel_title and q.ref_id
     assert any('platform="twitter", community="acme"' in q.expr for q in queries)
     assert any(f"[{GRAFANA_BUILTINS['__rate_interval']}]" in q.expr for q in queries)
+
+
+def test_every_query_is_valid_promql(tmp_path: Path) -> None:
+    """promtool parses each substituted expression (as a recording rule's expr)."""
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.fail("promtool is missing: run `deploy/local/stack install` (Debian: prometheus)")
+    queries = panel_queries({"platform": "twitter", "community": "*"})
+    rules = {
+        "groups": [
+            {
+                "name": "dashboard-queries",
+                "rules": [
+                    {"record": f"dashboard:q{i}", "expr": q.expr} for i, q in enumerate(queries)
+                ],
+            }
+        ]
+    }
+    path = tmp_path / "queries.yml"
+    path.write_text(json.dumps(rules), encoding="utf-8")  # JSON is YAML
+    done = subprocess.run(
+        [promtool, "check", "rules", str(path)], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
 
 
 def test_panel_queries_need_values_for_dashboard_variables() -> None:
