@@ -9,7 +9,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[3]
 
 # The Kafka release the project is tested with (Maven Central, org.apache.kafka:kafka_2.13).
-KAFKA_VERSION = "4.1.1"
+KAFKA_VERSION = "4.4.0"
 
 # env var -> default port; the controller listener is Kafka's KRaft quorum port.
 PORT_DEFAULTS = {

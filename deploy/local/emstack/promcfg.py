@@ -49,8 +49,8 @@ def _render_line(line: str, values: dict[str, list[str]]) -> tuple[str, str | No
     return line, None
 
 
-def write(cfg: Config, targets: Sequence[str] | None = None) -> Path:
-    path = cfg.prometheus_config
+def write(cfg: Config, targets: Sequence[str] | None = None, path: Path | None = None) -> Path:
+    path = path or cfg.prometheus_config
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     tmp.write_text(render(cfg, targets))
@@ -68,9 +68,19 @@ def reload(cfg: Config) -> None:
         raise StackError(f"Prometheus reload failed: {exc}") from exc
 
 
+def active_config_path(cfg: Config) -> Path:
+    """The config file the running Prometheus reads (it may be another state folder's)."""
+    url = f"{cfg.prometheus_url}/api/v1/status/flags"
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return Path(json.load(response)["data"]["config.file"])
+    except (OSError, KeyError, ValueError):
+        return cfg.prometheus_config
+
+
 def scrape(cfg: Config, targets: Sequence[str]) -> Path:
     """Point the running Prometheus' engagement-monitor job at targets."""
-    path = write(cfg, targets)
+    path = write(cfg, targets, active_config_path(cfg))
     reload(cfg)
     return path
 

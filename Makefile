@@ -1,0 +1,46 @@
+# engagement-monitor: everyday commands. Ports and state folder come from the
+# environment (see README: KAFKA_PORT, REDIS_PORT, PROMETHEUS_PORT, ALERTMANAGER_PORT,
+# KAFKA_CONTROLLER_PORT, EM_STATE_DIR).
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+STACK := deploy/local/stack
+LINT_PATHS := streams agents tests deploy/local/emstack
+
+.PHONY: venv demo test up down status logs lint constraints
+
+# The venv is (re)installed when missing or when pyproject.toml/constraints.txt change.
+$(VENV)/.installed: pyproject.toml constraints.txt
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q -c constraints.txt -e '.[dev]'
+	touch $@
+
+venv: $(VENV)/.installed
+
+demo: venv
+	$(STACK) up
+	$(STACK) status
+
+test: venv
+	$(STACK) up
+	$(VENV)/bin/pytest
+
+up: venv
+	$(STACK) up
+
+down:
+	$(STACK) down
+
+status:
+	$(STACK) status
+
+logs:
+	$(STACK) logs
+
+lint: venv
+	$(VENV)/bin/ruff check $(LINT_PATHS)
+	$(VENV)/bin/mypy $(LINT_PATHS)
+
+# Pin what the venv has now, so a fresh machine installs exactly the tested versions.
+constraints:
+	$(VENV)/bin/pip freeze --exclude-editable > constraints.txt
