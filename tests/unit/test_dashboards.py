@@ -314,6 +314,99 @@ def test_every_query_is_valid_promql(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stdout + done.stderr
 
 
+def promtool_test(tmp_path: Path, input_series: dict[str, str], tests: list[Any]) -> None:
+    """Evaluate expressions over synthetic series with `promtool test rules`."""
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.fail("promtool is missing: run `deploy/local/stack install` (Debian: prometheus)")
+    (tmp_path / "none.yml").write_text('{"groups": []}', encoding="utf-8")
+    spec = {
+        "rule_files": ["none.yml"],
+        "evaluation_interval": "1m",
+        "tests": [
+            {
+                "interval": "1m",
+                "input_series": [{"series": k, "values": v} for k, v in input_series.items()],
+                "promql_expr_test": tests,
+            }
+        ],
+    }
+    (tmp_path / "test.yml").write_text(json.dumps(spec), encoding="utf-8")
+    done = subprocess.run(
+        [promtool, "test", "rules", "test.yml"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def panel_expr(values: dict[str, str], title: str) -> str:
+    [expr] = [q.expr for q in panel_queries(values) if q.panel_title == title]
+    return expr
+
+
+def test_events_by_type_for_all_communities_and_one(tmp_path: Path) -> None:
+    """The worker counts events per community only: "*" must sum them, once."""
+    title = "Events/s by type"
+    rate = "engagement:events:rate5m"
+    promtool_test(
+        tmp_path,
+        {
+            f'{rate}{{platform="twitter",community="acme",type="like"}}': "1 1 1",
+            f'{rate}{{platform="twitter",community="beta",type="like"}}': "2 2 2",
+            f'{rate}{{platform="twitter",community="beta",type="share"}}': "4 4 4",
+            f'{rate}{{platform="mastodon",community="acme",type="like"}}': "8 8 8",
+        },
+        [
+            {
+                "expr": panel_expr({"platform": "twitter", "community": "*"}, title),
+                "eval_time": "1m",
+                "exp_samples": [
+                    {"labels": '{community="*",type="like"}', "value": 3},
+                    {"labels": '{community="*",type="share"}', "value": 4},
+                ],
+            },
+            {
+                "expr": panel_expr({"platform": "twitter", "community": "acme"}, title),
+                "eval_time": "1m",
+                "exp_samples": [{"labels": '{community="acme",type="like"}', "value": 1}],
+            },
+        ],
+    )
+
+
+def test_consumer_lag_per_partition(tmp_path: Path) -> None:
+    end = f"{FAUST_PREFIX}_topic_partition_end_offset"
+    committed = f"{FAUST_PREFIX}_topic_partition_offset_commited"
+    labels = 'job="engagement-monitor",topic="interactions"'
+    promtool_test(
+        tmp_path,
+        {
+            f'{end}{{{labels},instance="w1",partition="0"}}': "100 100",
+            f'{committed}{{{labels},instance="w1",partition="0"}}': "90 90",
+            f'{end}{{{labels},instance="w2",partition="1"}}': "50 50",
+            f'{committed}{{{labels},instance="w2",partition="1"}}': "50 50",
+        },
+        [
+            {
+                "expr": panel_expr(VALUES, "Consumer lag by topic/partition"),
+                "eval_time": "1m",
+                "exp_samples": [
+                    {"labels": '{topic="interactions",partition="0"}', "value": 10},
+                    {"labels": '{topic="interactions",partition="1"}', "value": 0},
+                ],
+            },
+            {
+                "expr": panel_expr(VALUES, "Consumer lag"),
+                "eval_time": "1m",
+                "exp_samples": [{"labels": "{}", "value": 10}],
+            },
+        ],
+    )
+
+
 def test_panel_queries_need_values_for_dashboard_variables() -> None:
     with pytest.raises(KeyError, match="platform"):
         panel_queries({})
