@@ -17,6 +17,7 @@ COMMANDS: tuple[tuple[str, str, str], ...] = (
     ("worker", "streams.cmd_worker", "run the Faust worker (ingest, state, metrics)"),
     ("simulate", "streams.simulate", "produce realistic synthetic traffic"),
     ("produce", "streams.produce", "send a JSONL file of events to the input topic"),
+    ("replay", "streams.replay", "copy events of a time range from a topic or a file into a topic"),
     ("alerts-webhook", "agents.alerts_webhook", "receive Alertmanager webhooks: print and record them"),  # noqa: E501
 )
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
@@ -34,6 +35,31 @@ Headers = Sequence[tuple[str, bytes]]
 DEFAULT_LINGER_MS = 20
 DEFAULT_BATCH_BYTES = 512 * 1024
 _KEY_CACHE_LIMIT = 200_000
+#: Kafka 4 brokers refuse a batch holding a record timestamp more than
+#: ``log.message.timestamp.after.max.ms`` (default 1 h) ahead of their clock — the
+#: whole batch, not the record. Event times further ahead than this (bad input the
+#: worker will dead-letter as future_timestamp) are sent with the current time as
+#: the record timestamp instead; the value keeps its own ``ts``.
+FUTURE_CLAMP_MS = 30 * 60 * 1000
+
+
+class _JustCreated(logging.Filter):
+    """Hides aiokafka's "Topic X not found in cluster metadata" errors for topics this
+    process has just created: the metadata lags the creation by a moment, and the
+    message would read like a failure on every fresh replay."""
+
+    topics: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (
+            record.msg == "Topic %s not found in cluster metadata"
+            and bool(record.args)
+            and str(record.args[0]) in self.topics  # type: ignore[index]
+        )
+
+
+_just_created = _JustCreated()
+logging.getLogger("aiokafka.cluster").addFilter(_just_created)
 
 
 def murmur2_partition(key: bytes, partitions: int) -> int:
@@ -72,6 +98,7 @@ async def ensure_topics(
         for name, code, *_ in getattr(response, "topic_errors", []):
             if code not in (0, 36):  # 36: TOPIC_ALREADY_EXISTS (a concurrent creator)
                 raise RuntimeError(f"creating topic {name!r} failed with Kafka error {code}")
+        _JustCreated.topics.update(topic.name for topic in wanted)
         return [topic.name for topic in wanted]
     finally:
         await admin.close()
@@ -108,6 +135,7 @@ class BatchWriter:
         self.sent = 0
         self.failed = 0
         self.bytes = 0
+        self.sent_by_topic: Counter[str] = Counter()
         self.errors: list[str] = []
         self._producer: Any = None
         self._partitions: dict[str, list[int]] = {}
@@ -119,6 +147,8 @@ class BatchWriter:
         self._lock = asyncio.Lock()
         self._key_cache: dict[tuple[str, bytes], int] = {}
         self._linger_task: asyncio.Task[None] | None = None
+        self._latest_ok_ms = 0  # record timestamps above this are clamped; see FUTURE_CLAMP_MS
+        self.clamped = 0
 
     # lifecycle ---------------------------------------------------------------
 
@@ -202,8 +232,14 @@ class BatchWriter:
         builder = self._open.get(tp)
         if builder is None:
             builder = self._new_builder(tp)
-        if timestamp_ms is None:
-            timestamp_ms = int(time.time() * 1000)
+        if timestamp_ms is None or timestamp_ms > self._latest_ok_ms:
+            now_ms = int(time.time() * 1000)
+            self._latest_ok_ms = now_ms + FUTURE_CLAMP_MS
+            if timestamp_ms is not None and timestamp_ms > self._latest_ok_ms:
+                self.clamped += 1
+                timestamp_ms = now_ms
+            elif timestamp_ms is None:
+                timestamp_ms = now_ms
         meta = builder.append(timestamp=timestamp_ms, key=key, value=value, headers=headers or [])
         if meta is None:
             self._close(tp, builder, switch=key is None)
@@ -275,9 +311,9 @@ class BatchWriter:
             self._failed(count, exc)
             return
         self._pending.add(future)
-        future.add_done_callback(lambda f, n=count: self._delivered(f, n))
+        future.add_done_callback(lambda f, n=count, t=topic: self._delivered(f, n, t))
 
-    def _delivered(self, future: asyncio.Future[Any], count: int) -> None:
+    def _delivered(self, future: asyncio.Future[Any], count: int, topic: str) -> None:
         self._pending.discard(future)
         if future.cancelled():
             self._failed(count, RuntimeError("cancelled"))
@@ -285,6 +321,7 @@ class BatchWriter:
             self._failed(count, future.exception())  # type: ignore[arg-type]
         else:
             self.sent += count
+            self.sent_by_topic[topic] += count
 
     def _failed(self, count: int, exc: BaseException) -> None:
         self.failed += count

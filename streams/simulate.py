@@ -437,7 +437,13 @@ def run(args: argparse.Namespace) -> int:
     if args.output:
         with open(args.output, "wb") as out:
             return runner.to_file(out)
-    return asyncio.run(runner.to_kafka(conf.kafka_bootstrap_servers, conf.input_topic))
+    from aiokafka.errors import KafkaError
+
+    try:
+        return asyncio.run(runner.to_kafka(conf.kafka_bootstrap_servers, conf.input_topic))
+    except KafkaError as exc:
+        print(f"simulate: Kafka at {conf.kafka_bootstrap_servers}: {exc}", file=sys.stderr)
+        return 1
 
 
 class _Runner:

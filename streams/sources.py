@@ -88,19 +88,29 @@ class TimeRange:
 
 
 class TsFormatter:
-    """RFC 3339 UTC with milliseconds, cached per second (strftime is the slow part)."""
+    """RFC 3339 UTC with milliseconds. strftime is the slow part, so the date is
+    formatted once per day and the time of day by arithmetic; a repeat of the same
+    second (dense, time-sorted files) reuses the whole prefix."""
 
-    __slots__ = ("_second", "_prefix")
+    __slots__ = ("_second", "_prefix", "_day", "_date")
 
     def __init__(self) -> None:
         self._second = -1
         self._prefix = ""
+        self._day = -1
+        self._date = ""
 
     def __call__(self, ts_ms: int) -> str:
         second, ms = divmod(ts_ms, 1000)
         if second != self._second:
+            day, rest = divmod(second, 86_400)
+            if day != self._day:
+                self._day = day
+                self._date = time.strftime("%Y-%m-%dT", time.gmtime(day * 86_400))
+            hours, rest = divmod(rest, 3600)
+            minutes, seconds = divmod(rest, 60)
             self._second = second
-            self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+            self._prefix = f"{self._date}{hours:02d}:{minutes:02d}:{seconds:02d}"
         return f"{self._prefix}.{ms:03d}Z"
 
 
@@ -201,6 +211,20 @@ class ColumnDecoder:
         self._i_platform = cols.get("platform")
         self._width = max(cols.values()) + 1
         self._types = {name: name for name in EVENT_TYPES} | dict(fmt.type_map)
+        self._btypes = {k.encode(): v.encode() for k, v in self._types.items()}
+        self._bdelim = None if fmt.delimiter is None else fmt.delimiter.encode()
+        # The fast path writes JSON with bytes formatting; it is taken only for lines
+        # whose values need no escaping (alphanumeric ids), others go through orjson.
+        self._fast = self._i_id is None and self._i_platform is None
+        prefix = orjson.dumps(fmt.id_prefix)[1:-1].replace(b"%", b"%%")
+        platform = orjson.dumps(fmt.platform).replace(b"%", b"%%")
+        self._template = (
+            b'{"event_id":"'
+            + prefix
+            + b'-%d","ts":"%s","platform":'
+            + platform
+            + b',"community":"%s","user_id":"%s","type":"%s"}'
+        )
 
     def _ts_ms(self, raw: str) -> int:
         unit = self.fmt.ts_unit
@@ -209,6 +233,36 @@ class ColumnDecoder:
         if unit == "ms":
             return int(raw) if raw.isdigit() else int(float(raw))
         return parse_timestamp_ms(int(raw) if raw.isdigit() else float(raw))
+
+    def decode_bytes(self, raw: bytes, line_no: int) -> Item:
+        """:meth:`decode` for a raw line; about three times faster for plain lines."""
+        if self._fast:
+            parts = raw.split(self._bdelim)
+            if len(parts) >= self._width:
+                user = parts[self._i_user].strip()
+                community = parts[self._i_comm].strip()
+                kind = self._btypes.get(parts[self._i_type].strip())
+                stamp = parts[self._i_ts].strip()
+                if kind is not None and user.isalnum() and community.isalnum() and stamp.isdigit():
+                    number = int(stamp)
+                    unit = self.fmt.ts_unit
+                    ts_ms = (
+                        number * 1000
+                        if unit == "s" or (unit == "auto" and number < 100_000_000_000)
+                        else number
+                    )
+                    value = self._template % (
+                        line_no,
+                        self._fmt_ts(ts_ms + self.shift_ms).encode(),
+                        community,
+                        user,
+                        kind,
+                    )
+                    return value, ts_ms, None, None
+        try:
+            return self.decode(raw.decode(), line_no)
+        except UnicodeDecodeError:
+            return b"", -1, None, "bad_field"
 
     def decode(self, line: str, line_no: int) -> Item:
         """Return (value, ts_ms, None, None), or (b"", -1, None, reason) for a bad line."""
@@ -359,7 +413,7 @@ class FileSource:
         self.line_no = line_no
 
     def _columns(self, reader: IO[bytes], fmt: ColumnFormat) -> Iterator[Item]:
-        decode = ColumnDecoder(fmt, self.shift_ms).decode
+        decode = ColumnDecoder(fmt, self.shift_ms).decode_bytes
         contains = self.time_range.contains
         unbounded = self.time_range == TimeRange()
         line_no = 0
@@ -367,18 +421,13 @@ class FileSource:
             line_no += 1
             if line_no == 1 and fmt.header:
                 continue
-            try:
-                line = raw_line.decode()
-            except UnicodeDecodeError:
-                self.line_no = line_no
-                yield raw_line.rstrip(b"\r\n"), -1, None, "bad_field"
-                continue
-            if not line.strip():
-                continue
-            item = decode(line, line_no)
+            item = decode(raw_line, line_no)
             if item[3] is not None:
+                line = raw_line.rstrip(b"\r\n")
+                if not line.strip():
+                    continue
                 self.line_no = line_no
-                yield raw_line.rstrip(b"\r\n"), -1, None, item[3]
+                yield line, -1, None, item[3]
             elif unbounded or contains(item[1]):
                 self.line_no = line_no
                 yield item
