@@ -11,18 +11,12 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /src
 
-# Only what the distribution needs (.dockerignore keeps the rest out of the context).
-# constraints.txt pins the dependency versions the project was tested with; the
-# bracket globs let the build go on while README.md / constraints.txt are absent.
-COPY pyproject.toml README.m[d] constraints.tx[t] ./
+# Only what the distribution needs (.dockerignore keeps the rest out of the context);
+# constraints.txt pins the dependency versions the project is tested with.
+COPY pyproject.toml README.md constraints.txt ./
 COPY streams ./streams
 COPY agents ./agents
-RUN if [ -f constraints.txt ]; then \
-        pip install -c constraints.txt . ; \
-    else \
-        echo "constraints.txt not found: installing unpinned dependencies" >&2; \
-        pip install . ; \
-    fi \
+RUN pip install -c constraints.txt . \
  && rm -rf /src/build
 
 # Unprivileged user; worker state (RocksDB tables) in a volume-friendly folder.

@@ -28,7 +28,7 @@ COMPOSE_FILE = REPO / "deploy" / "docker-compose.yml"
 #: Services that share one network namespace so that prometheus.yml's loopback
 #: addresses (worker 127.0.0.1:6066, Alertmanager 127.0.0.1:9093) hold in compose.
 NETNS_HOLDER = "monitor"
-NETNS_MEMBERS = ("worker", "prometheus", "alertmanager")
+NETNS_MEMBERS = ("worker", "prometheus", "alertmanager", "alerts-webhook")
 
 _YAML_TO_JSON = "import json, sys, yaml; json.dump(yaml.safe_load(sys.stdin), sys.stdout)"
 
@@ -141,6 +141,7 @@ def test_expected_services() -> None:
         "simulator",
         "prometheus",
         "alertmanager",
+        "alerts-webhook",
         "grafana",
     }
 
@@ -232,6 +233,14 @@ def test_prometheus_config_holds_inside_the_shared_namespace() -> None:
         for t in sc["targets"]
     ]
     assert f"127.0.0.1:{alertmanager_port}" in am_targets
+
+    # Alertmanager's receivers post to the webhook in the same namespace.
+    receivers = (REPO / "deploy/alertmanager/alertmanager.yml").read_text(encoding="utf-8")
+    webhook = services()["alerts-webhook"]["command"]
+    host, port = webhook[webhook.index("--host") + 1], webhook[webhook.index("--port") + 1]
+    urls = set(re.findall(r"url:\s*[\"']?(https?://[^\"'\s]+)", receivers))
+    local = {u for u in urls if urlparse(u).hostname in ("127.0.0.1", "localhost")}
+    assert local == {f"http://{host}:{port}/alerts"}, urls
 
     # rule_files are relative to the config file: they must land in the mounted rules.
     config_dir = Path(mount_of("prometheus", config_path)).parent
