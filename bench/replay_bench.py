@@ -129,7 +129,8 @@ async def main_async(args: argparse.Namespace) -> None:
             )
     replay, raw = statistics.median(replay_rates), statistics.median(raw_rates)
     print(
-        f"replay --speed max (snap file, {lines:,} lines): {replay:,.0f} events/s (median of {args.runs})"
+        f"replay --speed max (snap file, {lines:,} lines): {replay:,.0f} events/s "
+        f"(median of {args.runs})"
     )
     print(
         f"raw aiokafka send_batch, pre-encoded payloads: {raw:,.0f} msg/s (median of {args.runs})"

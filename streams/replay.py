@@ -23,6 +23,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from streams.durations import parse_duration_ms
 from streams.sources import (
     FILE_FORMATS,
     ColumnFormat,
@@ -99,6 +100,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="csv: unit of numeric timestamps (default: auto)",
     )
     parser.add_argument("--header", action="store_true", help="csv: skip the first line")
+    parser.add_argument(
+        "--lateness",
+        default="5m",
+        help="topics: read on past --to until a record is this much later, so that "
+        "out-of-order events are kept (default: 5m)",
+    )
     parser.add_argument(
         "--partitions",
         type=int,
@@ -309,7 +316,12 @@ class Replay:
             if self.time_range.end_ms is None:
                 raise ValueError("--shift-to-now with --from-topic needs --to (the end to move)")
             shift = self.now_ms - self.time_range.end_ms
-        source = TopicSource(self.bootstrap, self.args.from_topic, self.time_range)
+        source = TopicSource(
+            self.bootstrap,
+            self.args.from_topic,
+            self.time_range,
+            lateness_ms=parse_duration_ms(self.args.lateness),
+        )
         tally = self.tally
         paced = self.speed is not None
         reshape = _Reshaper(shift) if shift else None

@@ -489,22 +489,28 @@ class TopicSource:
     """Reads the records of a time range from every partition of a topic.
 
     Each partition is read from the first offset whose timestamp is ≥ ``--from``
-    (``offsets_for_times``) to the first offset whose timestamp is ≥ ``--to``, or to
-    the end offset seen at start — so a replay into the same topic terminates. Records
-    inside those offsets are also filtered by timestamp, because event-time record
-    timestamps are not monotonic within a partition.
+    (``offsets_for_times``; no record at or after ``--from`` sits before it), and
+    records are kept when their timestamp is in [from, to). Event-time timestamps are
+    not monotonic within a partition, so reading does not stop at the first offset
+    whose timestamp is ≥ ``--to``: it goes on until a record is ``lateness`` past
+    ``--to`` (a late event more out of order than that is left out), and never beyond
+    the end offset seen at start — so a replay into its own source topic terminates.
     """
 
-    def __init__(self, bootstrap: str, topic: str, time_range: TimeRange) -> None:
+    def __init__(
+        self, bootstrap: str, topic: str, time_range: TimeRange, lateness_ms: int = 300_000
+    ) -> None:
         self.bootstrap = bootstrap
         self.topic = topic
         self.time_range = time_range
+        self.lateness_ms = lateness_ms
         self.spans: list[PartitionSpan] = []
         self.skipped = 0
         self.read = 0
 
     @property
     def total(self) -> int:
+        """Records between the --from and --to offsets: the progress bar's 100 %."""
         return sum(span.count for span in self.spans)
 
     async def batches(self) -> AsyncIterator[list[Any]]:
@@ -533,43 +539,56 @@ class TopicSource:
             start_at = await self._offsets_at(consumer, tps, self.time_range.start_ms)
             stop_at = await self._offsets_at(consumer, tps, self.time_range.end_ms)
             self.spans = spans_from_offsets(partitions, beginning, end, start_at, stop_at)
-            active = {tp: span.stop for span, tp in zip(self.spans, tps, strict=True) if span.count}
+            starts = {span.partition: span.start for span in self.spans}
+            # (soft stop: the --to offset, hard stop: the end offset at start)
+            active = {
+                tp: (span.stop, end[tp.partition])
+                for span, tp in zip(self.spans, tps, strict=True)
+                if span.start < end[tp.partition]
+            }
             if not active:
                 return
             consumer.assign(list(active))
-            for span, tp in zip(self.spans, tps, strict=True):
-                if tp in active:
-                    consumer.seek(tp, span.start)
+            for tp in active:
+                consumer.seek(tp, starts[tp.partition])
             async for batch in self._read(consumer, active):
                 yield batch
         finally:
             await consumer.stop()
 
-    async def _read(self, consumer: Any, active: dict[Any, int]) -> AsyncIterator[list[Any]]:
+    async def _read(
+        self, consumer: Any, active: dict[Any, tuple[int, int]]
+    ) -> AsyncIterator[list[Any]]:
         contains = self.time_range.contains
+        cutoff = (
+            None if self.time_range.end_ms is None else self.time_range.end_ms + self.lateness_ms
+        )
         while active:
             fetched = await consumer.getmany(*active, timeout_ms=1000, max_records=20000)
             for tp, records in fetched.items():
-                stop = active.get(tp)
-                if stop is None:
+                if tp not in active:
                     continue
-                chosen = []
+                soft, hard = active[tp]
+                chosen, finished = [], False
                 for record in records:
-                    if record.offset >= stop:
+                    if record.offset >= hard or (
+                        cutoff is not None and record.offset >= soft and record.timestamp >= cutoff
+                    ):
+                        finished = True
                         break
                     self.read += 1
                     if contains(record.timestamp):
                         chosen.append(record)
                     else:
                         self.skipped += 1
-                if records and (records[-1].offset >= stop - 1):
+                if finished or (records and records[-1].offset >= hard - 1):
                     del active[tp]
                     consumer.pause(tp)
                 if chosen:
                     yield chosen
             for tp in list(active):
                 # A span may end on offsets that hold no record (transaction markers).
-                if await consumer.position(tp) >= active[tp]:
+                if await consumer.position(tp) >= active[tp][1]:
                     del active[tp]
 
     @staticmethod

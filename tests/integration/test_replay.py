@@ -1,0 +1,200 @@
+"""replay on a real broker: files at max speed and topic time ranges arrive exactly."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gzip
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from streams.events import Event, event_to_json, parse_event
+from streams.kafka_out import BatchWriter
+from streams.replay import Replay, Tally, add_arguments
+
+pytestmark = pytest.mark.integration
+
+T0 = 1_341_100_800  # 2012-07-01T00:00:00Z
+
+
+async def read_topic(bootstrap: str, topic: str) -> list[Any]:
+    """Every record of a topic, read from the beginning up to its end offsets."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+    )
+    await consumer.start()
+    try:
+        partitions = await consumer._client._wait_on_metadata(topic) or set()
+        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        end = await consumer.end_offsets(tps)
+        records: list[Any] = []
+        remaining = {tp for tp in tps if end[tp] > 0}
+        while remaining:
+            batch = await consumer.getmany(*remaining, timeout_ms=2000)
+            for tp, items in batch.items():
+                records.extend(items)
+                if items and items[-1].offset >= end[tp] - 1:
+                    remaining.discard(tp)
+            for tp in list(remaining):
+                if await consumer.position(tp) >= end[tp]:
+                    remaining.discard(tp)
+        return records
+    finally:
+        await consumer.stop()
+
+
+def replay(stack: Any, argv: list[str], to_topic: str, dlq: str) -> Tally:
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args([*argv, "--to-topic", to_topic, "--quiet"])
+    return asyncio.run(Replay(args, stack.kafka_bootstrap, to_topic, dlq).run())
+
+
+def snap_file(path: Path, good: int) -> tuple[list[str], list[str]]:
+    lines, bad = [], []
+    for i in range(good):
+        lines.append(f"{1000 + i % 977} {i % 13} {T0 + i // 10} {('RT', 'MT', 'RE')[i % 3]}")
+        if i % 1000 == 500:
+            bad.append(f"{i} {i} sometime RT")
+            lines.append(bad[-1])
+    with gzip.open(path, "wt") as out:
+        out.write("\n".join(lines) + "\n")
+    return lines, bad
+
+
+def test_file_replay_at_max_speed_sends_exactly_the_file(stack: Any, tmp_path: Path) -> None:
+    path = tmp_path / "snap.txt.gz"
+    lines, bad = snap_file(path, 20_000)
+    topic, dlq = stack.unique_name("replay-out"), stack.unique_name("replay-dlq")
+
+    tally = replay(stack, ["--file", str(path), "--format", "snap", "--speed", "max"], topic, dlq)
+
+    assert (tally.sent, tally.bad, tally.failed) == (20_000, len(bad), 0)
+    records = asyncio.run(read_topic(stack.kafka_bootstrap, topic))
+    assert len(records) == 20_000
+    now_ms = (T0 + 10**6) * 1000
+    got = Counter((parse_event(r.value, now_ms), r.timestamp) for r in records)
+    expected = []
+    for line_no, line in enumerate(lines, start=1):
+        if line in bad:
+            continue
+        user, community, ts, kind = line.split()
+        event = Event(
+            f"snap-{line_no}",
+            int(ts) * 1000,
+            "twitter",
+            community,
+            user,
+            {"RT": "share", "MT": "mention", "RE": "reply"}[kind],
+        )
+        expected.append((event, event.ts_ms))  # the record timestamp is the event time
+    assert got == Counter(expected)
+    dead = asyncio.run(read_topic(stack.kafka_bootstrap, dlq))
+    assert sorted(r.value.decode() for r in dead) == sorted(bad)
+    headers = [dict(r.headers) for r in dead]
+    assert {h["reason"] for h in headers} == {b"bad_timestamp"}
+    assert all(h["source"].startswith(str(path).encode() + b":") for h in headers)
+    line_of = {line: n for n, line in enumerate(lines, start=1)}
+    assert sorted(h["source"].decode() for h in headers) == sorted(
+        f"{path}:{line_of[b]}" for b in bad
+    )
+
+
+def test_file_replay_time_range_and_shift(stack: Any, tmp_path: Path) -> None:
+    path = tmp_path / "snap.txt.gz"
+    snap_file(path, 1000)  # T0 .. T0+99 s, 10 events per second
+    topic, dlq = stack.unique_name("replay-range"), stack.unique_name("replay-dlq")
+    start, end = f"{T0 + 10}", "2012-07-01T00:00:20Z"
+
+    tally = replay(
+        stack,
+        [
+            "--file",
+            str(path),
+            "--format",
+            "snap",
+            "--speed",
+            "max",
+            "--from",
+            start,
+            "--to",
+            end,
+            "--shift-to-now",
+        ],
+        topic,
+        dlq,
+    )
+
+    assert (tally.sent, tally.skipped, tally.bad) == (100, 900, 1)
+    records = asyncio.run(read_topic(stack.kafka_bootstrap, topic))
+    events = [parse_event(r.value, 2**62) for r in records]
+    assert len(events) == 100
+    shift = min(e.ts_ms for e in events) - (T0 + 10) * 1000
+    assert shift > 0  # moved to now: the range [T0+10, T0+20) now ends at the replay's start
+    assert sorted(e.ts_ms - shift for e in events) == sorted(
+        (T0 + 10 + i // 10) * 1000 for i in range(100)
+    )
+    assert all(r.timestamp == e.ts_ms for r, e in zip(records, events, strict=True))
+
+
+async def produce_events(bootstrap: str, topic: str, events: list[Event]) -> None:
+    async with BatchWriter(bootstrap, topic, create_partitions=3) as writer:
+        for event in events:
+            await writer.send(event_to_json(event), event.user_id.encode(), event.ts_ms)
+
+
+def test_topic_time_range_replays_exactly_the_events_in_range(stack: Any) -> None:
+    source, topic, dlq = (stack.unique_name(p) for p in ("replay-src", "replay-dst", "replay-dlq"))
+    base = T0 * 1000
+    # 3 000 events, one every 100 ms, users spread over partitions; some out of order.
+    events = [
+        Event(
+            f"e-{i}",
+            base + i * 100 - (5_000 if i % 97 == 0 else 0),
+            "twitter",
+            f"c-{i % 7}",
+            f"u-{i % 211}",
+            "like",
+        )
+        for i in range(3000)
+    ]
+    asyncio.run(produce_events(stack.kafka_bootstrap, source, events))
+    start, end = base + 60_000, base + 180_000
+
+    tally = replay(
+        stack,
+        ["--from-topic", source, "--from", str(start), "--to", str(end), "--speed", "max"],
+        topic,
+        dlq,
+    )
+
+    expected = sorted(event_to_json(e) for e in events if start <= e.ts_ms < end)
+    records = asyncio.run(read_topic(stack.kafka_bootstrap, topic))
+    assert sorted(r.value for r in records) == expected
+    assert tally.sent == len(expected) and tally.failed == 0
+    assert all(start <= r.timestamp < end for r in records)
+    assert {r.key for r in records} <= {f"u-{i}".encode() for i in range(211)}
+    assert orjson.loads(records[0].value)["platform"] == "twitter"
+
+
+def test_topic_replay_paced_takes_the_scaled_time(stack: Any) -> None:
+    source, topic, dlq = (stack.unique_name(p) for p in ("pace-src", "pace-dst", "pace-dlq"))
+    base = T0 * 1000
+    events = [Event(f"e-{i}", base + i * 100, "twitter", "c", f"u-{i}", "like") for i in range(41)]
+    asyncio.run(produce_events(stack.kafka_bootstrap, source, events))
+
+    tally = replay(stack, ["--from-topic", source, "--speed", "4"], topic, dlq)
+
+    assert tally.sent == 41
+    assert 0.9 <= tally.seconds <= 6.0  # 4 s of events at speed 4: about 1 s plus start-up
