@@ -181,11 +181,27 @@ def _thresholds(steps: list[tuple[float | None, str]]) -> db.ThresholdsConfig:
     )
 
 
+def builtin_annotations() -> db.AnnotationQuery:
+    """Grafana's own "Annotations & Alerts" (what Grafana adds to every dashboard)."""
+    return (
+        db.AnnotationQuery()
+        .name("Annotations & Alerts")
+        .datasource(model.DataSourceRef(type_val="grafana", uid="-- Grafana --"))
+        .enable(True)
+        .hide(True)
+        .icon_color("rgba(0, 211, 255, 1)")
+        .type("dashboard")
+        .built_in(1)
+    )
+
+
 def base_dashboard(title: str, uid: str, description: str) -> db.Dashboard:
-    """Dashboard defaults shared by both dashboards."""
+    """Dashboard defaults shared by both dashboards (variables: an empty list)."""
     return (
         db.Dashboard(title)
         .uid(uid)
+        .variables([])
+        .annotations([builtin_annotations()])
         .description(description)
         .tags([TAG])
         .editable()

@@ -85,6 +85,9 @@ def test_uid_and_title(name: str) -> None:
     dashboard = json.loads(committed()[name])
     assert (dashboard["uid"], dashboard["title"]) == EXPECTED[name]
     assert dashboard["schemaVersion"] >= 39  # Grafana 11 schema
+    # Grafana's frontend expects both lists to exist.
+    assert isinstance(dashboard["templating"]["list"], list)
+    assert [a.get("builtIn") for a in dashboard["annotations"]["list"]] == [1]
 
 
 # --- the SDK's model ----------------------------------------------------------------
