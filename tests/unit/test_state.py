@@ -389,3 +389,40 @@ def test_empty_worker() -> None:
     worker.partitions[0].apply("x", "a", "u", 0, "view")
     assert worker.watermark_ms() == 0
     assert worker.active_counts(0, WINDOWS) == {}
+
+
+@given(
+    st.data(),
+    st.lists(
+        st.tuples(st.sampled_from("abcdef"), st.integers(0, 30), st.sampled_from(TYPES)),
+        max_size=40,
+    ),
+)
+def test_delete_recomputes_user_max_for_all_communities(data: st.DataObject, rows) -> None:
+    """One user in many communities: deleting the community that holds their newest
+    activity must fall back to the next newest, which is what "*" counts."""
+    events = [Event(f"e{i}", ts, "x", c, "u", t) for i, (c, ts, t) in enumerate(rows)]
+    state = PartitionState(DEFAULT_ACTIVE_TYPES)
+    for e in events:
+        state.apply(e.platform, e.community, e.user_id, e.ts_ms, e.type)
+    keys = sorted(state.records)
+    doomed = set(data.draw(st.lists(st.sampled_from(keys), unique=True))) if keys else set()
+    for key in doomed:
+        state.delete(key)
+    kept = [e for e in events if make_key(e.platform, e.community, e.user_id) not in doomed]
+    windows = {f"{w}ms": w for w in range(1, 32)}
+    for now in range(0, 32):
+        assert state.active_counts(now, windows) == expected_active(kept, now, windows)
+
+
+def test_delete_newest_community_falls_back() -> None:
+    state = PartitionState(DEFAULT_ACTIVE_TYPES)
+    state.apply("x", "a", "u", 10, "post")
+    state.apply("x", "b", "u", 20, "post")
+    state.apply("x", "c", "u", 30, "post")
+    state.delete(make_key("x", "c", "u"))
+    assert state.active_counts(30, {"15ms": 15})[("x", "*")] == {"15ms": 1}
+    state.delete(make_key("x", "b", "u"))
+    assert state.active_counts(30, {"15ms": 15})[("x", "*")] == {"15ms": 0}
+    state.delete(make_key("x", "a", "u"))
+    assert state.active_counts(30, {"15ms": 15}) == {}
