@@ -15,5 +15,5 @@ INTEGRATION_DIR = Path(__file__).parent / "integration"
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
-        if INTEGRATION_DIR in Path(str(item.fspath)).parents:
+        if INTEGRATION_DIR in item.path.parents:
             item.add_marker(pytest.mark.integration)

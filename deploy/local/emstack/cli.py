@@ -93,10 +93,14 @@ def cmd_up(cfg: Config, _args: argparse.Namespace) -> int:
 
 
 def cmd_down(cfg: Config, _args: argparse.Namespace) -> int:
+    stopped = 0
     with _state_lock(cfg):
         for service in reversed(SERVICES):
             if procs.stop(cfg.pid_file(service.name), service.stop_timeout):
                 say(f"{service.name} stopped")
+                stopped += 1
+    if not stopped:
+        say(f"nothing was running (state: {cfg.state_dir})")
     return 0
 
 
