@@ -168,10 +168,6 @@ def _annotations(s: Settings, alert: str, summary: str, description: str) -> dic
 
 def recording_rules(s: Settings) -> list[dict[str, Any]]:
     w = s["events_rate_window"]
-    # Faust's sensor spells it "commited".
-    end = f'{s["faust_metric_prefix"]}_topic_partition_end_offset'
-    committed = f'{s["faust_metric_prefix"]}_topic_partition_offset_commited'
-    topics = f'topic=~{q(s["lag_topic_regex"])}, topic!~".*-changelog"'
     return [
         {"record": "engagement:active_users:sum",
          "expr": "sum without (instance, job) (engagement_active_users)"},
@@ -194,14 +190,6 @@ def recording_rules(s: Settings) -> list[dict[str, Any]]:
          "expr": f"sum without (instance, job) (rate(engagement_events_total[{w}]))"},
         {"record": "engagement:invalid_events:rate5m",
          "expr": f"sum without (instance, job) (rate(engagement_invalid_events_total[{w}]))"},
-        # Consumer lag per topic from Faust's sensor: end offset - committed offset, per
-        # partition. `max` over workers because a worker keeps exposing the (stale, lower)
-        # offsets of partitions it lost in a rebalance; offsets only grow.
-        {"record": "engagement:consumer_lag:sum",
-         "expr": "sum by (topic) (clamp_min(\n"
-                 f"    max without (instance, job) ({end}{{{topics}}})\n"
-                 f"  - max without (instance, job) ({committed}{{{topics}}}),\n"
-                 "  0))"},
     ]
 
 
@@ -275,11 +263,24 @@ def engagement_alerts(s: Settings) -> list[dict[str, Any]]:
 
 def pipeline_alerts(s: Settings) -> list[dict[str, Any]]:
     job = s["job"]
+    # Faust's sensor spells it "commited".
+    end = f'{s["faust_metric_prefix"]}_topic_partition_end_offset'
+    committed = f'{s["faust_metric_prefix"]}_topic_partition_offset_commited'
+    topics = f'topic=~{q(s["lag_topic_regex"])}, topic!~".*-changelog"'
     w = s["events_rate_window"]
     invalid = f"sum without (instance, job, reason) (rate(engagement_invalid_events_total[{w}]))"
     valid = ("sum without (instance, job, platform, community, type) "
              f"(rate(engagement_events_total[{w}]))")
     return [
+        # Consumer lag per topic from Faust's sensor: end offset - committed offset, per
+        # partition. `max` over workers because a worker keeps exposing the (stale, lower)
+        # offsets of partitions it lost in a rebalance; offsets only grow. Recorded here,
+        # in the group of the alert that reads it, so the alert sees this round's value.
+        {"record": "engagement:consumer_lag:sum",
+         "expr": "sum by (topic) (clamp_min(\n"
+                 f"    max without (instance, job) ({end}{{{topics}}})\n"
+                 f"  - max without (instance, job) ({committed}{{{topics}}}),\n"
+                 "  0))"},
         {
             "alert": "EngagementWorkerDown",
             "expr": f'up{{job="{job}"}} == 0',
