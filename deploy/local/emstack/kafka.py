@@ -52,6 +52,10 @@ logger.request.level = WARN
 """
 
 HEAP = "-Xmx1G -Xms256m"
+# As Kafka's bin/kafka-run-class.sh: G1 with short pauses.
+SERVER_JVM = "-XX:+UseG1GC -XX:MaxGCPauseMillis=20 -XX:InitiatingHeapOccupancyPercent=35"
+# The storage tool runs for a second: skip the optimising JIT.
+TOOL_JVM = "-Xmx256m -XX:TieredStopAtLevel=1"
 
 
 def libs_dir(cfg: Config) -> Path:
@@ -169,14 +173,14 @@ def java_env(cfg: Config) -> dict[str, str]:
     return env
 
 
-def _java_cmd(cfg: Config, main: str, *args: str) -> list[str]:
+def _java_cmd(cfg: Config, jvm_opts: str, main: str, *args: str) -> list[str]:
     env = java_env(cfg)
     java = shutil.which("java")
     if java is None:
         raise StackError("Java is missing (Debian: apt-get install -y openjdk-17-jre-headless)")
     return [
         java,
-        *env["KAFKA_HEAP_OPTS"].split(),
+        *jvm_opts.split(),
         env["KAFKA_LOG4J_OPTS"],
         "-Djava.awt.headless=true",
         "-cp",
@@ -194,7 +198,7 @@ def format_storage(cfg: Config, props: Path) -> None:
     if cfg.kafka_home is not None:
         cmd = [str(cfg.kafka_home / "bin" / "kafka-storage.sh"), *args]
     else:
-        cmd = _java_cmd(cfg, "kafka.tools.StorageTool", *args)
+        cmd = _java_cmd(cfg, TOOL_JVM, "kafka.tools.StorageTool", *args)
     env = java_env(cfg) | {"KAFKA_HEAP_OPTS": "-Xmx256m"}
     result = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if result.returncode != 0:
@@ -212,4 +216,5 @@ def _cluster_id() -> str:
 def server_cmd(cfg: Config, props: Path) -> list[str]:
     if cfg.kafka_home is not None:
         return [str(cfg.kafka_home / "bin" / "kafka-server-start.sh"), str(props)]
-    return _java_cmd(cfg, "kafka.Kafka", str(props))
+    jvm_opts = f"{java_env(cfg)['KAFKA_HEAP_OPTS']} {SERVER_JVM}"
+    return _java_cmd(cfg, jvm_opts, "kafka.Kafka", str(props))
