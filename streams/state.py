@@ -21,6 +21,7 @@ Why the indexes look the way they do:
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from dataclasses import dataclass
 
 from sortedcontainers import SortedList
@@ -141,11 +142,20 @@ class PartitionState:
 
     A (platform, community) therefore disappears when its last such record is
     deleted (expiry, revocation); publishers should treat a missing key as 0.
+
+    The active-time indexes are maintained lazily: ``apply``, ``load`` and
+    ``delete`` only note, per changed key, the value the indexes still hold, and
+    the next count (or :meth:`flush`) patches the sorted lists once per key. That
+    keeps sorted-list work off the hot path, coalesces the many events of a busy
+    user between two scrapes into one update, and lets a rebuild after assignment
+    insert each community's times in one batch. Follower counters are plain
+    integers and stay eager.
     """
 
     __slots__ = (
         "active_types",
         "records",
+        "_pending",
         "_comm_active",
         "_user_active",
         "_platform_active",
@@ -159,9 +169,12 @@ class PartitionState:
     def __init__(self, active_types: frozenset[str]) -> None:
         self.active_types = frozenset(active_types)
         self.records: dict[str, UserRecord] = {}
+        # key -> the last_active the indexes hold for it (None: not indexed), for the
+        # keys whose last_active changed since the last flush.
+        self._pending: dict[str, int | None] = {}
         # (platform, community) -> last_active of each of its records that has one.
         self._comm_active: dict[PC, SortedList] = {}
-        # (platform, user) -> [max last_active, {community: last_active}].
+        # (platform, user) -> [max last_active, {community: last_active}], as indexed.
         self._user_active: dict[PC, list] = {}
         # platform -> the max last_active of each of its users.
         self._platform_active: dict[str, SortedList] = {}
@@ -178,7 +191,7 @@ class PartitionState:
         return len(self.records)
 
     def watermark_ms(self) -> int | None:
-        """Newest event time applied or loaded; None before the first."""
+        """Newest event time applied, or record time loaded; None before the first."""
         return None if self._max_ts < 0 else self._max_ts
 
     # -- hot path ---------------------------------------------------------------------
@@ -207,8 +220,9 @@ class PartitionState:
         if event_type in self.active_types:
             old = record.last_active_ms
             if old is None or ts_ms > old:
+                if key not in self._pending:
+                    self._pending[key] = old
                 record.last_active_ms = ts_ms
-                self._index_active(platform, community, user_id, old, ts_ms)
                 changed = True
         if event_type == _FOLLOW or event_type == _UNFOLLOW:
             is_unfollow = event_type == _UNFOLLOW
@@ -229,33 +243,6 @@ class PartitionState:
                 changed = True
         return key if changed else None
 
-    def _index_active(
-        self, platform: str, community: str, user_id: str, old: int | None, new: int
-    ) -> None:
-        """Move one record's last_active from ``old`` to ``new`` (> old) in the indexes."""
-        pc = (platform, community)
-        times = self._comm_active.get(pc)
-        if times is None:
-            times = self._comm_active[pc] = SortedList()
-        elif old is not None:
-            times.remove(old)
-        times.add(new)
-        pu = (platform, user_id)
-        user = self._user_active.get(pu)
-        if user is None:
-            self._user_active[pu] = [new, {community: new}]
-            maxima = self._platform_active.get(platform)
-            if maxima is None:
-                maxima = self._platform_active[platform] = SortedList()
-            maxima.add(new)
-        else:
-            user[1][community] = new
-            if new > user[0]:
-                maxima = self._platform_active[platform]
-                maxima.remove(user[0])
-                maxima.add(new)
-                user[0] = new
-
     def _count_follow(self, pc: PC, pu: PC, delta: int) -> None:
         self._followers[pc] = self._followers.get(pc, 0) + delta
         before = self._user_follows.get(pu, 0)
@@ -269,6 +256,92 @@ class PartitionState:
             self._platform_followers[platform] = self._platform_followers.get(platform, 0) + (
                 1 if after else -1
             )
+
+    # -- the lazy active-time indexes ---------------------------------------------------
+
+    def flush(self) -> None:
+        """Bring the active-time indexes up to date with the records.
+
+        Called by every count; call it directly to move the work elsewhere (e.g. right
+        after rebuilding a partition). Cost: one sorted-list removal per changed key,
+        batched insertions per community, and the same per changed user for "*".
+        """
+        pending = self._pending
+        if not pending:
+            return
+        self._pending = {}
+        records = self.records
+        comm_active = self._comm_active
+        user_active = self._user_active
+        adds: dict[PC, list[int]] = {}
+        touched: set[PC] = set()
+        users: dict[PC, int | None] = {}  # (platform, user) -> max as indexed in "*"
+        for key, old in pending.items():
+            record = records.get(key)
+            new = None if record is None else record.last_active_ms
+            if new == old:
+                continue
+            platform, community, user_id = key.split(SEP)
+            pc = (platform, community)
+            if old is not None:
+                comm_active[pc].remove(old)
+                touched.add(pc)
+            if new is not None:
+                batch = adds.get(pc)
+                if batch is None:
+                    adds[pc] = [new]
+                else:
+                    batch.append(new)
+            pu = (platform, user_id)
+            user = user_active.get(pu)
+            if pu not in users:
+                users[pu] = None if user is None else user[0]
+            if user is None:
+                # old is None here: a user without an entry has no indexed community.
+                user_active[pu] = [new, {community: new}]
+            elif new is None:
+                del user[1][community]
+            else:
+                user[1][community] = new
+        for pc, batch in adds.items():
+            times = comm_active.get(pc)
+            if times is None:
+                comm_active[pc] = SortedList(batch)
+            else:
+                times.update(batch)
+        for pc in touched:
+            if not comm_active[pc]:
+                del comm_active[pc]
+
+        platform_active = self._platform_active
+        platform_adds: dict[str, list[int]] = {}
+        platform_touched: set[str] = set()
+        for pu, old_max in users.items():
+            user = user_active[pu]
+            communities = user[1]
+            if communities:
+                new_max = max(communities.values())
+                user[0] = new_max
+            else:
+                new_max = None
+                del user_active[pu]
+            if new_max == old_max:
+                continue
+            platform = pu[0]
+            if old_max is not None:
+                platform_active[platform].remove(old_max)
+                platform_touched.add(platform)
+            if new_max is not None:
+                platform_adds.setdefault(platform, []).append(new_max)
+        for platform, batch in platform_adds.items():
+            maxima = platform_active.get(platform)
+            if maxima is None:
+                platform_active[platform] = SortedList(batch)
+            else:
+                maxima.update(batch)
+        for platform in platform_touched:
+            if not platform_active[platform]:
+                del platform_active[platform]
 
     # -- rebuild and expiry -----------------------------------------------------------
 
@@ -284,8 +357,8 @@ class PartitionState:
         newest = record.newest_ms()
         if newest > self._max_ts:
             self._max_ts = newest
-        if record.last_active_ms is not None:
-            self._index_active(platform, community, user_id, None, record.last_active_ms)
+        if record.last_active_ms is not None and key not in self._pending:
+            self._pending[key] = None
         if record.follow_ts_ms is not None:
             pc = (platform, community)
             self._follow_refs[pc] = self._follow_refs.get(pc, 0) + 1
@@ -297,33 +370,13 @@ class PartitionState:
         record = self.records.pop(key, None)
         if record is None:
             return
-        platform, community, user_id = split_key(key)
-        pc = (platform, community)
-        pu = (platform, user_id)
-        last = record.last_active_ms
-        if last is not None:
-            times = self._comm_active[pc]
-            times.remove(last)
-            if not times:
-                del self._comm_active[pc]
-            user = self._user_active[pu]
-            communities = user[1]
-            del communities[community]
-            maxima = self._platform_active[platform]
-            if not communities:
-                del self._user_active[pu]
-                maxima.remove(user[0])
-                if not maxima:
-                    del self._platform_active[platform]
-            elif last == user[0]:
-                newest = max(communities.values())
-                if newest != last:
-                    maxima.remove(last)
-                    maxima.add(newest)
-                    user[0] = newest
+        if record.last_active_ms is not None and key not in self._pending:
+            self._pending[key] = record.last_active_ms
         if record.follow_ts_ms is not None:
+            platform, community, user_id = split_key(key)
+            pc = (platform, community)
             if record.following:
-                self._count_follow(pc, pu, -1)
+                self._count_follow(pc, (platform, user_id), -1)
             refs = self._follow_refs[pc] - 1
             if refs:
                 self._follow_refs[pc] = refs
@@ -352,6 +405,7 @@ class PartitionState:
     def active_counts(self, now_ms: int, windows: dict[str, int]) -> dict[PC, dict[str, int]]:
         """{(platform, community): {window_label: count}}: users whose last_active is in
         (now - W, now], integer ms; see the class docstring for which keys appear."""
+        self.flush()
         bounds = [(label, now_ms - width) for label, width in windows.items()]
         out: dict[PC, dict[str, int]] = {}
         for pc, times in self._comm_active.items():
@@ -375,8 +429,17 @@ class PartitionState:
 
 
 def _window_counts(times: SortedList, now_ms: int, bounds: list[tuple[str, int]]) -> dict[str, int]:
-    # Fast paths: in live mode nothing is newer than now, and most entries of a
-    # quiet community are older than the shortest window.
+    """Counts in (low, now] for each bound, by bisection.
+
+    Most lists are small (the long tail of communities) and fit in one sublist of
+    the SortedList, where a C bisect on that sublist avoids the Python-level
+    positional index; ``_lists`` is a stable internal of sortedcontainers 2.x.
+    """
+    lists = times._lists
+    if len(lists) == 1:
+        values = lists[0]
+        upper = len(values) if values[-1] <= now_ms else bisect_right(values, now_ms)
+        return {label: upper - bisect_right(values, low, 0, upper) for label, low in bounds}
     upper = len(times) if times[-1] <= now_ms else times.bisect_right(now_ms)
     return {label: upper - times.bisect_right(low) if upper else 0 for label, low in bounds}
 
