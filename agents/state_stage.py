@@ -13,7 +13,7 @@ which is at least as new as the store.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import faust
@@ -85,9 +85,20 @@ def rebuild(
     log.info("state: rebuilt partitions %s from the table (%d records)", sorted(parts), loaded)
 
 
+BatchObserver = Callable[[int, list[list[Any]]], None]
+
+
 def make_apply_agent(
-    app: faust.App, topic: Any, table: UsersTable, writer: ChangelogWriter
+    app: faust.App,
+    topic: Any,
+    table: UsersTable,
+    writer: ChangelogWriter,
+    observers: list[BatchObserver] | None = None,
 ) -> Any:
+    """The agent; each ``observer(partition, events)`` also sees every decoded batch
+    (e.g. the Redis read model's top-users tally) — kept off the state's own path."""
+    watchers = observers if observers is not None else []
+
     @app.agent(topic, name="apply-events")
     async def apply_events(stream: Any) -> None:
         async for values in stream.take(64, within=0.05):
@@ -101,6 +112,8 @@ def make_apply_agent(
                     key = apply(platform, community, user_id, ts_ms, event_type)
                     if key is not None:
                         keys.add(key)
+                for observe in watchers:
+                    observe(partition, events)
             await writer.write(dirty)
 
     return apply_events

@@ -46,6 +46,9 @@ class Pipeline:
     clock: Clock
     registry: CollectorRegistry
     table: UsersTable
+    #: callables ``(partition, events)`` run on every applied by-user batch
+    observers: list
+    producer: SharedProducer
 
 
 class SharedProducer:
@@ -150,7 +153,8 @@ def build(settings: Settings) -> Pipeline:
 
     producer = SharedProducer(settings.kafka_bootstrap_servers)
     writer = ChangelogWriter(producer, table.changelog_topic_name, state)
-    make_apply_agent(app, topic, table, writer)
+    observers: list = []  # filled by optional read models (see Pipeline.observers)
+    make_apply_agent(app, topic, table, writer, observers)
 
     metrics = getattr(app.monitor, "metrics", None)
     offsets_gauges = (
@@ -191,4 +195,4 @@ def build(settings: Settings) -> Pipeline:
     async def stop_producer(app: faust.App, **kwargs: Any) -> None:
         await producer.stop()
 
-    return Pipeline(settings, app, state, stats, clock, registry, table)
+    return Pipeline(settings, app, state, stats, clock, registry, table, observers, producer)

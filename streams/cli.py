@@ -17,6 +17,8 @@ COMMANDS: tuple[tuple[str, str, str], ...] = (
     ("worker", "streams.cmd_worker", "run the Faust worker (ingest, state, metrics)"),
     ("simulate", "streams.simulate", "produce realistic synthetic traffic"),
     ("produce", "streams.produce", "send a JSONL file of events to the input topic"),
+    ("watch", "streams.watch", "live table of a worker's active users and followers"),
+    ("demo", "streams.demo", "run a worker and the simulator on the local stack, live"),
     ("replay", "streams.replay", "copy events of a time range from a topic or a file into a topic"),
     ("alerts-webhook", "agents.alerts_webhook", "receive Alertmanager webhooks: print and record them"),  # noqa: E501
 )

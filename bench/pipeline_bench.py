@@ -1,0 +1,234 @@
+"""Throughput and latency of the pipeline against a raw aiokafka consumer, one run.
+
+    python bench/pipeline_bench.py [--events 1000000] [--users 100000] [--communities 1000]
+
+Needs the local stack (``deploy/local/stack up``; KAFKA_BOOTSTRAP_SERVERS or
+KAFKA_PORT pick the broker). Steps, all in one run so the ratio is fair on a noisy
+machine:
+
+1. produce N events (~150 bytes each) to a fresh topic;
+2. (a) a raw aiokafka consumer reads the whole topic (getmany, no processing): events/s;
+3. (b) a worker (subprocess, event clock) processes the same topic end to end — until
+   both stages have committed everything, i.e. the last event is in its state: events/s,
+   the ratio to (a), and the worker's peak RSS;
+4. at a fixed lower rate, probe events (each in a community of its own) are sent and
+   /metrics is polled until the probe's gauge appears: p50/p99 event-to-metric latency.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import functools
+import os
+import random
+import statistics
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import orjson
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from streams.events import format_ts  # noqa: E402
+from streams.topics import ensure_topics, ingest_group  # noqa: E402
+from tests.integration.pipeline import Worker, wait_caught_up  # noqa: E402
+
+print = functools.partial(print, flush=True)  # noqa: A001 - progress shows live
+
+TYPES = ["like"] * 10 + ["comment"] * 3 + ["share", "reply", "mention", "post", "view", "follow"]
+
+
+def make_payloads(n: int, users: int, communities: int, now_ms: int, seed: int = 1) -> list[bytes]:
+    rng = random.Random(seed)
+    weights = [1 / (i + 1) for i in range(communities)]
+    names = [f"community-{i:04d}" for i in range(communities)]
+    chosen = rng.choices(names, weights, k=n)
+    out = []
+    for i in range(n):
+        ts = now_ms - rng.randrange(0, 3 * 86_400_000)
+        out.append(orjson.dumps({
+            "event_id": f"bench-{i:09d}", "ts": format_ts(ts), "platform": "twitter",
+            "community": chosen[i], "user_id": f"user-{rng.randrange(users):07d}",
+            "type": rng.choice(TYPES),
+        }))
+    return out
+
+
+async def produce_all(bootstrap: str, topic: str, payloads: list[bytes], partitions: int) -> float:
+    from aiokafka import AIOKafkaProducer
+
+    await ensure_topics(bootstrap, {topic: partitions})
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=20,
+                                max_batch_size=512 * 1024, acks=1)
+    await producer.start()
+    start = time.perf_counter()
+    try:
+        batches: dict[int, object] = {}
+        pending = []
+        for i, value in enumerate(payloads):
+            p = i % partitions
+            batch = batches.get(p)
+            if batch is None:
+                batch = batches[p] = producer.create_batch()
+            if batch.append(key=None, value=value, timestamp=None) is None:  # type: ignore[attr-defined]
+                pending.append(await producer.send_batch(batch, topic, partition=p))
+                batch = batches[p] = producer.create_batch()
+                batch.append(key=None, value=value, timestamp=None)  # type: ignore[attr-defined]
+        for p, batch in batches.items():
+            pending.append(await producer.send_batch(batch, topic, partition=p))
+        await asyncio.gather(*pending)
+    finally:
+        await producer.stop()
+    return time.perf_counter() - start
+
+
+async def raw_consume(bootstrap: str, topic: str, n: int) -> float:
+    from aiokafka import AIOKafkaConsumer
+
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+                                enable_auto_commit=False, group_id=None,
+                                max_partition_fetch_bytes=4 * 1024 * 1024)
+    await consumer.start()
+    try:
+        seen, start = 0, None
+        while seen < n:
+            batch = await consumer.getmany(timeout_ms=1000, max_records=20000)
+            if start is None and batch:
+                start = time.perf_counter()
+            seen += sum(len(v) for v in batch.values())
+        assert start is not None
+        return time.perf_counter() - start
+    finally:
+        await consumer.stop()
+
+
+async def first_progress(bootstrap: str, group: str, worker: Worker) -> float:
+    """perf_counter time at which the ingest group first commits anything."""
+    from aiokafka.admin import AIOKafkaAdminClient
+    from aiokafka.errors import GroupCoordinatorNotAvailableError
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        while True:
+            try:
+                offsets = await admin.list_consumer_group_offsets(group)
+            except GroupCoordinatorNotAvailableError:
+                offsets = {}
+            if any(meta.offset > 0 for meta in offsets.values()):
+                return time.perf_counter()
+            if not worker.alive():
+                raise RuntimeError(worker.log_tail())
+            await asyncio.sleep(0.05)
+    finally:
+        await admin.close()
+
+
+def peak_rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+async def latency_probes(bootstrap: str, topic: str, worker: Worker, rate: int,
+                         probes: int) -> list[float]:
+    """Background traffic at ``rate``/s; ``probes`` probe events, one at a time."""
+    from aiokafka import AIOKafkaProducer
+
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=1, acks=1)
+    await producer.start()
+    stop = asyncio.Event()
+    rng = random.Random(5)
+
+    async def background() -> None:
+        i = 0
+        while not stop.is_set():
+            tick = time.perf_counter()
+            for _ in range(rate // 20):
+                now = int(time.time() * 1000)
+                await producer.send(topic, orjson.dumps({
+                    "event_id": f"bg-{i}", "ts": now, "platform": "twitter",
+                    "community": f"community-{rng.randrange(1000):04d}",
+                    "user_id": f"user-{rng.randrange(100000):07d}", "type": "like"}))
+                i += 1
+            await asyncio.sleep(max(0.0, 0.05 - (time.perf_counter() - tick)))
+
+    task = asyncio.create_task(background())
+    latencies = []
+    try:
+        for k in range(probes):
+            platform = f"probe-{os.getpid()}-{k}"  # platforms are never capped
+            sent = time.perf_counter()
+            await (await producer.send(topic, orjson.dumps({
+                "event_id": f"probe-{k}", "ts": int(time.time() * 1000), "platform": platform,
+                "community": "probe", "user_id": f"prober-{k}", "type": "post"})))
+            needle = f'platform="{platform}"'.encode()
+            while True:
+                with urllib.request.urlopen(worker.metrics_url, timeout=10) as response:
+                    if needle in response.read():
+                        break
+                await asyncio.sleep(0.01)
+            latencies.append(time.perf_counter() - sent)
+            await asyncio.sleep(0.1)
+    finally:
+        stop.set()
+        await task
+        await producer.stop()
+    return latencies
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--users", type=int, default=100_000)
+    parser.add_argument("--communities", type=int, default=1000)
+    parser.add_argument("--partitions", type=int, default=4)
+    parser.add_argument("--store", default="memory://")
+    parser.add_argument("--latency-rate", type=int, default=2000)
+    parser.add_argument("--probes", type=int, default=50)
+    args = parser.parse_args()
+    port = os.environ.get("KAFKA_PORT", "9092")
+    bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", f"127.0.0.1:{port}")
+    tag = f"bench-{os.getpid()}-{int(time.time())}"
+    topic, app_id = f"{tag}-interactions", tag
+
+    now_ms = int(time.time() * 1000)
+    payloads = make_payloads(args.events, args.users, args.communities, now_ms)
+    size = statistics.mean(len(p) for p in payloads[:10000])
+    produce_s = await produce_all(bootstrap, topic, payloads, args.partitions)
+    print(f"produced {args.events:,} events of ~{size:.0f} B in {produce_s:.1f}s "
+          f"({args.events / produce_s:,.0f}/s)")
+
+    raw_s = await raw_consume(bootstrap, topic, args.events)
+    raw_rate = args.events / raw_s
+    print(f"(a) raw aiokafka consumer: {raw_rate:,.0f} events/s")
+
+    with tempfile.TemporaryDirectory() as tmp:
+        worker = Worker(bootstrap, app_id, topic, f"{topic}.dlq", Path(tmp) / "data",
+                        store=args.store, EM_PARTITIONS=str(args.partitions)).start()
+        try:
+            started = await first_progress(bootstrap, ingest_group(app_id), worker)
+            await wait_caught_up(bootstrap, app_id, topic, worker, timeout=1800)
+            worker_s = time.perf_counter() - started
+            worker_rate = args.events / worker_s
+            rss = peak_rss_mib(worker.proc.pid)  # type: ignore[union-attr]
+            print(f"(b) worker end to end ({args.store}): {worker_rate:,.0f} events/s "
+                  f"in {worker_s:.1f}s; ratio to raw consumer {worker_rate / raw_rate:.3f}; "
+                  f"peak RSS {rss:.0f} MiB")
+            lat = await latency_probes(bootstrap, topic, worker, args.latency_rate, args.probes)
+            lat.sort()
+            p50 = statistics.median(lat)
+            p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))]
+            print(f"event-to-metric latency at {args.latency_rate} events/s "
+                  f"({len(lat)} probes): p50 {p50 * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms")
+        finally:
+            worker.stop()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
