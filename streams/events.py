@@ -12,6 +12,7 @@ import math
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 import orjson
@@ -98,9 +99,11 @@ def parse_timestamp_ms(value: Any) -> int:
             return int(value)
         if isinstance(value, int):
             return value * 1000
-        return math.floor(value * 1000)
+        # Decimal of the shortest repr: the number as written, so 1.005 s is 1005 ms
+        # (the float product 1.005 * 1000 is 1004.999...).
+        return math.floor(Decimal(repr(value)) * 1000)
     if isinstance(value, str):
-        if not _RFC3339.match(value):
+        if not _RFC3339.fullmatch(value):
             raise InvalidEvent("bad_timestamp", f"ts is not RFC 3339: {value[:64]!r}")
         text = value
         fraction = re.search(r"\.(\d+)", text)
@@ -139,7 +142,7 @@ def validate(obj: Any, now_ms: int, limits: Limits = Limits()) -> Event:
     if missing:
         raise InvalidEvent("missing_field", "missing " + ", ".join(missing))
     kind = obj["type"]
-    if kind not in EVENT_TYPES:
+    if not isinstance(kind, str) or kind not in EVENT_TYPES:
         raise InvalidEvent("bad_type", f"unknown type {str(kind)[:32]!r}")
     event_id = _text_field(obj, "event_id", limits.max_id_length)
     platform = _text_field(obj, "platform", limits.max_platform_length)
