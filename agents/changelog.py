@@ -31,17 +31,16 @@ class ChangelogWriter:
         Waiting matters: the batch's input offsets are committed after this returns,
         so a crash never commits input whose state change is not in the changelog.
         """
-        send = self.producer.send
+        dumps = orjson.dumps
         futures = []
         for partition, keys in dirty.items():
             part = self.state.partitions.get(partition)
             records = part.records if part is not None else {}
+            out = []
             for key in keys:
                 record = records.get(key)
-                value = None if record is None else orjson.dumps(record.to_wire())
-                futures.append(
-                    await send(self.topic, value, key=orjson.dumps(key), partition=partition)
-                )
-            self.records_written += len(keys)
+                out.append((dumps(key), None if record is None else dumps(record.to_wire())))
+            futures += await self.producer.send_many(self.topic, partition, out)
+            self.records_written += len(out)
         if futures:
             await asyncio.gather(*futures)

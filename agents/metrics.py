@@ -93,8 +93,8 @@ class EngagementCollector(Collector):
         follow_totals: defaultdict[tuple[str, str], int] = defaultdict(int)
         for (platform, community), count in self.state.follower_counts().items():
             follow_totals[(platform, labels(community))] += count
-        for key, value in sorted(follow_totals.items()):
-            followers.add_metric(list(key), value)
+        for pair, value in sorted(follow_totals.items()):
+            followers.add_metric(list(pair), value)
         yield followers
 
         events = CounterMetricFamily(
