@@ -20,6 +20,11 @@ COMMANDS: tuple[tuple[str, str, str], ...] = (
     ("watch", "streams.watch", "live table of a worker's active users and followers"),
     ("demo", "streams.demo", "run a worker and the simulator on the local stack, live"),
     ("replay", "streams.replay", "copy events of a time range from a topic or a file into a topic"),
+    ("status", "streams.status", "active users, followers and ratios from the Redis read model"),
+    ("top", "streams.top", "most engaged users of a community today, from Redis"),
+    ("api", "agents.api", "JSON HTTP API over the Redis read model"),
+    ("rebuild", "streams.rebuild", "recompute the state from a point in time (dry run by default)"),
+    ("backfill", "streams.backfill", "write past gauges as OpenMetrics for promtool backfilling"),
     ("alerts-webhook", "agents.alerts_webhook", "receive Alertmanager webhooks: print and record them"),  # noqa: E501
 )
 

@@ -1,0 +1,311 @@
+"""The Redis read model: key layout, the partition snapshot format, and the readers.
+
+Workers write (see :mod:`agents.redis_snapshots`); the CLI (``status``, ``top``) and
+the JSON API (:mod:`agents.api`) read, through the functions at the end of this
+module, never from a worker's memory.
+
+Why per-partition snapshots: users are partitioned by user id, so the counts of
+different partitions cover disjoint sets of users and their sum is exact — whichever
+worker holds which partition, and however many workers there are. Each snapshot is
+the *full* state of its partition (not a delta), with a TTL, so a missed write costs
+nothing once the next one lands, and the partitions of a dead worker expire instead
+of being counted forever.
+
+Everything above the reader section is pure (no I/O) and unit-tested without Redis.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from streams.events import ALL_COMMUNITIES
+
+SCHEMA_VERSION = 1
+STATUS_SCHEMA = "engagement-monitor/status/1"
+TOP_SCHEMA = "engagement-monitor/top/1"
+DAY_MS = 86_400_000
+
+PC = tuple[str, str]  # (platform, community)
+
+
+# -- keys ------------------------------------------------------------------------------
+
+
+def _escape(part: str) -> str:
+    """Make a key component unambiguous: ``:`` separates components, ``%`` escapes."""
+    return part.replace("%", "%25").replace(":", "%3A")
+
+
+def _glob_escape(text: str) -> str:
+    """Escape Redis glob metacharacters so an app id is matched literally by SCAN."""
+    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
+
+
+def snapshot_key(app_id: str, partition: int) -> str:
+    return f"em:{_escape(app_id)}:snap:{partition}"
+
+
+def snapshot_pattern(app_id: str) -> str:
+    return f"em:{_glob_escape(_escape(app_id))}:snap:*"
+
+
+def top_key(app_id: str, day: str, platform: str, community: str) -> str:
+    """Sorted set of the most engaged users of one community (and platform) on one UTC day."""
+    return f"em:{_escape(app_id)}:top:{day}:{_escape(platform)}:{_escape(community)}"
+
+
+def top_index_key(app_id: str, day: str) -> str:
+    """Set of ``[platform, community]`` (JSON) that have a top-users set on that day."""
+    return f"em:{_escape(app_id)}:topidx:{day}"
+
+
+def utc_day(ts_ms: int) -> str:
+    return datetime.fromtimestamp(ts_ms / 1000, UTC).strftime("%Y-%m-%d")
+
+
+def today() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%d")
+
+
+# -- snapshots -------------------------------------------------------------------------
+
+
+@dataclass
+class Snapshot:
+    """One partition's counts at one time of its worker's clock."""
+
+    partition: int
+    partitions: int  # partitions of the by-user topic (what a complete sum covers)
+    now_ms: int | None  # the worker's clock (None: event clock before any event)
+    written_ms: int  # wall time of the write (freshness, not a window bound)
+    windows: dict[str, int]  # label -> width in ms, in configured order
+    active: dict[PC, dict[str, int]] = field(default_factory=dict)
+    followers: dict[PC, int] = field(default_factory=dict)
+
+
+def encode_snapshot(snap: Snapshot) -> bytes:
+    """Compact JSON: active counts as a list in window order (no repeated labels)."""
+    labels = list(snap.windows)
+    return orjson.dumps({
+        "v": SCHEMA_VERSION,
+        "partition": snap.partition,
+        "partitions": snap.partitions,
+        "now_ms": snap.now_ms,
+        "written_ms": snap.written_ms,
+        "windows": [[label, snap.windows[label]] for label in labels],
+        "active": [[p, c, [counts.get(label, 0) for label in labels]]
+                   for (p, c), counts in snap.active.items()],
+        "followers": [[p, c, n] for (p, c), n in snap.followers.items()],
+    })
+
+
+def decode_snapshot(raw: bytes | str) -> Snapshot:
+    doc = orjson.loads(raw)
+    if doc.get("v") != SCHEMA_VERSION:
+        raise ValueError(f"unknown snapshot version {doc.get('v')!r}")
+    windows = {str(label): int(width) for label, width in doc["windows"]}
+    labels = list(windows)
+    return Snapshot(
+        partition=int(doc["partition"]),
+        partitions=int(doc["partitions"]),
+        now_ms=doc["now_ms"],
+        written_ms=int(doc["written_ms"]),
+        windows=windows,
+        active={(p, c): dict(zip(labels, counts, strict=True)) for p, c, counts in doc["active"]},
+        followers={(p, c): int(n) for p, c, n in doc["followers"]},
+    )
+
+
+@dataclass
+class Totals:
+    """The sum of the partition snapshots present in Redis."""
+
+    partitions_present: list[int]
+    partitions_expected: int  # the largest count the snapshots report (0: none present)
+    windows: dict[str, int]
+    active: dict[PC, dict[str, int]]
+    followers: dict[PC, int]
+    as_of_ms: int | None  # the oldest worker clock among the snapshots
+    newest_ms: int | None  # the newest one (differs when workers' clocks differ)
+    written_ms: int | None  # the oldest write: how stale the sum can be
+
+    @property
+    def complete(self) -> bool:
+        return self.partitions_expected > 0 and set(self.partitions_present) == set(
+            range(self.partitions_expected))
+
+
+def sum_snapshots(snapshots: Iterable[Snapshot]) -> Totals:
+    """Exact totals: partitions hold disjoint users, so counts simply add up.
+
+    A (platform, community) missing from a partition counts 0 there; windows are the
+    union over snapshots (they only differ during a rolling config change).
+    """
+    snaps = sorted(snapshots, key=lambda s: s.partition)
+    windows: dict[str, int] = {}
+    for snap in snaps:
+        for label, width in snap.windows.items():
+            windows.setdefault(label, width)
+    windows = dict(sorted(windows.items(), key=lambda item: item[1]))
+    active: dict[PC, dict[str, int]] = {}
+    followers: dict[PC, int] = {}
+    for snap in snaps:
+        for pc, counts in snap.active.items():
+            total = active.setdefault(pc, dict.fromkeys(windows, 0))
+            for label, n in counts.items():
+                total[label] += n
+        for pc, n in snap.followers.items():
+            followers[pc] = followers.get(pc, 0) + n
+    clocks = [s.now_ms for s in snaps if s.now_ms is not None]
+    return Totals(
+        partitions_present=[s.partition for s in snaps],
+        partitions_expected=max((s.partitions for s in snaps), default=0),
+        windows=windows,
+        active=active,
+        followers=followers,
+        as_of_ms=min(clocks) if clocks else None,
+        newest_ms=max(clocks) if clocks else None,
+        written_ms=min((s.written_ms for s in snaps), default=None),
+    )
+
+
+def _ratio(numerator: int | None, denominator: int | None) -> float | None:
+    if numerator is None or not denominator:
+        return None
+    return round(numerator / denominator, 6)
+
+
+def community_row(platform: str, community: str, active: Mapping[str, int], followers: int,
+                  windows: Iterable[str]) -> dict[str, Any]:
+    """One row of the status document (see docs/readmodel.md for the schema)."""
+    counts = {label: int(active.get(label, 0)) for label in windows}
+    return {
+        "platform": platform,
+        "community": community,
+        "active": counts,
+        "followers": followers,
+        "active_per_follower": {label: _ratio(n, followers) for label, n in counts.items()},
+        "stickiness": {
+            "dau_mau": _ratio(counts.get("1d"), counts.get("30d")),
+            "dau_wau": _ratio(counts.get("1d"), counts.get("7d")),
+        },
+    }
+
+
+def status_document(totals: Totals, app_id: str, communities: Iterable[str] = (),
+                    platform: str | None = None) -> dict[str, Any]:
+    """The ``status --json`` / ``/api/communities`` document, optionally filtered.
+
+    Rows: every (platform, community) with active or follower counts; "*" (all
+    communities of a platform) first, then by name.
+    """
+    wanted = set(communities)
+    labels = list(totals.windows)
+    keys = sorted(set(totals.active) | set(totals.followers),
+                  key=lambda pc: (pc[0], pc[1] != ALL_COMMUNITIES, pc[1]))
+    rows = [
+        community_row(p, c, totals.active.get((p, c), {}), totals.followers.get((p, c), 0), labels)
+        for p, c in keys
+        if (not wanted or c in wanted) and (platform is None or p == platform)
+    ]
+    missing = sorted(set(range(totals.partitions_expected)) - set(totals.partitions_present))
+    return {
+        "schema": STATUS_SCHEMA,
+        "app_id": app_id,
+        "as_of_ms": totals.as_of_ms,
+        "newest_ms": totals.newest_ms,
+        "written_ms": totals.written_ms,
+        "partitions": {
+            "expected": totals.partitions_expected,
+            "present": totals.partitions_present,
+            "missing": missing,
+            "complete": totals.complete,
+        },
+        "windows": labels,
+        "communities": rows,
+    }
+
+
+def top_document(app_id: str, community: str, day: str, limit: int,
+                 by_platform: Mapping[str, list[tuple[str, float]]]) -> dict[str, Any]:
+    """The ``top --json`` / ``/api/communities/{id}/top`` document."""
+    return {
+        "schema": TOP_SCHEMA,
+        "app_id": app_id,
+        "community": community,
+        "day": day,
+        "limit": limit,
+        "platforms": [
+            {"platform": p, "users": [{"user_id": u, "score": int(s)} for u, s in users]}
+            for p, users in sorted(by_platform.items())
+        ],
+    }
+
+
+def check_day(day: str) -> str:
+    """``YYYY-MM-DD`` or ValueError (user input goes into a key)."""
+    try:
+        datetime.strptime(day, "%Y-%m-%d")
+    except ValueError:
+        raise ValueError(f"day must be YYYY-MM-DD, not {day!r}") from None
+    return day
+
+
+# -- reading Redis ---------------------------------------------------------------------
+
+
+def connect(url: str, timeout: float = 2.0) -> Any:
+    """An asyncio Redis client for redis://, rediss:// (TLS) and password URLs
+    (``redis://:PASSWORD@host:port/0``, ``rediss://user:PASSWORD@host:6380/0``).
+
+    Short socket timeouts and no client-side retries: callers decide what a failure
+    means (the worker skips one tick; a reader reports it).
+    """
+    import redis.asyncio as aioredis
+    from redis.asyncio.retry import Retry
+    from redis.backoff import NoBackoff
+
+    return aioredis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout,
+                             retry=Retry(NoBackoff(), 0), retry_on_timeout=False)
+
+
+async def read_snapshots(client: Any, app_id: str) -> list[Snapshot]:
+    """Every partition snapshot of ``app_id`` present now (expired ones are gone)."""
+    keys = [key async for key in client.scan_iter(match=snapshot_pattern(app_id), count=1000)]
+    if not keys:
+        return []
+    values = await client.mget(keys)
+    return [decode_snapshot(v) for v in values if v is not None]
+
+
+async def read_status(client: Any, app_id: str, communities: Iterable[str] = (),
+                      platform: str | None = None) -> dict[str, Any]:
+    return status_document(sum_snapshots(await read_snapshots(client, app_id)), app_id,
+                           communities, platform)
+
+
+async def top_platforms(client: Any, app_id: str, community: str, day: str) -> list[str]:
+    """Platforms with a top-users set for ``community`` on ``day``."""
+    members = await client.smembers(top_index_key(app_id, day))
+    pairs = (orjson.loads(m) for m in members)
+    return sorted(p for p, c in pairs if c == community)
+
+
+async def read_top(client: Any, app_id: str, community: str, day: str, limit: int,
+                   platform: str | None = None) -> dict[str, Any]:
+    """The most engaged users of ``community`` on ``day``, per platform, highest first
+    (ties by user id)."""
+    platforms = [platform] if platform else await top_platforms(client, app_id, community, day)
+    by_platform: dict[str, list[tuple[str, float]]] = {}
+    for p in platforms:
+        rows = await client.zrevrange(top_key(app_id, day, p, community), 0, max(limit, 1) - 1,
+                                      withscores=True)
+        if rows or platform:
+            users = [(u.decode() if isinstance(u, bytes) else u, s) for u, s in rows]
+            by_platform[p] = sorted(users, key=lambda us: (-us[1], us[0]))
+    return top_document(app_id, community, day, limit, by_platform)

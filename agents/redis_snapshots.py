@@ -1,0 +1,208 @@
+"""The worker side of the Redis read model: a timer that writes, and nothing else.
+
+Every ``EM_SNAPSHOT_INTERVAL`` (default 1 s) one MULTI/EXEC round trip carries
+
+* a full snapshot of every by-user partition the worker holds (``SET … PX ttl``,
+  TTL = 3 × interval, at least 10 s: a dead worker's partitions expire), and
+* the top-users deltas tallied since the last tick (:mod:`agents.top_users`):
+  per sorted set ``ZADD tmp`` + ``ZUNIONSTORE key 2 key tmp`` (sum) + ``DEL tmp`` +
+  ``ZREMRANGEBYRANK key 0 -(N+1)`` + ``EXPIRE``. That is ZINCRBY for a whole set in
+  five commands instead of one per user, which keeps a busy tick cheap in Python.
+
+Why Redis never slows the pipeline: the apply agent only increments dicts; all I/O
+happens here, on the timer, bounded by a timeout. A failed write is counted
+(``engagement_redis_write_failures_total``), logged once per outage (and once on
+recovery); snapshots are full state, so the first write after an outage is exact
+again, and the top-users deltas are kept (capped) and merged into the next write.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import orjson
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from agents.readmodel import Snapshot, connect, encode_snapshot, snapshot_key, top_index_key
+from agents.readmodel import top_key as make_top_key
+from agents.top_users import (
+    TOP_TTL_S,
+    SetDelta,
+    TopUsersTally,
+    max_pending_from_env,
+    plan,
+    top_n_from_env,
+)
+from streams.clock import Clock
+from streams.state import WorkerState
+
+log = logging.getLogger(__name__)
+
+
+def snapshot_ttl_ms(interval_s: float) -> int:
+    return max(int(interval_s * 3000), 10_000)
+
+
+def build_snapshots(state: WorkerState, now_ms: int | None, windows: dict[str, int],
+                    partitions: int, written_ms: int) -> list[Snapshot]:
+    """Snapshots of the partitions held now (pure: the state's own count methods)."""
+    out = []
+    for partition, part in list(state.partitions.items()):
+        active = part.active_counts(now_ms, windows) if now_ms is not None else {}
+        out.append(Snapshot(partition, partitions, now_ms, written_ms, windows, active,
+                            part.follower_counts()))
+    return out
+
+
+class ReadModelWriter:
+    """Owns the Redis client, the tally and the outage bookkeeping of one worker."""
+
+    def __init__(self, *, redis_url: str, app_id: str, state: WorkerState, clock: Clock,
+                 windows: dict[str, int], partitions: int, interval_s: float,
+                 tally: TopUsersTally, top_n: int, client: Any = None) -> None:
+        self.app_id = app_id
+        self.state = state
+        self.clock = clock
+        self.windows = windows
+        self.partitions = partitions
+        self.tally = tally
+        self.top_n = top_n
+        self.ttl_ms = snapshot_ttl_ms(interval_s)
+        # a write must finish well within a tick, and never take seconds
+        self.timeout = max(0.5, min(2.0, interval_s))
+        self.client = client if client is not None else connect(redis_url, self.timeout)
+        self.redis_url = redis_url
+        self.tmp_key = f"em:tmp:{uuid.uuid4().hex}"  # this worker's scratch set
+        self.failures = 0
+        self.writes = 0
+        self.last_ok_s: float | None = None
+        self._down_since: float | None = None
+        self._failures_in_outage = 0
+
+    def _queue(self, pipe: Any, snapshots: list[Snapshot], sets: list[SetDelta]) -> None:
+        px = self.ttl_ms
+        for snap in snapshots:
+            pipe.set(snapshot_key(self.app_id, snap.partition), encode_snapshot(snap), px=px)
+        tmp, keep = self.tmp_key, self.top_n
+        indexes: dict[str, list[bytes]] = {}
+        for delta in sets:
+            key = make_top_key(self.app_id, delta.day, delta.platform, delta.community)
+            pipe.zadd(tmp, delta.increments)
+            pipe.zunionstore(key, [key, tmp], aggregate="SUM")
+            pipe.delete(tmp)
+            pipe.zremrangebyrank(key, 0, -(keep + 1))
+            pipe.expire(key, TOP_TTL_S)
+            indexes.setdefault(delta.day, []).append(orjson.dumps([delta.platform,
+                                                                   delta.community]))
+        for day, members in indexes.items():
+            index = top_index_key(self.app_id, day)
+            pipe.sadd(index, *members)
+            pipe.expire(index, TOP_TTL_S)
+
+    async def tick(self) -> bool:
+        """One write of everything; True if it reached Redis. Never raises."""
+        written_ms = int(time.time() * 1000)
+        snapshots = build_snapshots(self.state, self.clock.now_ms(), self.windows,
+                                    self.partitions, written_ms)
+        deltas = self.tally.take()
+        if not snapshots and not deltas:
+            return True
+        try:
+            pipe = self.client.pipeline(transaction=True)
+            self._queue(pipe, snapshots, plan(deltas))
+            await asyncio.wait_for(pipe.execute(), self.timeout)
+        except Exception as exc:  # noqa: BLE001 - any failure: count, log once, go on
+            self.tally.restore(deltas)
+            self._failed(exc)
+            return False
+        self._succeeded()
+        return True
+
+    def _failed(self, exc: BaseException) -> None:
+        self.failures += 1
+        self._failures_in_outage += 1
+        if self._down_since is None:
+            self._down_since = time.monotonic()
+            log.warning("read model: Redis write failed (%s: %s); processing continues, "
+                        "retrying every tick (logged once per outage)",
+                        type(exc).__name__, exc or "timeout")
+
+    def _succeeded(self) -> None:
+        self.writes += 1
+        self.last_ok_s = time.time()
+        if self._down_since is not None:
+            log.warning("read model: Redis writes resumed after %.1fs (%d failed writes)",
+                        time.monotonic() - self._down_since, self._failures_in_outage)
+            self._down_since = None
+            self._failures_in_outage = 0
+
+    async def close(self) -> None:
+        try:
+            await self.client.aclose()
+        except Exception:  # noqa: BLE001 - shutting down anyway
+            pass
+
+
+class ReadModelCollector(Collector):
+    """Prometheus families of the read model (see docs/metrics.md, "Read model")."""
+
+    def __init__(self, writer: ReadModelWriter) -> None:
+        self.writer = writer
+
+    def collect(self) -> Iterator[Metric]:
+        w = self.writer
+        failures = CounterMetricFamily("engagement_redis_write_failures",
+                                       "Read-model writes to Redis that failed or timed out.")
+        failures.add_metric([], w.failures)
+        yield failures
+        dropped = CounterMetricFamily(
+            "engagement_top_users_dropped_events",
+            "Active events left out of the top-users sets: pending buffer full.")
+        dropped.add_metric([], w.tally.dropped)
+        yield dropped
+        last = GaugeMetricFamily("engagement_redis_last_write_seconds",
+                                 "Wall time of the last successful read-model write.")
+        if w.last_ok_s is not None:
+            last.add_metric([], w.last_ok_s)
+        yield last
+
+
+def enabled() -> bool:
+    """EM_READ_MODEL=off turns the writer off (benchmarks, a worker without Redis)."""
+    return os.environ.get("EM_READ_MODEL", "on").lower() not in ("off", "0", "false", "no")
+
+
+def install(pipeline: Any) -> ReadModelWriter | None:
+    """Wire the read model into a built :class:`streams.app.Pipeline`: the tally as a
+    batch observer, the timer, the metrics, a last write at shutdown."""
+    if not enabled():
+        return None
+    settings = pipeline.settings
+    interval = settings.seconds("snapshot_interval")
+    tally = TopUsersTally(settings.active_type_set, max_pending_from_env())
+    writer = ReadModelWriter(
+        redis_url=settings.redis_url, app_id=settings.app_id, state=pipeline.state,
+        clock=pipeline.clock, windows=settings.window_ms, partitions=settings.partitions,
+        interval_s=interval, tally=tally, top_n=top_n_from_env(),
+    )
+    pipeline.observers.append(tally)
+    pipeline.registry.register(ReadModelCollector(writer))
+    app = pipeline.app
+
+    @app.timer(interval, name="readmodel-snapshots")
+    async def write_read_model() -> None:
+        await writer.tick()
+
+    @app.on_before_shutdown.connect
+    async def flush_read_model(app: Any, **kwargs: Any) -> None:
+        await writer.tick()
+        await writer.close()
+
+    return writer
