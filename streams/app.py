@@ -21,7 +21,6 @@ from agents.ingest import IngestStage, Router
 from agents.labels import CommunityLabels
 from agents.metrics import EngagementCollector, IngestStats
 from agents.redis_snapshots import install as install_read_model
-from agents.redis_snapshots import install as install_read_model
 from agents.state_stage import UsersTable, expire, make_apply_agent
 from streams.clock import Clock
 from streams.settings import Settings
