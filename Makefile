@@ -17,9 +17,11 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 
 venv: $(VENV)/.installed
 
+# The whole pipeline live: stack, a worker, the simulator, a refreshing table.
+# DEMO_SECONDS=N bounds it; Ctrl-C stops the worker and simulator (`make down`: the stack).
 demo: venv
 	$(STACK) up
-	$(STACK) status
+	$(VENV)/bin/engagement-monitor demo
 
 test: venv
 	$(STACK) up

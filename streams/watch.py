@@ -38,13 +38,14 @@ def build_table(active: Counts, followers: dict[tuple[str, str], float], windows
                 top: int, title: str) -> Any:
     from rich.table import Table
 
-    table = Table(title=title, title_justify="left")
-    table.add_column("platform")
-    table.add_column("community")
+    caption = f"columns {windows[0]}…{windows[-1]}: active users" if windows else None
+    table = Table(title=title, title_justify="left", caption=caption, caption_justify="left")
+    table.add_column("platform", no_wrap=True, min_width=9)
+    table.add_column("community", no_wrap=True, min_width=9)
     for window in windows:
-        table.add_column(f"active {window}", justify="right")
+        table.add_column(window, justify="right")
     table.add_column("followers", justify="right")
-    table.add_column("DAU/followers", justify="right")
+    table.add_column("DAU/fol.", justify="right")
     longest = windows[-1] if windows else ""
     keys = sorted(set(active) | set(followers),
                   key=lambda k: (k[1] != ALL_COMMUNITIES, -active.get(k, {}).get(longest, 0), k))
