@@ -206,6 +206,12 @@ def build(settings: Settings) -> Pipeline:
         )
         await stage.run()
 
+    @app.timer(1.0)
+    async def update_indexes() -> None:
+        """Keep the window indexes current, so a scrape never pays for a backlog."""
+        for part in list(state.partitions.values()):
+            part.flush()
+
     @app.timer(settings.seconds("expiry_interval"))
     async def expire_old_records() -> None:
         now = clock.now_ms()
