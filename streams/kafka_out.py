@@ -72,36 +72,15 @@ def murmur2_partition(key: bytes, partitions: int) -> int:
 async def ensure_topics(
     bootstrap: str, topics: dict[str, int], replication: int = 1, timeout_s: float = 30.0
 ) -> list[str]:
-    """Create the topics that do not exist yet ({name: partitions}); return the created.
+    """:func:`streams.topics.ensure_topics`, remembering what it created so that
+    aiokafka's "not found in cluster metadata" noise about them is filtered."""
+    from streams import topics as topics_mod
 
-    Existing topics are left as they are (their partition count is not changed)."""
-    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-    from aiokafka.errors import TopicAlreadyExistsError
-
-    admin = AIOKafkaAdminClient(
-        bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_s * 1000)
+    created = await topics_mod.ensure_topics(
+        bootstrap, topics, replication=replication, timeout_s=timeout_s
     )
-    await admin.start()
-    try:
-        existing = set(await admin.list_topics())
-        wanted = [
-            NewTopic(name=name, num_partitions=partitions, replication_factor=replication)
-            for name, partitions in topics.items()
-            if name not in existing
-        ]
-        if not wanted:
-            return []
-        try:
-            response = await admin.create_topics(wanted)
-        except TopicAlreadyExistsError:
-            return []
-        for name, code, *_ in getattr(response, "topic_errors", []):
-            if code not in (0, 36):  # 36: TOPIC_ALREADY_EXISTS (a concurrent creator)
-                raise RuntimeError(f"creating topic {name!r} failed with Kafka error {code}")
-        _JustCreated.topics.update(topic.name for topic in wanted)
-        return [topic.name for topic in wanted]
-    finally:
-        await admin.close()
+    _JustCreated.topics.update(created)
+    return created
 
 
 class BatchWriter:

@@ -36,26 +36,44 @@ def ingest_group(app_id: str) -> str:
     return f"{app_id}-ingest"
 
 
-async def ensure_topics(bootstrap: str, topics: dict[str, int], *, compacted: bool = False) -> None:
-    """Create the topics that don't exist yet (partitions as given); keep the rest."""
+async def ensure_topics(
+    bootstrap: str,
+    topics: dict[str, int],
+    *,
+    compacted: bool = False,
+    replication: int = 1,
+    timeout_s: float = 30.0,
+) -> list[str]:
+    """Create the topics that don't exist yet ({name: partitions}); return those created.
+
+    Existing topics are left as they are (their partition count is not changed);
+    a topic created meanwhile by another client is not an error.
+    """
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
     from aiokafka.errors import TopicAlreadyExistsError
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap,
+                                request_timeout_ms=int(timeout_s * 1000))
     await admin.start()
     try:
         existing = set(await admin.list_topics())
         configs = {"cleanup.policy": "compact"} if compacted else {}
-        new = [
-            NewTopic(name, num_partitions=n, replication_factor=1, topic_configs=configs)
+        wanted = [
+            NewTopic(name, num_partitions=n, replication_factor=replication,
+                     topic_configs=configs)
             for name, n in topics.items()
             if name not in existing
         ]
-        if new:
-            try:
-                await admin.create_topics(new)
-            except TopicAlreadyExistsError:
-                pass  # created meanwhile by another client
-            log.info("created topics %s", ", ".join(t.name for t in new))
+        if not wanted:
+            return []
+        try:
+            response = await admin.create_topics(wanted)
+        except TopicAlreadyExistsError:
+            return []
+        for name, code, *_ in getattr(response, "topic_errors", []):
+            if code not in (0, 36):  # 36: TOPIC_ALREADY_EXISTS (a concurrent creator)
+                raise RuntimeError(f"creating topic {name!r} failed with Kafka error {code}")
+        log.info("created topics %s", ", ".join(t.name for t in wanted))
+        return [t.name for t in wanted]
     finally:
         await admin.close()
