@@ -1,0 +1,340 @@
+"""The Redis read model on the real stack: what readers get equals the oracle.
+
+One worker (event clock) is fed once per module; the snapshot sums, ``status
+--json``, the JSON API and the top-users sets are each compared with
+tests/unit/oracle.py (top users: with an independent count over the messages
+actually sent, duplicates included — the worker counts events received). A second
+test runs its own password-protected redis-server, kills it mid-stream and
+restarts it: the worker keeps going and the snapshots are exact again after.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from agents.readmodel import (
+    DAY_MS,
+    connect,
+    read_snapshots,
+    read_status,
+    read_top,
+    utc_day,
+)
+from streams.durations import parse_windows
+from streams.events import ALL_COMMUNITIES, DEFAULT_ACTIVE_TYPES
+from tests.integration.eventgen import Traffic, make_traffic
+from tests.integration.pipeline import REPO, Worker, free_port, produce, wait_caught_up
+from tests.integration.test_pipeline import assert_gauges_match
+from tests.unit.oracle import event_clock, expected_active, expected_followers, fields
+
+pytestmark = pytest.mark.integration
+
+WINDOWS = parse_windows("5m,1h,1d,7d,30d")
+TOP_ALL = 1000  # more than the users of make_traffic: the sets are untrimmed, so exact
+
+
+# -- helpers ---------------------------------------------------------------------------
+
+
+class RedisServer:
+    """A throwaway redis-server on a fixed free port, stopped (and restarted) by PID."""
+
+    def __init__(self, workdir: Path, password: str | None = None) -> None:
+        self.port = free_port()
+        self.password = password
+        self.workdir = workdir
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
+
+    def start(self) -> RedisServer:
+        cmd = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+               "--appendonly", "no", "--dir", str(self.workdir)]
+        if self.password:
+            cmd += ["--requirepass", self.password]
+        log = open(self.workdir / f"redis-{self.port}.log", "ab")  # noqa: SIM115
+        self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 10
+        while not _ping_sync(self.url):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"redis-server on {self.port} did not start")
+            time.sleep(0.1)
+        return self
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+
+
+def _ping_sync(url: str) -> bool:
+    import redis
+
+    client = redis.Redis.from_url(url, socket_timeout=1, socket_connect_timeout=1)
+    try:
+        return bool(client.ping())
+    except Exception:  # noqa: BLE001
+        return False
+    finally:
+        client.close()
+
+
+async def _ping(url: str) -> bool:
+    client = connect(url, timeout=1)
+    try:
+        return bool(await client.ping())
+    except Exception:  # noqa: BLE001
+        return False
+    finally:
+        await client.aclose()
+
+
+async def _status(url: str, app_id: str) -> dict[str, Any]:
+    client = connect(url)
+    try:
+        return await read_status(client, app_id)
+    finally:
+        await client.aclose()
+
+
+async def wait_fresh_snapshots(url: str, app_id: str, after_ms: int, partitions: int = 4,
+                               timeout: float = 30) -> None:
+    """Until every partition has a snapshot written after ``after_ms`` (wall time)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        client = connect(url)
+        try:
+            snaps = await read_snapshots(client, app_id)
+        except Exception:  # noqa: BLE001 - Redis just restarted
+            snaps = []
+        finally:
+            await client.aclose()
+        fresh = {s.partition for s in snaps if s.written_ms > after_ms}
+        if fresh == set(range(partitions)):
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"fresh snapshots only for {sorted(fresh)} after {timeout}s")
+        await asyncio.sleep(0.2)
+
+
+def oracle_rows(traffic: Traffic) -> dict[tuple[str, str], tuple[dict[str, int], int]]:
+    """{(platform, community): (active per window, followers)}, as the status rows say."""
+    now = event_clock(traffic.valid)
+    assert now is not None
+    active = expected_active(traffic.valid, now, WINDOWS, DEFAULT_ACTIVE_TYPES)
+    followers = expected_followers(traffic.valid)
+    zeros = dict.fromkeys(WINDOWS, 0)
+    return {k: (active.get(k, zeros), followers.get(k, 0)) for k in set(active) | set(followers)}
+
+
+def doc_rows(doc: dict[str, Any]) -> dict[tuple[str, str], tuple[dict[str, int], int]]:
+    return {(r["platform"], r["community"]): (r["active"], r["followers"])
+            for r in doc["communities"]}
+
+
+def oracle_top(traffic: Traffic) -> dict[tuple[str, str, str], dict[str, int]]:
+    """{(day, platform, community): {user: active events}} over the messages sent,
+    duplicates included, with "*" per platform. Written from the rule, not the code."""
+    invalid = {raw for raw, _ in traffic.invalid}
+    scores: dict[tuple[str, str, str], dict[str, int]] = {}
+    for raw in traffic.messages:
+        if raw in invalid:
+            continue
+        platform, community, user, ts_ms, kind = fields(orjson.loads(raw))
+        if kind not in DEFAULT_ACTIVE_TYPES:
+            continue
+        day = utc_day(ts_ms // DAY_MS * DAY_MS)
+        for comm in (community, ALL_COMMUNITIES):
+            users = scores.setdefault((day, platform, comm), {})
+            users[user] = users.get(user, 0) + 1
+    return scores
+
+
+def get_json(url: str) -> tuple[int, Any]:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return response.status, json.load(response)
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.load(exc)
+
+
+# -- one worker, fed once ----------------------------------------------------------------
+
+
+class Fed:
+    def __init__(self, worker: Worker, traffic: Traffic, app_id: str, redis_url: str) -> None:
+        self.worker, self.traffic, self.app_id, self.redis_url = worker, traffic, app_id, redis_url
+
+
+@pytest.fixture(scope="module")
+def fed(stack: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fed]:
+    app_id, topic = stack.unique_name("rm"), stack.unique_name("interactions")
+    traffic = make_traffic(seed=21, count=4000, now_ms=int(time.time() * 1000) - 60_000)
+    asyncio.run(produce(stack.kafka_bootstrap, topic, traffic.messages))
+    datadir = tmp_path_factory.mktemp("rm") / "data"
+    worker = Worker(stack.kafka_bootstrap, app_id, topic, f"{topic}.dlq", datadir,
+                    REDIS_URL=stack.redis_url, EM_TOP_USERS=str(TOP_ALL)).start()
+    try:
+        worker.wait_metrics()
+        asyncio.run(wait_caught_up(stack.kafka_bootstrap, app_id, topic, worker))
+        caught_up = int(time.time() * 1000)
+        asyncio.run(wait_fresh_snapshots(stack.redis_url, app_id, caught_up))
+        yield Fed(worker, traffic, app_id, stack.redis_url)
+    finally:
+        worker.stop()
+
+
+async def test_snapshots_sum_to_the_oracle(fed: Fed) -> None:
+    doc = await _status(fed.redis_url, fed.app_id)
+    assert doc["partitions"]["complete"] and doc["partitions"]["present"] == [0, 1, 2, 3]
+    assert doc["as_of_ms"] == event_clock(fed.traffic.valid)
+    want = oracle_rows(fed.traffic)
+    assert doc_rows(doc) == want
+    assert len(want) > 20
+
+
+def test_status_json_cli_equals_the_oracle(fed: Fed) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "streams.cli", "status", "--json", "--redis-url", fed.redis_url,
+         "--app-id", fed.app_id], capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert result.returncode == 0, result.stderr
+    doc = json.loads(result.stdout)
+    assert doc["schema"] == "engagement-monitor/status/1"
+    assert doc_rows(doc) == oracle_rows(fed.traffic)
+    one = subprocess.run(
+        [sys.executable, "-m", "streams.cli", "status", "brand-01", "--platform", "twitter",
+         "--redis-url", fed.redis_url, "--app-id", fed.app_id],
+        capture_output=True, text=True, cwd=REPO, timeout=60, env={**os.environ, "COLUMNS": "200"})
+    assert one.returncode == 0 and "brand-01" in one.stdout and "brand-02" not in one.stdout
+
+
+def test_api_equals_the_oracle(fed: Fed, tmp_path: Path) -> None:
+    port = free_port()
+    log = open(tmp_path / "api.log", "wb")  # noqa: SIM115
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streams.cli", "api", "--port", str(port), "--redis-url",
+         fed.redis_url, "--app-id", fed.app_id], cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if get_json(f"{base}/api/health")[0] == 200:
+                    break
+            except OSError:
+                pass
+            assert proc.poll() is None and time.monotonic() < deadline, "api did not start"
+            time.sleep(0.2)
+        want = oracle_rows(fed.traffic)
+        status, doc = get_json(f"{base}/api/communities")
+        assert status == 200 and doc_rows(doc) == want
+        status, doc = get_json(f"{base}/api/communities/brand-01?platform=twitter")
+        assert status == 200
+        assert doc_rows(doc) == {("twitter", "brand-01"): want[("twitter", "brand-01")]}
+        status, doc = get_json(f"{base}/api/communities/{ALL_COMMUNITIES}")
+        assert status == 200 and doc_rows(doc) == {k: v for k, v in want.items()
+                                                   if k[1] == ALL_COMMUNITIES}
+        status, doc = get_json(f"{base}/api/communities/no-such-brand")
+        assert status == 404 and doc["error"] == "unknown community"
+        assert get_json(f"{base}/api/communities/no-such-brand/top")[0] == 404
+        assert get_json(f"{base}/api/communities/brand-01/top?day=yesterday")[0] == 400
+        assert get_json(f"{base}/api/communities/brand-01/top?limit=0")[0] == 400
+
+        top = oracle_top(fed.traffic)
+        (day, platform, community), users = max(top.items(), key=lambda kv: len(kv[1]))
+        status, doc = get_json(f"{base}/api/communities/{community}/top?platform={platform}"
+                               f"&day={day}&limit=5")
+        assert status == 200
+        ranked = sorted(users.items(), key=lambda us: (-us[1], us[0]))[:5]
+        assert doc["platforms"] == [{"platform": platform, "users": [
+            {"user_id": u, "score": s} for u, s in ranked]}]
+    finally:
+        os.kill(proc.pid, signal.SIGTERM)
+        proc.wait(10)
+        log.close()
+
+
+async def test_top_users_equal_the_oracle(fed: Fed) -> None:
+    want = oracle_top(fed.traffic)
+    client = connect(fed.redis_url)
+    try:
+        keys = [k async for k in client.scan_iter(match=f"em:{fed.app_id}:top:*", count=1000)]
+        assert len(keys) == len(want)
+        for (day, platform, community), users in want.items():
+            doc = await read_top(client, fed.app_id, community, day, TOP_ALL, platform)
+            got = {u["user_id"]: u["score"] for u in doc["platforms"][0]["users"]}
+            assert got == users, (day, platform, community)
+        # without --platform: every platform that has a set that day
+        day = max(d for d, _, _ in want)
+        doc = await read_top(client, fed.app_id, ALL_COMMUNITIES, day, 3)
+        assert [e["platform"] for e in doc["platforms"]] == sorted(
+            p for d, p, c in want if d == day and c == ALL_COMMUNITIES)
+    finally:
+        await client.aclose()
+
+
+# -- Redis down in the middle of a stream ----------------------------------------------------
+
+
+async def test_redis_outage_slows_nothing_and_snapshots_recover(stack: Any, tmp_path: Path) -> None:
+    redis = RedisServer(tmp_path, password="s3cret-pw").start()
+    app_id, topic = stack.unique_name("rmdown"), stack.unique_name("interactions")
+    traffic = make_traffic(seed=23, count=4000, now_ms=int(time.time() * 1000) - 60_000)
+    third = len(traffic.messages) // 3
+    worker = Worker(stack.kafka_bootstrap, app_id, topic, f"{topic}.dlq", tmp_path / "data",
+                    REDIS_URL=redis.url)
+    try:
+        await produce(stack.kafka_bootstrap, topic, traffic.messages[:third])
+        worker.start().wait_metrics()
+        await wait_caught_up(stack.kafka_bootstrap, app_id, topic, worker)
+        await wait_fresh_snapshots(redis.url, app_id, int(time.time() * 1000))
+        assert worker.scrape()["engagement_redis_write_failures_total"][()] == 0
+
+        redis.kill()
+        await produce(stack.kafka_bootstrap, topic, traffic.messages[third:])
+        await wait_caught_up(stack.kafka_bootstrap, app_id, topic, worker)
+        assert_gauges_match(worker, traffic)  # the worker caught up with Redis down
+        time.sleep(2.5)  # a few failed ticks
+        failures = worker.scrape()["engagement_redis_write_failures_total"][()]
+        assert failures >= 2
+
+        redis.start()  # same port, empty
+        restarted = int(time.time() * 1000)
+        await wait_fresh_snapshots(redis.url, app_id, restarted)
+        doc = await _status(redis.url, app_id)
+        assert doc_rows(doc) == oracle_rows(traffic)
+        assert_gauges_match(worker, traffic)
+        log = worker.log_tail(400)
+        assert log.count("Redis write failed") == 1, log
+        assert log.count("Redis writes resumed") == 1, log
+    finally:
+        worker.stop()
+        redis.kill()
+
+
+async def test_password_url_reaches_a_protected_redis(tmp_path: Path) -> None:
+    redis = RedisServer(tmp_path, password="pw-123").start()
+    try:
+        assert await _ping(redis.url)
+        wrong = f"redis://:nope@127.0.0.1:{redis.port}/0"
+        assert not await _ping(wrong)
+        assert not await _ping(f"redis://127.0.0.1:{redis.port}/0")
+    finally:
+        redis.kill()
