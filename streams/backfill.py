@@ -2,10 +2,12 @@
 
 Prometheus only has the gauges from the moment it scraped a worker. To show
 recomputed history (after a rebuild, or for a period before the monitor ran), this
-command reads the input topic's events of the range — plus ``--history`` before it
-(the longest window by default), so that the 30d gauge at ``--from`` already counts
-the 30 days before — and evaluates the gauges with the event clock at every
-``--step``: the value at step t is computed over exactly the events with ts <= t.
+command reads the input topic's events up to ``--to`` — from the topic's beginning by
+default, because the follower gauge is not windowed (a follow from last year still
+counts); ``--history 30d`` reads only the longest window before ``--from``, which keeps
+every active-user gauge exact but counts only the follows made in it — and evaluates
+the gauges with the event clock at every ``--step``: the value at step t is computed
+over exactly the events with ts <= t.
 
 Offline there is one process and all users, so one :class:`PartitionState` holds
 everything; events are applied in event-time order (a sweep), which gives at each
@@ -211,8 +213,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--to", dest="end", metavar="TIME", required=True,
                         help="last step (inclusive); keep it 3h+ in the past, see docs")
     parser.add_argument("--step", default="1m", help="time between samples (default: 1m)")
-    parser.add_argument("--history", default=None, metavar="DURATION",
-                        help="events read before --from (default: the longest window)")
+    parser.add_argument("--history", default="all", metavar="DURATION",
+                        help="events read before --from: all (default; followers need every "
+                             "follow ever made) or a duration such as 30d (faster; exact "
+                             "active-user gauges, followers only from follows in it)")
     parser.add_argument("--output", "-o", default="-", metavar="FILE",
                         help="OpenMetrics file (default: stdout)")
     parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
@@ -227,11 +231,11 @@ async def backfill(args: argparse.Namespace, conf: Any, out: TextIO) -> str:
     start, end = parse_time_bound(args.start, now_ms), parse_time_bound(args.end, now_ms)
     steps = step_times(start, end, parse_duration_ms(args.step))
     windows = conf.window_ms
-    history = parse_duration_ms(args.history) if args.history else max(windows.values())
+    first = None if args.history == "all" else start - parse_duration_ms(args.history)
     tally = ReadTally()
     reading = Progress("backfill: reading", unit="records", enabled=not args.quiet)
     rows = await read_rows(conf.kafka_bootstrap_servers, conf.input_topic,
-                           TimeRange(start - history, end + 1), now_ms, tally, reading)
+                           TimeRange(first, end + 1), now_ms, tally, reading)
     reading.close()
     sweep = Sweep(windows, conf.active_type_set, conf.community_cap)
     sweeping = Progress("backfill: steps", total=len(steps), unit="steps",
