@@ -1,4 +1,4 @@
-"""deploy/local/stack: install | up | down | status | logs | scrape | env."""
+"""deploy/local/stack: install | up | down | status | logs | scrape | rules | env."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 from emstack import health, install, procs, promcfg
 from emstack.config import Config, StackError, parse_targets
@@ -64,6 +65,9 @@ def _start(cfg: Config, service: Service) -> bool:
         if service.name == "prometheus":
             promcfg.write(cfg)
             promcfg.reload(cfg)
+        elif service.name == "alertmanager":
+            promcfg.write_alertmanager_config(cfg)
+            promcfg.reload_alertmanager(cfg)
         return False
     cmd = service.prepare(cfg)
     procs.spawn(cmd, cfg.log_file(service.name), cfg.pid_file(service.name), service.env(cfg))
@@ -73,7 +77,7 @@ def _start(cfg: Config, service: Service) -> bool:
 def cmd_up(cfg: Config, _args: argparse.Namespace) -> int:
     install.ensure_installed(with_maven=cfg.kafka_home is None)
     health.require_aiokafka()
-    promcfg.ensure_alertmanager_config()
+    promcfg.ensure_alertmanager_config(cfg)
     started_at = time.monotonic()
     with _state_lock(cfg):
         _check_ports(cfg, list(SERVICES))
@@ -137,6 +141,22 @@ def cmd_scrape(cfg: Config, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_rules(cfg: Config, args: argparse.Namespace) -> int:
+    if args.reset:
+        if args.dir or args.alertmanager:
+            raise StackError("--reset takes no rules folder and no --alertmanager")
+        rules, alertmanager = cfg.rules_dir, cfg.alertmanager_source
+    else:
+        if args.dir is None:
+            raise StackError("name a rules folder, or --reset")
+        rules, alertmanager = Path(args.dir), args.alertmanager and Path(args.alertmanager)
+    path = promcfg.load_rules(cfg, rules, alertmanager)
+    say(f"prometheus reloaded: {path} loads {rules.resolve()}/*.yml")
+    if alertmanager:
+        say(f"alertmanager reloaded: {cfg.alertmanager_config} (from {alertmanager})")
+    return 0
+
+
 def cmd_env(cfg: Config, _args: argparse.Namespace) -> int:
     say(f"export KAFKA_BOOTSTRAP_SERVERS={cfg.kafka_bootstrap}")
     say(f"export REDIS_URL={cfg.redis_url}")
@@ -170,6 +190,14 @@ def _parser() -> argparse.ArgumentParser:
     scrape = sub.add_parser("scrape", help="point Prometheus at worker targets and reload")
     scrape.add_argument("targets", help="host:port[,host:port...]")
     scrape.set_defaults(func=cmd_scrape)
+    rules = sub.add_parser(
+        "rules", help="load another rules folder (and Alertmanager config) and reload"
+    )
+    rules.add_argument("dir", nargs="?", help="folder of *.yml rule files")
+    rules.add_argument("--alertmanager", metavar="FILE", help="alertmanager.yml to load too")
+    rules.add_argument("--reset", action="store_true",
+                       help="back to EM_RULES_DIR and EM_ALERTMANAGER_CONFIG (the defaults)")
+    rules.set_defaults(func=cmd_rules)
     sub.add_parser("env", help="print client settings as shell exports").set_defaults(func=cmd_env)
     return parser
 

@@ -22,6 +22,11 @@ PORT_DEFAULTS = {
 
 DEFAULT_SCRAPE_TARGETS = "127.0.0.1:6066"
 
+# What Prometheus and Alertmanager load at `up` (EM_RULES_DIR, EM_ALERTMANAGER_CONFIG);
+# `stack rules` swaps them at run time (e.g. the fast profile of rules_gen.py).
+DEFAULT_RULES_DIR = REPO / "deploy" / "prometheus" / "rules"
+DEFAULT_ALERTMANAGER_CONFIG = REPO / "deploy" / "alertmanager" / "alertmanager.yml"
+
 
 class StackError(Exception):
     """A failure with a message meant for the person running the stack."""
@@ -55,6 +60,8 @@ class Config:
     kafka_home: Path | None
     ports: dict[str, int]
     scrape_targets: tuple[str, ...]
+    rules_dir: Path = DEFAULT_RULES_DIR
+    alertmanager_source: Path = DEFAULT_ALERTMANAGER_CONFIG
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Config:
@@ -69,6 +76,10 @@ class Config:
             kafka_home=Path(home).resolve() if home else None,
             ports={name: _port(env, name) for name in PORT_DEFAULTS},
             scrape_targets=targets,
+            rules_dir=Path(env.get("EM_RULES_DIR") or DEFAULT_RULES_DIR).resolve(),
+            alertmanager_source=Path(
+                env.get("EM_ALERTMANAGER_CONFIG") or DEFAULT_ALERTMANAGER_CONFIG
+            ).resolve(),
         )
 
     @property
@@ -91,6 +102,11 @@ class Config:
     def prometheus_config(self) -> Path:
         """The rendered config that the running Prometheus reads."""
         return self.state_dir / "prometheus" / "prometheus.yml"
+
+    @property
+    def alertmanager_config(self) -> Path:
+        """The copy the running Alertmanager reads (`stack rules` replaces it)."""
+        return self.state_dir / "alertmanager" / "alertmanager.yml"
 
     def log_file(self, service: str) -> Path:
         return self.state_dir / "logs" / f"{service}.log"

@@ -80,7 +80,7 @@ def _prepare_prometheus(cfg: Config) -> list[str]:
 def _prepare_alertmanager(cfg: Config) -> list[str]:
     return [
         _binary("prometheus-alertmanager", "prometheus-alertmanager"),
-        f"--config.file={promcfg.ensure_alertmanager_config()}",
+        f"--config.file={promcfg.write_alertmanager_config(cfg)}",
         f"--storage.path={_folder(cfg, 'alertmanager')}",
         f"--web.listen-address=127.0.0.1:{cfg.ports['ALERTMANAGER_PORT']}",
         "--cluster.listen-address=",
