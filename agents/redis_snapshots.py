@@ -4,10 +4,11 @@ Every ``EM_SNAPSHOT_INTERVAL`` (default 1 s) one MULTI/EXEC round trip carries
 
 * a full snapshot of every by-user partition the worker holds (``SET … PX ttl``,
   TTL = 3 × interval, at least 10 s: a dead worker's partitions expire), and
-* the top-users deltas tallied since the last tick (:mod:`agents.top_users`):
-  per sorted set ``ZADD tmp`` + ``ZUNIONSTORE key 2 key tmp`` (sum) + ``DEL tmp`` +
-  ``ZREMRANGEBYRANK key 0 -(N+1)`` + ``EXPIRE``. That is ZINCRBY for a whole set in
-  five commands instead of one per user, which keeps a busy tick cheap in Python.
+* the top-users deltas tallied since the last tick (:mod:`agents.top_users`), as
+  one JSON argument to a small Lua script that runs ``ZINCRBY`` per user, then
+  ``ZREMRANGEBYRANK key 0 -(N+1)`` and ``EXPIRE`` per set, inside Redis. Sending a
+  command per user instead costs redis-py ~50 µs each: ~0.7 s of the event loop per
+  tick at 20,000 events/s (measured), against a few ms for one ``orjson.dumps``.
 
 Why Redis never slows the pipeline: the apply agent only increments dicts; all I/O
 happens here, on the timer, bounded by a timeout. A failed write is counted
@@ -22,7 +23,6 @@ import asyncio
 import logging
 import os
 import time
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -61,6 +61,54 @@ def build_snapshots(state: WorkerState, now_ms: int | None, windows: dict[str, i
     return out
 
 
+#: ARGV[1] = JSON [keep, ttl, [[key, [user, n, user, n, ...]], ...], [[index, member], ...]].
+#: Keys travel in ARGV (not KEYS): fine on a standalone Redis, which is what the
+#: read model uses; a Redis Cluster would need one call per hash slot.
+TOP_USERS_LUA = """
+local doc = cjson.decode(ARGV[1])
+local keep, ttl = doc[1], doc[2]
+for _, set in ipairs(doc[3]) do
+  local key, incs = set[1], set[2]
+  for i = 1, #incs, 2 do
+    redis.call('ZINCRBY', key, incs[i + 1], incs[i])
+  end
+  redis.call('ZREMRANGEBYRANK', key, 0, -(keep + 1))
+  redis.call('EXPIRE', key, ttl)
+end
+for _, pair in ipairs(doc[4]) do
+  redis.call('SADD', pair[1], pair[2])
+  redis.call('EXPIRE', pair[1], ttl)
+end
+return #doc[3]
+"""
+
+#: increments per script call: bounds how long one call blocks Redis (~10 ms)
+CHUNK = 20_000
+
+
+def top_payloads(app_id: str, sets: list[SetDelta], keep: int) -> list[bytes]:
+    """The Lua script's arguments for these set deltas, in chunks of about CHUNK users."""
+    payloads: list[bytes] = []
+    chunk: list[list] = []
+    index: dict[tuple[str, str], None] = {}  # (index key, JSON [platform, community])
+    size = 0
+    for delta in sets:
+        key = make_top_key(app_id, delta.day, delta.platform, delta.community)
+        flat: list[str | int] = []
+        for user, n in delta.increments.items():
+            flat += (user, n)
+        chunk.append([key, flat])
+        member = orjson.dumps([delta.platform, delta.community]).decode()
+        index[(top_index_key(app_id, delta.day), member)] = None
+        size += len(delta.increments)
+        if size >= CHUNK:
+            payloads.append(orjson.dumps([keep, TOP_TTL_S, chunk, list(index)]))
+            chunk, index, size = [], {}, 0
+    if chunk:
+        payloads.append(orjson.dumps([keep, TOP_TTL_S, chunk, list(index)]))
+    return payloads
+
+
 class ReadModelWriter:
     """Owns the Redis client, the tally and the outage bookkeeping of one worker."""
 
@@ -79,32 +127,19 @@ class ReadModelWriter:
         self.timeout = max(0.5, min(2.0, interval_s))
         self.client = client if client is not None else connect(redis_url, self.timeout)
         self.redis_url = redis_url
-        self.tmp_key = f"em:tmp:{uuid.uuid4().hex}"  # this worker's scratch set
+        self.script = self.client.register_script(TOP_USERS_LUA)
         self.failures = 0
         self.writes = 0
         self.last_ok_s: float | None = None
         self._down_since: float | None = None
         self._failures_in_outage = 0
 
-    def _queue(self, pipe: Any, snapshots: list[Snapshot], sets: list[SetDelta]) -> None:
+    async def _queue(self, pipe: Any, snapshots: list[Snapshot], sets: list[SetDelta]) -> None:
         px = self.ttl_ms
         for snap in snapshots:
             pipe.set(snapshot_key(self.app_id, snap.partition), encode_snapshot(snap), px=px)
-        tmp, keep = self.tmp_key, self.top_n
-        indexes: dict[str, list[bytes]] = {}
-        for delta in sets:
-            key = make_top_key(self.app_id, delta.day, delta.platform, delta.community)
-            pipe.zadd(tmp, delta.increments)
-            pipe.zunionstore(key, [key, tmp], aggregate="SUM")
-            pipe.delete(tmp)
-            pipe.zremrangebyrank(key, 0, -(keep + 1))
-            pipe.expire(key, TOP_TTL_S)
-            indexes.setdefault(delta.day, []).append(orjson.dumps([delta.platform,
-                                                                   delta.community]))
-        for day, members in indexes.items():
-            index = top_index_key(self.app_id, day)
-            pipe.sadd(index, *members)
-            pipe.expire(index, TOP_TTL_S)
+        for payload in top_payloads(self.app_id, sets, self.top_n):
+            await self.script(keys=[], args=[payload], client=pipe)  # queues EVALSHA
 
     async def tick(self) -> bool:
         """One write of everything; True if it reached Redis. Never raises."""
@@ -116,7 +151,7 @@ class ReadModelWriter:
             return True
         try:
             pipe = self.client.pipeline(transaction=True)
-            self._queue(pipe, snapshots, plan(deltas))
+            await self._queue(pipe, snapshots, plan(deltas))
             await asyncio.wait_for(pipe.execute(), self.timeout)
         except Exception as exc:  # noqa: BLE001 - any failure: count, log once, go on
             self.tally.restore(deltas)

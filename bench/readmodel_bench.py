@@ -7,19 +7,23 @@
   one second of traffic at 20,000 events/s, and building + encoding the partition
   snapshots of a state holding those users.
 
-Run: ``.venv/bin/python bench/readmodel_bench.py [--events N]``; best of 5 runs.
+Run: ``[REDIS_URL=redis://…] .venv/bin/python bench/readmodel_bench.py [--events N]``;
+best of 5 runs (with REDIS_URL: also 4 whole ticks against that Redis).
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import os
 import random
 import time
 import zlib
 
 from agents.readmodel import encode_snapshot
-from agents.redis_snapshots import build_snapshots
+from agents.redis_snapshots import ReadModelWriter, build_snapshots
 from agents.top_users import TopUsersTally, plan
+from streams.clock import Clock
 from streams.events import DEFAULT_ACTIVE_TYPES
 from streams.state import WorkerState
 
@@ -110,6 +114,29 @@ def main() -> None:
     size = sum(len(encode_snapshot(s)) for s in build_snapshots(state, now, WINDOWS, 4, 0))
     print(f"snapshots of 4 partitions ({len(state):,} records, {args.communities:,} "
           f"communities): {t_snap * 1e3:.1f} ms per tick, {size / 1024:.0f} KiB")
+
+    url = os.environ.get("REDIS_URL")
+    if url:
+        asyncio.run(redis_tick(url, state, evs))
+
+
+async def redis_tick(url: str, state: WorkerState, evs: list[list]) -> None:
+    """Whole ticks against a real Redis (app id ``bench-readmodel``): 1 s of traffic each."""
+    tally = TopUsersTally(DEFAULT_ACTIVE_TYPES)
+    writer = ReadModelWriter(redis_url=url, app_id="bench-readmodel", state=state,
+                             clock=Clock("event", state.watermark_ms), windows=WINDOWS,
+                             partitions=4, interval_s=1.0, tally=tally, top_n=100)
+    walls = []
+    for r in range(4):
+        for i in range(r * 20_000, (r + 1) * 20_000, 50):
+            tally(0, evs[i:i + 50])
+        t0 = time.perf_counter()
+        ok = await writer.tick()
+        walls.append(time.perf_counter() - t0)
+        assert ok, "write failed"
+    await writer.close()
+    print(f"whole tick against Redis (1 s at 20k events/s): best {min(walls) * 1e3:.0f} ms, "
+          f"worst {max(walls) * 1e3:.0f} ms wall")
 
 
 if __name__ == "__main__":

@@ -338,3 +338,41 @@ async def test_password_url_reaches_a_protected_redis(tmp_path: Path) -> None:
         assert not await _ping(f"redis://127.0.0.1:{redis.port}/0")
     finally:
         redis.kill()
+
+
+async def test_writer_trims_sets_in_redis_like_the_reference(tmp_path: Path) -> None:
+    """The Lua flush against a real Redis, with a small N: equal to apply_locally."""
+    from agents.redis_snapshots import ReadModelWriter
+    from agents.top_users import TopUsersTally, apply_locally
+    from streams.clock import Clock
+    from streams.state import WorkerState
+
+    redis = RedisServer(tmp_path).start()
+    state = WorkerState(DEFAULT_ACTIVE_TYPES)
+    tally = TopUsersTally(DEFAULT_ACTIVE_TYPES)
+    writer = ReadModelWriter(redis_url=redis.url, app_id="trim", state=state,
+                             clock=Clock("event", state.watermark_ms), windows=WINDOWS,
+                             partitions=1, interval_s=1.0, tally=tally, top_n=3)
+    day0 = 20_500 * DAY_MS
+    rounds = [{"a": 5, "b": 1, "c": 3, "d": 3}, {"b": 4, "e": 1, "c": 1}, {"f": 9, "a": 1}]
+    want: dict[str, float] = {}
+    try:
+        for increments in rounds:
+            tally(0, [[day0 + 1, "x", "acme", user, "like"]
+                      for user, n in increments.items() for _ in range(n)])
+            assert await writer.tick()
+            want = apply_locally(want, increments, 3)
+        client = connect(redis.url)
+        try:
+            doc = await read_top(client, "trim", "acme", utc_day(day0), 10, "x")
+            star = await read_top(client, "trim", ALL_COMMUNITIES, utc_day(day0), 10)
+            ttl = await client.ttl(f"em:trim:top:{utc_day(day0)}:x:acme")
+        finally:
+            await client.aclose()
+        assert {u["user_id"]: u["score"] for u in doc["platforms"][0]["users"]} == want
+        assert star["platforms"][0]["users"] == doc["platforms"][0]["users"]
+        assert 0 < ttl <= 8 * 86_400
+        assert writer.failures == 0
+    finally:
+        await writer.close()
+        redis.kill()

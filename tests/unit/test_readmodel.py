@@ -165,3 +165,24 @@ def test_status_and_top_commands_are_registered() -> None:
     top = parser.parse_args(["top", "acme", "--day", "2026-01-02", "--limit", "3"])
     assert top.community == "acme" and top.limit == 3
     assert parser.parse_args(["api", "--port", "1"]).port == 1
+
+
+def test_top_payloads_chunk_and_carry_keys_increments_and_index(monkeypatch) -> None:
+    import orjson
+
+    from agents import redis_snapshots
+    from agents.top_users import TOP_TTL_S, SetDelta
+
+    monkeypatch.setattr(redis_snapshots, "CHUNK", 3)
+    sets = [SetDelta("2026-01-02", "x", "acme", {"u1": 2, "u2": 1}),
+            SetDelta("2026-01-02", "x", "*", {"u1": 2, "u2": 1}),
+            SetDelta("2026-01-03", "y", "b:c", {"u3": 1})]
+    payloads = [orjson.loads(p) for p in redis_snapshots.top_payloads("app", sets, 5)]
+    assert len(payloads) == 2  # 4 increments reach the chunk size of 3
+    keep, ttl, chunk, index = payloads[0]
+    assert (keep, ttl) == (5, TOP_TTL_S)
+    assert chunk == [[top_key("app", "2026-01-02", "x", "acme"), ["u1", 2, "u2", 1]],
+                     [top_key("app", "2026-01-02", "x", "*"), ["u1", 2, "u2", 1]]]
+    assert index == [["em:app:topidx:2026-01-02", '["x","acme"]'],
+                     ["em:app:topidx:2026-01-02", '["x","*"]']]
+    assert payloads[1][2] == [["em:app:top:2026-01-03:y:b%3Ac", ["u3", 1]]]
