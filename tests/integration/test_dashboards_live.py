@@ -10,12 +10,13 @@ be produced by the worker, by a recording rule, or by Prometheus itself.
 
 Why two batches: the first (``make_traffic``: 40 days of history, every window
 different, invalid messages of every reason) makes the counters and gauges appear; the
-second, sent after Prometheus has scraped the first, makes the counters *grow* between
-two scrapes, so rates and the lag histogram's quantiles have non-zero, finite values.
-The second batch's events are no newer than the first batch's newest event and reuse
-its (platform, community, type) combinations: the event clock does not move and no new
-counter series appears, so the oracle over both batches stays exact and every rate series
-has at least two samples.
+second, the simulator's live traffic (streams/simulate.py, generated in process with a
+fixed seed) sent after Prometheus has scraped the first, makes the counters *grow*
+between two scrapes, so rates and the lag histogram's quantiles have non-zero values.
+It uses the same community and user names (brand-NN, u-N) and its events are no newer
+than the first batch's newest event: the event clock does not move, so the oracle over
+both batches stays exact. A simulator *subprocess* on the same topic is not used: it
+would move the clock (and every window) while the values are being checked.
 
 Bounded: the worker starts in seconds, both batches are processed in seconds, and the
 one real wait is for the recording rules' next evaluation after the last scrape (at
@@ -26,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-import random
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -38,8 +38,9 @@ import pytest
 
 from grafana.queries import PanelQuery, panel_queries, referenced_metrics, variable_queries
 from streams.durations import parse_windows
-from streams.events import ALL_COMMUNITIES, DEFAULT_ACTIVE_TYPES, format_ts
-from tests.integration.eventgen import Traffic, make_traffic
+from streams.events import ALL_COMMUNITIES, DEFAULT_ACTIVE_TYPES
+from streams.simulate import SimConfig, Simulator
+from tests.integration.eventgen import make_traffic
 from tests.integration.pipeline import Worker, produce, wait_caught_up
 from tests.integration.promapi import PromAPI, PromError, Series, finite, value
 from tests.unit.oracle import event_clock, expected_active, expected_followers
@@ -92,26 +93,20 @@ class Live:
     input_topic: str
 
 
-def second_batch(first: Traffic, now_ms: int, count: int = 300, seed: int = 5) -> list[bytes]:
-    """Valid events over the 4 minutes up to now_ms, reusing first-batch combinations."""
-    rng = random.Random(seed)
-    combos = sorted({(e["platform"], e["community"], e["type"]) for e in first.valid})
-    out = []
-    for i in range(count):
-        platform, community, kind = rng.choice(combos)
-        out.append(
-            orjson.dumps(
-                {
-                    "event_id": f"live-{seed}-{i}",
-                    "ts": format_ts(now_ms - rng.randrange(1_000, 240_000)),
-                    "platform": platform,
-                    "community": community,
-                    "user_id": f"u-live-{rng.randrange(60)}",
-                    "type": kind,
-                }
-            )
-        )
-    return out
+def second_batch(now_ms: int, seconds: int = 240, seed: int = 5) -> list[bytes]:
+    """The simulator's live traffic (streams/simulate.py, in process, so deterministic)
+    over the `seconds` before now_ms: no newer than the first batch's newest event."""
+    sim = Simulator(
+        SimConfig(communities=12, users=500, rate=1.5, seed=seed, burst_every_s=0),
+        start_ms=now_ms - seconds * 1000,
+    )
+    out: list[bytes] = []
+    for message, ts_ms, _key, reason in sim:
+        if ts_ms >= now_ms:
+            return out
+        assert reason is None
+        out.append(message)
+    raise AssertionError("unreachable: the simulator is endless")
 
 
 def _scraped_after(api: PromAPI, instance: str, after: float) -> float:
@@ -141,7 +136,7 @@ def live(stack: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]
         asyncio.run(wait_caught_up(stack.kafka_bootstrap, app_id, topic, worker))
         _scraped_after(api, instance, time.time())
 
-        second = second_batch(first, now_ms)
+        second = second_batch(now_ms)
         asyncio.run(produce(stack.kafka_bootstrap, topic, second))
         asyncio.run(wait_caught_up(stack.kafka_bootstrap, app_id, topic, worker))
         last_scrape = _scraped_after(api, instance, time.time())
