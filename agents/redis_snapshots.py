@@ -150,9 +150,9 @@ class ReadModelWriter:
         if not snapshots and not deltas:
             return True
         try:
-            pipe = self.client.pipeline(transaction=True)
-            await self._queue(pipe, snapshots, plan(deltas))
-            await asyncio.wait_for(pipe.execute(), self.timeout)
+            async with self.client.pipeline(transaction=True) as pipe:
+                await self._queue(pipe, snapshots, plan(deltas))
+                await asyncio.wait_for(pipe.execute(), self.timeout)
         except Exception as exc:  # noqa: BLE001 - any failure: count, log once, go on
             self.tally.restore(deltas)
             self._failed(exc)

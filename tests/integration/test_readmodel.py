@@ -376,3 +376,34 @@ async def test_writer_trims_sets_in_redis_like_the_reference(tmp_path: Path) -> 
     finally:
         await writer.close()
         redis.kill()
+
+
+async def test_a_hung_redis_costs_one_bounded_timeout_per_tick(tmp_path: Path) -> None:
+    """SIGSTOP (accepts connections, never answers): tick gives up after its timeout."""
+    from agents.redis_snapshots import ReadModelWriter
+    from agents.top_users import TopUsersTally
+    from streams.clock import Clock
+    from streams.state import WorkerState
+
+    redis = RedisServer(tmp_path).start()
+    state = WorkerState(DEFAULT_ACTIVE_TYPES)
+    state.assign(0).apply("x", "acme", "u1", 1_000, "like")
+    tally = TopUsersTally(DEFAULT_ACTIVE_TYPES)
+    writer = ReadModelWriter(redis_url=redis.url, app_id="hung", state=state,
+                             clock=Clock("event", state.watermark_ms), windows=WINDOWS,
+                             partitions=1, interval_s=1.0, tally=tally, top_n=3)
+    assert redis.proc is not None
+    try:
+        assert await writer.tick()
+        os.kill(redis.proc.pid, signal.SIGSTOP)
+        tally(0, [[1_000, "x", "acme", "u1", "like"]])
+        started = time.monotonic()
+        assert not await writer.tick()
+        assert time.monotonic() - started < 2.5 and writer.failures == 1
+        assert len(tally.pending) == 1  # kept for the next write
+        os.kill(redis.proc.pid, signal.SIGCONT)
+        assert await writer.tick() and not tally.pending
+    finally:
+        os.kill(redis.proc.pid, signal.SIGCONT)
+        await writer.close()
+        redis.kill()
