@@ -209,8 +209,11 @@ async def main() -> None:
     print(f"(a) raw aiokafka consumer: {raw_rate:,.0f} events/s")
 
     with tempfile.TemporaryDirectory() as tmp:
+        redis_url = os.environ.get(
+            "REDIS_URL", f"redis://127.0.0.1:{os.environ.get('REDIS_PORT', '6379')}/0")
         worker = Worker(bootstrap, app_id, topic, f"{topic}.dlq", Path(tmp) / "data",
-                        store=args.store, EM_PARTITIONS=str(args.partitions)).start()
+                        store=args.store, EM_PARTITIONS=str(args.partitions),
+                        REDIS_URL=redis_url, EM_EXPIRY_INTERVAL="60s").start()
         try:
             started = await first_progress(bootstrap, ingest_group(app_id), worker)
             await wait_caught_up(bootstrap, app_id, topic, worker, timeout=1800)

@@ -56,6 +56,7 @@ class Worker:
             "EM_REBALANCE_TIMEOUT": "6s",
             "EM_HEARTBEAT_INTERVAL": "1s",
             "EM_LOG_LEVEL": "warn",
+            "EM_EXPIRY_INTERVAL": "2s",  # exercise expiry and its tombstones
             **extra_env,
         }
         self.proc: subprocess.Popen[bytes] | None = None
@@ -65,6 +66,7 @@ class Worker:
         return f"http://127.0.0.1:{self.port}/metrics"
 
     def start(self) -> Worker:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the process
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "streams.cli", "worker"],
