@@ -66,44 +66,52 @@ class EngagementCollector(Collector):
         self.windows = windows
 
     def collect(self) -> Iterator[Metric]:
-        labels = self.stats.labels
-        active = GaugeMetricFamily(
+        yield self._active_users()
+        yield self._followers()
+        yield from self._ingest_counters()
+        yield self._lag()
+        yield self._watermark()
+
+    def _active_users(self) -> Metric:
+        family = GaugeMetricFamily(
             "engagement_active_users",
             "Distinct users whose last active event is within the window.",
             labels=["platform", "community", "window"],
         )
         now = self.clock.now_ms()
-        if now is not None:
-            totals: defaultdict[tuple[str, str, str], int] = defaultdict(int)
-            for (platform, community), counts in self.state.active_counts(
-                now, self.windows
-            ).items():
-                label = labels(community)
-                for window, count in counts.items():
-                    totals[(platform, label, window)] += count
-            for key, value in sorted(totals.items()):
-                active.add_metric(list(key), value)
-        yield active
+        if now is None:
+            return family
+        labels = self.stats.labels
+        totals: defaultdict[tuple[str, str, str], int] = defaultdict(int)
+        for (platform, community), counts in self.state.active_counts(now, self.windows).items():
+            label = labels(community)
+            for window, count in counts.items():
+                totals[(platform, label, window)] += count
+        for key, value in sorted(totals.items()):
+            family.add_metric(list(key), value)
+        return family
 
-        followers = GaugeMetricFamily(
+    def _followers(self) -> Metric:
+        family = GaugeMetricFamily(
             "engagement_followers",
             "Users whose latest follow/unfollow event is a follow.",
             labels=["platform", "community"],
         )
-        follow_totals: defaultdict[tuple[str, str], int] = defaultdict(int)
+        labels = self.stats.labels
+        totals: defaultdict[tuple[str, str], int] = defaultdict(int)
         for (platform, community), count in self.state.follower_counts().items():
-            follow_totals[(platform, labels(community))] += count
-        for pair, value in sorted(follow_totals.items()):
-            followers.add_metric(list(pair), value)
-        yield followers
+            totals[(platform, labels(community))] += count
+        for pair, value in sorted(totals.items()):
+            family.add_metric(list(pair), value)
+        return family
 
+    def _ingest_counters(self) -> Iterator[Metric]:
         events = CounterMetricFamily(
             "engagement_events", "Valid events ingested.", labels=["platform", "community", "type"]
         )
         for key, value in sorted(self.stats.events.items()):
             events.add_metric(list(key), value)
         yield events
-
         invalid = CounterMetricFamily(
             "engagement_invalid_events", "Invalid messages sent to the DLQ.", labels=["reason"]
         )
@@ -111,24 +119,26 @@ class EngagementCollector(Collector):
             invalid.add_metric([reason], value)
         yield invalid
 
+    def _lag(self) -> Metric:
         cumulative, buckets = 0, []
         for bound, count in zip((*LAG_BUCKETS, float("inf")), self.stats.lag_buckets, strict=True):
             cumulative += count
             buckets.append((_bound_label(bound), cumulative))
-        yield HistogramMetricFamily(
+        return HistogramMetricFamily(
             "engagement_event_lag_seconds",
             "Arrival time minus event time.",
             buckets=buckets,
             sum_value=self.stats.lag_sum,
         )
 
-        watermark = self.clock.watermark_ms()
-        gauge = GaugeMetricFamily(
+    def _watermark(self) -> Metric:
+        family = GaugeMetricFamily(
             "engagement_watermark_seconds", "Newest event time seen (epoch seconds)."
         )
+        watermark = self.clock.watermark_ms()
         if watermark is not None:
-            gauge.add_metric([], watermark / 1000)
-        yield gauge
+            family.add_metric([], watermark / 1000)
+        return family
 
 
 def _bound_label(bound: float) -> str:
