@@ -9,6 +9,7 @@ end of the session, only if it started it.
         topic = stack.unique_name("events")          # unique per test and run
         stack.scrape(["127.0.0.1:16066"])            # Prometheus now scrapes your worker
         stack.wait_for_query("up{instance='127.0.0.1:16066'} == 1")
+        stack.load_rules(tmp / "rules", tmp / "am.yml")  # e.g. rules_gen.py --profile fast
 """
 
 from __future__ import annotations
@@ -92,6 +93,15 @@ class Stack:
 
     scrape = reload_prometheus
 
+    def load_rules(self, rules_dir: Path, alertmanager: Path | None = None) -> None:
+        """Prometheus loads rules_dir/*.yml (targets kept), Alertmanager `alertmanager`.
+        Undo with reset_rules(); the session restores both at its end anyway."""
+        promcfg.load_rules(self.cfg, rules_dir, alertmanager)
+
+    def reset_rules(self) -> None:
+        """Back to the stack's own rules and Alertmanager config."""
+        promcfg.load_rules(self.cfg, self.cfg.rules_dir, self.cfg.alertmanager_source)
+
     def query(self, promql: str) -> list[Sample]:
         """Prometheus instant query; the `result` list of the HTTP API."""
         url = f"{self.prometheus_url}/api/v1/query?" + urllib.parse.urlencode({"query": promql})
@@ -140,11 +150,16 @@ def stack() -> Iterator[Stack]:
         _run_stack("up")
     config_path = promcfg.active_config_path(cfg)
     original = config_path.read_text() if config_path.exists() else None
+    am_path = cfg.alertmanager_config
+    am_original = am_path.read_text() if am_path.exists() else None
     try:
         yield Stack(cfg)
     finally:
         if original is not None and config_path.read_text() != original:
             config_path.write_text(original)
             promcfg.reload(cfg)
+        if am_original is not None and am_path.read_text() != am_original:
+            am_path.write_text(am_original)
+            promcfg.reload_alertmanager(cfg)
         if not any(running):
             _run_stack("down")
