@@ -1,27 +1,29 @@
 """The Faust app of one worker, wired from :class:`streams.settings.Settings`.
 
 Building the app in a function (not at import time) lets each test and each CLI
-invocation have its own app id, topics and store.
+invocation have its own app id, topics and store. The parts are assembled in
+small steps: the Faust app, its metrics page, the state stage (table + agent),
+the ingest task and the housekeeping timers.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import faust
-from faust.sensors.prometheus import setup_prometheus_sensors
-from prometheus_client import CollectorRegistry
+from faust.sensors.prometheus import FaustMetrics, PrometheusMonitor
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from agents.changelog import ChangelogWriter
 from agents.ingest import IngestStage, Router
 from agents.labels import CommunityLabels
 from agents.metrics import EngagementCollector, IngestStats
+from agents.producer import SharedProducer
 from agents.redis_snapshots import install as install_read_model
-from agents.state_stage import UsersTable, expire, make_apply_agent
+from agents.state_stage import BatchObserver, UsersTable, expire, make_apply_agent
 from streams.clock import Clock
 from streams.settings import Settings
 from streams.state import WorkerState
@@ -35,6 +37,9 @@ from streams.topics import (
 
 log = logging.getLogger(__name__)
 
+#: Prefix of Faust's own metric families: fixed, so names don't change with the app id.
+FAUST_METRIC_PREFIX = "faust"
+
 
 @dataclass
 class Pipeline:
@@ -47,69 +52,9 @@ class Pipeline:
     clock: Clock
     registry: CollectorRegistry
     table: UsersTable
-    #: callables ``(partition, events)`` run on every applied by-user batch
-    observers: list
     producer: SharedProducer
-
-
-class SharedProducer:
-    """One aiokafka producer for the by-user batches, dead letters and changelog writes.
-
-    Started lazily by whichever stage needs it first, stopped at shutdown.
-    """
-
-    def __init__(self, bootstrap: str) -> None:
-        self.bootstrap = bootstrap
-        self._producer: Any = None
-        self._lock = asyncio.Lock()
-
-    async def send(self, topic: str, value: bytes | None, **kwargs: Any) -> Any:
-        if self._producer is None:
-            await self._start()
-        return await self._producer.send(topic, value, **kwargs)
-
-    async def send_many(
-        self, topic: str, partition: int, records: list[tuple[bytes, bytes | None]]
-    ) -> list[Any]:
-        """Send (key, value) records to one partition in as few batches as fit.
-
-        Filling aiokafka's batch builder directly skips the per-record future,
-        partitioner and accumulator work of ``send()`` — the bulk of the cost of a
-        changelog write.
-        """
-        if self._producer is None:
-            await self._start()
-        producer = self._producer
-        futures = []
-        batch = producer.create_batch()
-        for key, value in records:
-            if batch.append(key=key, value=value, timestamp=None) is None:
-                futures.append(await producer.send_batch(batch, topic, partition=partition))
-                batch = producer.create_batch()
-                batch.append(key=key, value=value, timestamp=None)
-        if batch.record_count():
-            futures.append(await producer.send_batch(batch, topic, partition=partition))
-        return futures
-
-    async def _start(self) -> None:
-        from aiokafka import AIOKafkaProducer
-
-        async with self._lock:
-            if self._producer is None:
-                producer = AIOKafkaProducer(
-                    bootstrap_servers=self.bootstrap,
-                    acks="all",
-                    linger_ms=5,
-                    max_batch_size=1024 * 1024,
-                    max_request_size=4 * 1024 * 1024,
-                )
-                await producer.start()
-                self._producer = producer
-
-    async def stop(self) -> None:
-        if self._producer is not None:
-            await self._producer.stop()
-            self._producer = None
+    #: callables ``(partition, events)`` run on every applied by-user batch
+    observers: list[BatchObserver] = field(default_factory=list)
 
 
 def _faust_broker(bootstrap: str) -> str:
@@ -129,10 +74,9 @@ async def prepare_topics(settings: Settings) -> None:
                         compacted=True)
 
 
-def build(settings: Settings) -> Pipeline:
-    settings.check()
+def _faust_app(settings: Settings) -> faust.App:
     Path(settings.datadir).mkdir(parents=True, exist_ok=True)
-    app = faust.App(
+    return faust.App(
         settings.app_id,
         broker=_faust_broker(settings.kafka_bootstrap_servers),
         store=settings.store,
@@ -152,17 +96,31 @@ def build(settings: Settings) -> Pipeline:
         table_standby_replicas=0,
         value_serializer="raw",
     )
-    state = WorkerState(settings.active_type_set)
-    labels = CommunityLabels(settings.community_cap)
-    stats = IngestStats(labels)
-    clock = Clock(settings.clock, state.watermark_ms)
-    windows = settings.window_ms
-    horizon_ms = max(windows.values())
 
-    registry = CollectorRegistry(auto_describe=True)
-    setup_prometheus_sensors(app, pattern="/metrics", registry=registry, name_prefix="faust")
-    registry.register(EngagementCollector(state, stats, clock, windows))
 
+def _metrics_page(app: faust.App, registry: CollectorRegistry) -> FaustMetrics:
+    """``/metrics``: Faust's sensor and our collectors on one registry.
+
+    Does what ``faust.sensors.prometheus.setup_prometheus_sensors`` does, but keeps
+    the :class:`FaustMetrics` so the ingest stage can report its offsets into the
+    same lag gauges.
+    """
+    faust_metrics = FaustMetrics.create(registry, FAUST_METRIC_PREFIX)
+    app.monitor = PrometheusMonitor(metrics=faust_metrics)
+
+    @app.page("/metrics")
+    async def metrics(self: Any, request: Any) -> Any:
+        from faust.web.drivers.aiohttp import Response
+
+        return Response(body=generate_latest(registry),
+                        headers={"Content-Type": CONTENT_TYPE_LATEST}, status=200)
+
+    return faust_metrics
+
+
+def _state_stage(app: faust.App, settings: Settings, state: WorkerState,
+                 producer: SharedProducer, observers: list[BatchObserver]
+                 ) -> tuple[UsersTable, ChangelogWriter]:
     internal = by_user_topic(settings.app_id)
     topic = app.topic(internal, partitions=settings.partitions, internal=True,
                       value_serializer="raw", key_serializer="raw")
@@ -174,18 +132,15 @@ def build(settings: Settings) -> Pipeline:
     table.partitions_total = settings.partitions
     table.source_topics = frozenset({internal})
     app.tables.add(table)
-
-    producer = SharedProducer(settings.kafka_bootstrap_servers)
     writer = ChangelogWriter(producer, table.changelog_topic_name, state)
-    observers: list = []  # filled by optional read models (see Pipeline.observers)
     make_apply_agent(app, topic, table, writer, observers)
+    return table, writer
 
-    metrics = getattr(app.monitor, "metrics", None)
-    offsets_gauges = (
-        (metrics.topic_partition_end_offset, metrics.topic_partition_offset_commited)
-        if metrics is not None
-        else None
-    )
+
+def _ingest_task(app: faust.App, settings: Settings, stats: IngestStats,
+                 producer: SharedProducer, faust_metrics: FaustMetrics) -> None:
+    def ms(name: str) -> int:
+        return int(settings.seconds(name) * 1000)
 
     @app.task
     async def ingest() -> None:
@@ -193,18 +148,25 @@ def build(settings: Settings) -> Pipeline:
             bootstrap=settings.kafka_bootstrap_servers,
             group_id=ingest_group(settings.app_id),
             input_topic=settings.input_topic,
-            by_user_topic=internal,
+            by_user_topic=by_user_topic(settings.app_id),
             dlq_topic=settings.dlq_topic,
             router=Router(settings.partitions, settings.limits, stats),
             producer=producer,
             consumer_settings={
-                "session_timeout_ms": int(settings.seconds("session_timeout") * 1000),
-                "rebalance_timeout_ms": int(settings.seconds("rebalance_timeout") * 1000),
-                "heartbeat_interval_ms": int(settings.seconds("heartbeat_interval") * 1000),
+                "session_timeout_ms": ms("session_timeout"),
+                "rebalance_timeout_ms": ms("rebalance_timeout"),
+                "heartbeat_interval_ms": ms("heartbeat_interval"),
             },
-            offsets_gauges=offsets_gauges,
+            offsets_gauges=(faust_metrics.topic_partition_end_offset,
+                            faust_metrics.topic_partition_offset_commited),
         )
         await stage.run()
+
+
+def _housekeeping(app: faust.App, settings: Settings, state: WorkerState, clock: Clock,
+                  writer: ChangelogWriter, producer: SharedProducer) -> None:
+    windows = settings.window_ms
+    longest = max(windows, key=lambda w: windows[w])
 
     @app.timer(1.0)
     async def update_indexes() -> None:
@@ -216,15 +178,31 @@ def build(settings: Settings) -> Pipeline:
     async def expire_old_records() -> None:
         now = clock.now_ms()
         if now is not None:
-            removed = await expire(state, writer, now, horizon_ms)
+            removed = await expire(state, writer, now, windows[longest])
             if removed:
-                log.info("state: expired %d records older than %s", removed,
-                         max(windows, key=lambda w: windows[w]))
+                log.info("state: expired %d records older than %s", removed, longest)
 
     @app.on_before_shutdown.connect  # type: ignore[arg-type]
     async def stop_producer(app: faust.App, **kwargs: Any) -> None:
         await producer.stop()
 
-    pipeline = Pipeline(settings, app, state, stats, clock, registry, table, observers, producer)
+
+def build(settings: Settings) -> Pipeline:
+    settings.check()
+    app = _faust_app(settings)
+    state = WorkerState(settings.active_type_set)
+    stats = IngestStats(CommunityLabels(settings.community_cap))
+    clock = Clock(settings.clock, state.watermark_ms)
+    registry = CollectorRegistry(auto_describe=True)
+    faust_metrics = _metrics_page(app, registry)
+    registry.register(EngagementCollector(state, stats, clock, settings.window_ms))
+
+    producer = SharedProducer(settings.kafka_bootstrap_servers)
+    observers: list[BatchObserver] = []  # filled by optional read models
+    table, writer = _state_stage(app, settings, state, producer, observers)
+    _ingest_task(app, settings, stats, producer, faust_metrics)
+    _housekeeping(app, settings, state, clock, writer, producer)
+
+    pipeline = Pipeline(settings, app, state, stats, clock, registry, table, producer, observers)
     install_read_model(pipeline)  # Redis snapshots + top users, on a timer (EM_READ_MODEL=off)
     return pipeline

@@ -57,6 +57,9 @@ class Worker:
             "EM_HEARTBEAT_INTERVAL": "1s",
             "EM_LOG_LEVEL": "warn",
             "EM_EXPIRY_INTERVAL": "2s",  # exercise expiry and its tombstones
+            # the stack's Redis, for the read model (the same ports as the stack script)
+            "REDIS_URL": os.environ.get(
+                "REDIS_URL", f"redis://127.0.0.1:{os.environ.get('REDIS_PORT', '6379')}/0"),
             **extra_env,
         }
         self.proc: subprocess.Popen[bytes] | None = None

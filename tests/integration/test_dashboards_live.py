@@ -332,12 +332,6 @@ def test_pipeline_values(live: Live) -> None:
     assert all(value(s) == 0 for s in lag_by_tp)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="streams/app.py reads app.monitor.metrics, but Faust's PrometheusMonitor keeps "
-    "them in ._metrics: offsets_gauges is None and the ingest stage never exports the "
-    "input topic's offsets (docs/metrics.md says it does)",
-)
 def test_consumer_lag_covers_the_input_topic(live: Live) -> None:
     q = _panels({"platform": PLATFORM, "community": COMMUNITY})[
         ("Consumer lag by topic/partition", "A")
