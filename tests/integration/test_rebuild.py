@@ -71,6 +71,31 @@ async def committed(stack: Any, group: str) -> dict[Any, int]:
         await admin.close()
 
 
+async def wait_members(bootstrap: str, groups: list[str], worker: Worker,
+                       timeout: float = 60) -> None:
+    """Until the worker is a member of every group: a just-started worker may not
+    have joined yet, and then there is nothing to refuse."""
+    import asyncio
+
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    from streams.rebuild import describe_groups
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            states = await describe_groups(admin, groups)
+            if len(states) == len(groups) and all(g.members for g in states):
+                return
+            assert worker.alive(), worker.log_tail()
+            assert time.monotonic() < deadline, f"not a member yet: {states}"
+            await asyncio.sleep(0.3)
+    finally:
+        await admin.close()
+
+
 def first_offsets_at(records: list[Any], time_ms: int, partitions: int) -> dict[int, int]:
     """Independently of offsets_for_times: per partition, the first offset whose
     timestamp is >= TIME, or the end offset."""
@@ -134,6 +159,7 @@ async def test_rebuild_plan_refusal_and_recomputed_state(stack: Any, tmp_path: P
     try:
         live.wait_metrics()
         await wait_caught_up(bootstrap, app_id, topic, live)
+        await wait_members(bootstrap, [ingest_group(app_id), app_id], live)
         refused = rebuild(stack, app_id, topic, datadir, time_ms, "--execute")
         assert refused.returncode == 3, refused.stdout + refused.stderr
         assert "refusing" in refused.stderr and app_id in refused.stderr
