@@ -26,7 +26,7 @@ import time
 import urllib.parse
 import urllib.request
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -136,6 +136,28 @@ def _alertmanager_alerts(stack: Stack) -> list[dict[str, Any]]:
     return list(_get(f"{stack.alertmanager_url}/api/v2/alerts"))
 
 
+# Alerts that inhibit every engagement alert (deploy/alertmanager/alertmanager.yml).
+PIPELINE_DOWN = ("EngagementWorkerDown", "EngagementWorkerAbsent", "EngagementWatermarkStale")
+
+
+def _resolve_in_alertmanager(stack: Stack, keep: Callable[[dict[str, str]], bool]) -> None:
+    """Resolve the active alerts whose labels pass `keep`, by posting them with endsAt now.
+
+    Switching rule files orphans alerts: Prometheus drops the old rules' alerts without
+    sending them as resolved, so Alertmanager keeps them (and their inhibitions) until
+    they expire, up to 4 minutes later. A rule still firing sends its alert again."""
+    now = datetime.now(UTC).isoformat()
+    stale = [{"labels": a["labels"], "annotations": a.get("annotations", {}),
+              "startsAt": a["startsAt"], "endsAt": now}
+             for a in _alertmanager_alerts(stack) if keep(a["labels"])]
+    if stale:
+        request = urllib.request.Request(
+            f"{stack.alertmanager_url}/api/v2/alerts", data=json.dumps(stale).encode(),
+            headers={"Content-Type": "application/json"}, method="POST")
+        with urllib.request.urlopen(request, timeout=10) as response:
+            response.read()
+
+
 def _prom_alerts(stack: Stack, where: str = "") -> list[dict[str, str]]:
     return [s["metric"] for s in stack.query(f"ALERTS{{{where}}}")]
 
@@ -184,7 +206,7 @@ def test_drop_alert_then_worker_down_inhibits(stack: Stack, tmp_path: Path) -> N
     worker = Worker(stack.kafka_bootstrap, app_id, topic, dlq, tmp_path / "data",
                     EM_CLOCK="wall", EM_WINDOWS=WINDOWS, REDIS_URL=stack.redis_url)
     simulator: subprocess.Popen[bytes] | None = None
-    loaded = False
+    loaded, target = False, ""
     targets_before = promcfg.rendered(promcfg.active_config_path(stack.cfg))[0]
     try:
         receiver.wait_ready()
@@ -197,6 +219,9 @@ def test_drop_alert_then_worker_down_inhibits(stack: Stack, tmp_path: Path) -> N
         stack.wait_for_query(f'up{{instance="{target}"}} == 1', timeout=30)
         stack.load_rules(rules, am_yml)
         loaded = True
+        # Leftovers of an earlier run would inhibit ours, or lend ours their startsAt.
+        _resolve_in_alertmanager(stack, lambda labels: labels.get("alertname") in PIPELINE_DOWN
+                                 or labels.get("community") in COMMUNITIES)
 
         with open(tmp_path / "simulate.log", "ab") as log:
             simulator = subprocess.Popen(
@@ -302,7 +327,9 @@ def test_drop_alert_then_worker_down_inhibits(stack: Stack, tmp_path: Path) -> N
                 simulator.wait(10)
         worker.kill()
         receiver.stop()
-        if loaded:
-            stack.reset_rules()
         if targets_before is not None:
             stack.scrape(targets_before)
+        if loaded:
+            stack.reset_rules()
+            _resolve_in_alertmanager(stack, lambda labels: labels.get("instance") == target
+                                     or labels.get("community") in COMMUNITIES)
