@@ -192,7 +192,10 @@ class Tally:
 
 class Pacer:
     """Maps event time to wall time: an event of time t is due at
-    ``wall0 + (t - t0) / speed``, where t0 is the first event's time."""
+    ``wall0 + (t - t0) / speed``, where wall0 is when the first event came and t0 the
+    earliest event time seen so far. An event earlier than t0 (out of order) is due
+    at once and becomes the new t0: the events after it move later, so that the
+    replay takes at least (newest - earliest) / speed. ``delay`` is never negative."""
 
     def __init__(self, speed: float | None) -> None:
         self.speed = speed
@@ -206,7 +209,10 @@ class Pacer:
         if self._t0 is None:
             self._t0, self._wall0 = ts_ms, now
             return 0.0
-        return self._wall0 + (ts_ms - self._t0) / 1000 / self.speed - now
+        if ts_ms < self._t0:
+            self._t0 = ts_ms
+            return 0.0
+        return max(0.0, self._wall0 + (ts_ms - self._t0) / 1000 / self.speed - now)
 
 
 class Replay:
@@ -325,7 +331,9 @@ class Replay:
         tally = self.tally
         paced = self.speed is not None
         reshape = _Reshaper(shift) if shift else None
-        async for records in source.batches():
+        # Paced: in timestamp order across partitions, or the pacer would replay the
+        # range one partition after the other. Unpaced: as consumed, the fast path.
+        async for records in source.batches(ordered=paced):
             progress.total = source.total
             for record in records:
                 tally.read += 1

@@ -513,8 +513,17 @@ class TopicSource:
         """Records between the --from and --to offsets: the progress bar's 100 %."""
         return sum(span.count for span in self.spans)
 
-    async def batches(self) -> AsyncIterator[list[Any]]:
-        """Yield lists of ConsumerRecords (key, value, timestamp, headers...)."""
+    async def batches(
+        self, ordered: bool = False, max_buffered: int = 10_000
+    ) -> AsyncIterator[list[Any]]:
+        """Yield lists of ConsumerRecords (key, value, timestamp, headers...).
+
+        Unordered (the default, for ``--speed max``): in consumption order, a chunk of
+        one partition at a time. ``ordered`` (for paced replays): in timestamp order
+        across partitions, by a :class:`~streams.merge.TimestampMerge` of the
+        partitions (within one partition, partition order); a partition holding more
+        than ``max_buffered`` records is paused until the merge has drained it.
+        """
         from aiokafka import AIOKafkaConsumer, TopicPartition
 
         consumer = AIOKafkaConsumer(
@@ -551,7 +560,11 @@ class TopicSource:
             consumer.assign(list(active))
             for tp in active:
                 consumer.seek(tp, starts[tp.partition])
-            async for batch in self._read(consumer, active):
+            if ordered:
+                reader = self._read_ordered(consumer, active, max_buffered)
+            else:
+                reader = self._read(consumer, active)
+            async for batch in reader:
                 yield batch
         finally:
             await consumer.stop()
@@ -559,37 +572,89 @@ class TopicSource:
     async def _read(
         self, consumer: Any, active: dict[Any, tuple[int, int]]
     ) -> AsyncIterator[list[Any]]:
+        while active:
+            fetched = await consumer.getmany(*active, timeout_ms=1000, max_records=20000)
+            for _tp, chosen in self._select(consumer, active, fetched):
+                if chosen:
+                    yield chosen
+            await self._drop_ended(consumer, active)
+
+    async def _read_ordered(
+        self, consumer: Any, active: dict[Any, tuple[int, int]], max_buffered: int
+    ) -> AsyncIterator[list[Any]]:
+        from streams.merge import TimestampMerge
+
+        max_buffered = max(1, max_buffered)
+        merge: TimestampMerge[Any] = TimestampMerge(
+            (tp.partition for tp in active), _record_timestamp
+        )
+        paused: set[Any] = set()
+        while active:
+            fetching = [tp for tp in active if tp not in paused] or list(active)
+            fetched = await consumer.getmany(*fetching, timeout_ms=1000, max_records=20000)
+            for tp, chosen in self._select(consumer, active, fetched):
+                if chosen:
+                    merge.add(tp.partition, chosen)
+                if tp not in active:
+                    merge.finish(tp.partition)
+            for tp in await self._drop_ended(consumer, active):
+                merge.finish(tp.partition)
+            ready = merge.pop_ready()
+            if ready:
+                yield ready
+            # Bounded buffering: a partition far ahead of the others waits for them.
+            for tp in active:
+                full = merge.buffered(tp.partition) >= max_buffered
+                if full and tp not in paused:
+                    consumer.pause(tp)
+                    paused.add(tp)
+                elif not full and tp in paused:
+                    consumer.resume(tp)
+                    paused.discard(tp)
+        rest = merge.pop_ready()  # every partition is finished: the buffers drain
+        if rest:
+            yield rest
+
+    def _select(
+        self, consumer: Any, active: dict[Any, tuple[int, int]], fetched: dict[Any, list[Any]]
+    ) -> Iterator[tuple[Any, list[Any]]]:
+        """(partition, records in the range) per fetched chunk; a partition that has
+        reached its stop is removed from ``active`` (and paused) before it is yielded."""
         contains = self.time_range.contains
         cutoff = (
             None if self.time_range.end_ms is None else self.time_range.end_ms + self.lateness_ms
         )
-        while active:
-            fetched = await consumer.getmany(*active, timeout_ms=1000, max_records=20000)
-            for tp, records in fetched.items():
-                if tp not in active:
-                    continue
-                soft, hard = active[tp]
-                chosen, finished = [], False
-                for record in records:
-                    if record.offset >= hard or (
-                        cutoff is not None and record.offset >= soft and record.timestamp >= cutoff
-                    ):
-                        finished = True
-                        break
-                    self.read += 1
-                    if contains(record.timestamp):
-                        chosen.append(record)
-                    else:
-                        self.skipped += 1
-                if finished or (records and records[-1].offset >= hard - 1):
-                    del active[tp]
-                    consumer.pause(tp)
-                if chosen:
-                    yield chosen
-            for tp in list(active):
-                # A span may end on offsets that hold no record (transaction markers).
-                if await consumer.position(tp) >= active[tp][1]:
-                    del active[tp]
+        for tp, records in fetched.items():
+            if tp not in active:
+                continue
+            soft, hard = active[tp]
+            chosen, finished = [], False
+            for record in records:
+                if record.offset >= hard or (
+                    cutoff is not None and record.offset >= soft and record.timestamp >= cutoff
+                ):
+                    finished = True
+                    break
+                self.read += 1
+                if contains(record.timestamp):
+                    chosen.append(record)
+                else:
+                    self.skipped += 1
+            if finished or (records and records[-1].offset >= hard - 1):
+                del active[tp]
+                consumer.pause(tp)
+            yield tp, chosen
+
+    @staticmethod
+    async def _drop_ended(consumer: Any, active: dict[Any, tuple[int, int]]) -> list[Any]:
+        """Remove (and return) the partitions whose position reached the hard stop: a
+        span may end on offsets that hold no record (transaction markers)."""
+        ended = []
+        for tp in list(active):
+            if await consumer.position(tp) >= active[tp][1]:
+                del active[tp]
+                ended.append(tp)
+        return ended
 
     @staticmethod
     async def _offsets_at(
@@ -599,3 +664,7 @@ class TopicSource:
             return {}
         found = await consumer.offsets_for_times({tp: ts_ms for tp in tps})
         return {tp.partition: (None if meta is None else meta.offset) for tp, meta in found.items()}
+
+
+def _record_timestamp(record: Any) -> int:
+    return int(record.timestamp)

@@ -198,3 +198,23 @@ def test_topic_replay_paced_takes_the_scaled_time(stack: Any) -> None:
 
     assert tally.sent == 41
     assert 0.9 <= tally.seconds <= 6.0  # 4 s of events at speed 4: about 1 s plus start-up
+
+
+def test_topic_replay_paced_sends_in_timestamp_order_across_partitions(stack: Any) -> None:
+    source, topic, dlq = (stack.unique_name(p) for p in ("order-src", "order-dst", "order-dlq"))
+    base = T0 * 1000
+    # 2 s of events, 25 ms apart, keys spread over the source's 3 partitions.
+    events = [Event(f"e-{i}", base + i * 25, "twitter", "c", f"u-{i}", "like") for i in range(81)]
+    asyncio.run(produce_events(stack.kafka_bootstrap, source, events))
+    held = asyncio.run(read_topic(stack.kafka_bootstrap, source))
+    assert len({r.partition for r in held}) == 3
+
+    tally = replay(stack, ["--from-topic", source, "--speed", "4", "--partitions", "1"], topic, dlq)
+
+    assert tally.sent == 81 and tally.failed == 0
+    records = asyncio.run(read_topic(stack.kafka_bootstrap, topic))
+    # One destination partition: its offsets are the order in which the replay sent.
+    assert {r.partition for r in records} == {0}
+    stamps = [r.timestamp for r in sorted(records, key=lambda r: r.offset)]
+    assert stamps == sorted(stamps)
+    assert stamps == [e.ts_ms for e in events]

@@ -230,8 +230,20 @@ def test_speed_and_pacer() -> None:
     pacer = Pacer(10.0)
     assert pacer.delay(1_000_000, now=100.0) == 0.0
     assert pacer.delay(1_010_000, now=100.0) == pytest.approx(1.0)  # 10 s of events / 10
-    assert pacer.delay(1_010_000, now=102.0) == pytest.approx(-1.0)  # late: no wait
+    assert pacer.delay(1_010_000, now=102.0) == 0.0  # late: no wait, never negative
     assert Pacer(None).delay(5, now=0.0) == 0.0
+
+
+def test_pacer_reanchors_on_an_earlier_event() -> None:
+    pacer = Pacer(2.0)
+    assert pacer.delay(10_000, now=50.0) == 0.0  # the first event anchors: wall0 = 50
+    assert pacer.delay(12_000, now=50.0) == pytest.approx(1.0)
+    # An event before t0 goes at once and becomes t0; later events move 2 s / 2 later,
+    # so the schedule still spans (newest - earliest) / speed from the start.
+    assert pacer.delay(8_000, now=50.5) == 0.0
+    assert pacer.delay(12_000, now=50.5) == pytest.approx(1.5)
+    assert pacer.delay(9_000, now=50.5) == 0.0  # past its due time: at once
+    assert pacer.delay(16_000, now=51.0) == pytest.approx(3.0)
 
 
 def test_column_format_from_flags() -> None:
