@@ -103,24 +103,53 @@ def parse_timestamp_ms(value: Any) -> int:
         # (the float product 1.005 * 1000 is 1004.999...).
         return math.floor(Decimal(repr(value)) * 1000)
     if isinstance(value, str):
-        if not _RFC3339.fullmatch(value):
-            raise InvalidEvent("bad_timestamp", f"ts is not RFC 3339: {value[:64]!r}")
-        text = value
-        fraction = re.search(r"\.(\d+)", text)
-        if fraction and len(fraction.group(1)) > 6:
-            # datetime keeps microseconds; digits beyond them cannot change the millisecond.
-            text = text.replace(fraction.group(0), "." + fraction.group(1)[:6], 1)
-        try:
-            moment = datetime.fromisoformat(text.replace("z", "Z").replace("t", "T"))
-        except ValueError as exc:
-            raise InvalidEvent("bad_timestamp", f"ts is not a valid date-time: {exc}") from None
-        ms = (moment - _EPOCH) // _MS
-        if ms < 0:
-            raise InvalidEvent("bad_timestamp", f"ts is before 1970: {value!r}")
-        return int(ms)
+        return _parse_rfc3339_ms(value)
     raise InvalidEvent(
         "bad_timestamp", f"ts must be a string or a number, not {type(value).__name__}"
     )
+
+
+#: Epoch seconds of "YYYY-MM-DDTHH:MM:SS" prefixes already parsed. Events arrive
+#: roughly in time order, so most of a batch shares a handful of seconds; the cache
+#: turns the full parse into a slice and a dict lookup. Cleared when large.
+_SECOND_CACHE: dict[str, int] = {}
+_FAST_FRACTION = re.compile(r"(?:\.(\d{1,3}))?Z")
+
+
+def _parse_rfc3339_ms(value: str) -> int:
+    """RFC 3339 to epoch ms; the common "…SS[.fff]Z" form takes a cached fast path."""
+    prefix = value[:19]
+    seconds = _SECOND_CACHE.get(prefix)
+    if seconds is not None:
+        tail = _FAST_FRACTION.fullmatch(value, 19)
+        if tail is not None:
+            digits = tail.group(1)
+            return seconds * 1000 + (int(digits.ljust(3, "0")) if digits else 0)
+    ms = _parse_rfc3339_slow(value)
+    if len(value) >= 20 and value[10] == "T" and _FAST_FRACTION.fullmatch(value, 19):
+        if len(_SECOND_CACHE) > 100_000:
+            _SECOND_CACHE.clear()
+        _SECOND_CACHE[prefix] = ms // 1000
+    return ms
+
+
+def _parse_rfc3339_slow(value: str) -> int:
+    """The full parse: regex, fraction beyond microseconds, fromisoformat."""
+    if not _RFC3339.fullmatch(value):
+        raise InvalidEvent("bad_timestamp", f"ts is not RFC 3339: {value[:64]!r}")
+    text = value
+    fraction = re.search(r"\.(\d+)", text)
+    if fraction and len(fraction.group(1)) > 6:
+        # datetime keeps microseconds; digits beyond them cannot change the millisecond.
+        text = text.replace(fraction.group(0), "." + fraction.group(1)[:6], 1)
+    try:
+        moment = datetime.fromisoformat(text.replace("z", "Z").replace("t", "T"))
+    except ValueError as exc:
+        raise InvalidEvent("bad_timestamp", f"ts is not a valid date-time: {exc}") from None
+    ms = (moment - _EPOCH) // _MS
+    if ms < 0:
+        raise InvalidEvent("bad_timestamp", f"ts is before 1970: {value!r}")
+    return int(ms)
 
 
 def _text_field(obj: dict[str, Any], name: str, max_length: int) -> str:
@@ -138,19 +167,30 @@ def validate(obj: Any, now_ms: int, limits: Limits = Limits()) -> Event:
     """Check a decoded message against the contract; raise :class:`InvalidEvent`."""
     if not isinstance(obj, dict):
         raise InvalidEvent("not_object", f"expected a JSON object, got {type(obj).__name__}")
-    missing = [name for name in REQUIRED_FIELDS if obj.get(name) is None]
-    if missing:
+    get = obj.get
+    event_id, ts, platform = get("event_id"), get("ts"), get("platform")
+    community, user_id, kind = get("community"), get("user_id"), get("type")
+    if (event_id is None or ts is None or platform is None or community is None
+            or user_id is None or kind is None):
+        missing = [name for name in REQUIRED_FIELDS if get(name) is None]
         raise InvalidEvent("missing_field", "missing " + ", ".join(missing))
-    kind = obj["type"]
     if not isinstance(kind, str) or kind not in EVENT_TYPES:
         raise InvalidEvent("bad_type", f"unknown type {str(kind)[:32]!r}")
-    event_id = _text_field(obj, "event_id", limits.max_id_length)
-    platform = _text_field(obj, "platform", limits.max_platform_length)
-    community = _text_field(obj, "community", limits.max_community_length)
+    if not (type(event_id) is str and type(platform) is str and type(community) is str
+            and type(user_id) is str
+            and 0 < len(event_id) <= limits.max_id_length
+            and 0 < len(platform) <= limits.max_platform_length
+            and 0 < len(community) <= limits.max_community_length
+            and 0 < len(user_id) <= limits.max_id_length
+            and not _CONTROL.search(event_id + platform + community + user_id)):
+        # the slow path names the field at fault
+        _text_field(obj, "event_id", limits.max_id_length)
+        _text_field(obj, "platform", limits.max_platform_length)
+        _text_field(obj, "community", limits.max_community_length)
+        _text_field(obj, "user_id", limits.max_id_length)
     if community in RESERVED_COMMUNITIES:
         raise InvalidEvent("bad_field", f"community {community!r} is reserved")
-    user_id = _text_field(obj, "user_id", limits.max_id_length)
-    ts_ms = parse_timestamp_ms(obj["ts"])
+    ts_ms = parse_timestamp_ms(ts)
     if ts_ms > now_ms + limits.future_tolerance_ms:
         raise InvalidEvent(
             "future_timestamp",
