@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -66,8 +66,10 @@ class Limits:
     future_tolerance_ms: int = 300_000
 
 
-@dataclass(frozen=True, slots=True)
-class Event:
+class Event(NamedTuple):
+    """A valid event. A named tuple, not a frozen dataclass: it is built once per
+    message on the hot path, and a frozen dataclass's __init__ costs ~1.5 µs."""
+
     event_id: str
     ts_ms: int
     platform: str
