@@ -7,7 +7,7 @@ VENV := .venv
 STACK := deploy/local/stack
 LINT_PATHS := streams agents tests deploy/local/emstack
 
-.PHONY: venv demo test up down status logs lint constraints
+.PHONY: venv demo demo-drop test up down status logs lint constraints
 
 # The venv is (re)installed when missing or when pyproject.toml/constraints.txt change.
 $(VENV)/.installed: pyproject.toml constraints.txt
@@ -22,6 +22,15 @@ venv: $(VENV)/.installed
 demo: venv
 	$(STACK) up
 	$(VENV)/bin/engagement-monitor demo
+
+# The alerting demo (docs/alerting.md): fast alert rules, 8 communities of flat traffic,
+# DEMO_DROP's traffic falls to 2 % after 90s; the alerts arriving at the alerts-webhook
+# receiver (127.0.0.1:9099) show under the live table. Stops after DEMO_SECONDS.
+DEMO_DROP ?= brand-02:0.02@90s
+demo-drop: venv
+	$(STACK) up
+	DEMO_SECONDS=$${DEMO_SECONDS:-240} $(VENV)/bin/engagement-monitor demo --alerts \
+		--communities 8 --drop $(DEMO_DROP)
 
 test: venv
 	$(STACK) up
