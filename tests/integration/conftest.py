@@ -33,7 +33,8 @@ REPO = Path(__file__).resolve().parents[2]
 STACK_SCRIPT = REPO / "deploy" / "local" / "stack"
 sys.path.insert(0, str(REPO / "deploy" / "local"))
 
-from emstack import health, promcfg  # noqa: E402
+import emstack.health as health  # noqa: E402
+import emstack.promcfg as promcfg  # noqa: E402
 from emstack.config import Config  # noqa: E402
 
 # Short consumer-group timeouts: a worker joins in about half the rebalance timeout.
