@@ -5,7 +5,7 @@ SHELL := /bin/bash
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 STACK := deploy/local/stack
-LINT_PATHS := streams agents tests deploy/local/emstack
+LINT_PATHS := streams agents tests grafana bench deploy/local/emstack deploy/prometheus/rules_gen.py
 
 .PHONY: venv demo demo-drop test up down status logs lint constraints
 
