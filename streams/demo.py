@@ -106,8 +106,9 @@ def load_fast_rules(folder: Path, env: dict[str, str], metrics_url: str) -> None
                    stdout=subprocess.DEVNULL)
 
 
-def alerts_view(url: str, lines: int = 8) -> Any:
-    """The last alerts the receiver got, one line each."""
+def alerts_view(url: str, since: str, lines: int = 8) -> Any:
+    """The last alerts the receiver got that started after `since` (UTC ISO), one line
+    each: Alertmanager may still hold alerts of an earlier run and send them here."""
     from rich.text import Text
 
     from agents.alerts_webhook import summary_lines
@@ -115,7 +116,10 @@ def alerts_view(url: str, lines: int = 8) -> Any:
     try:
         with urllib.request.urlopen(url, timeout=2) as response:
             received = [line for payload in json.load(response)
-                        for line in summary_lines(payload) if "Watchdog" not in line]
+                        for line in summary_lines({**payload, "alerts": [
+                            a for a in payload.get("alerts", [])
+                            if str(a.get("startsAt")) >= since]})
+                        if "Watchdog" not in line]
     except (OSError, ValueError) as exc:
         return Text(f"alerts: waiting for the receiver at {url} ({exc})", style="yellow")
     text = Text(f"alerts received at {url} (Watchdog not shown): {len(received)}\n",
@@ -125,15 +129,15 @@ def alerts_view(url: str, lines: int = 8) -> Any:
     return text
 
 
-def show(watch_args: argparse.Namespace, alerts_url: str) -> None:
-    """watch.run with the alerts under the table."""
+def show(watch_args: argparse.Namespace, alerts_url: str, since: str) -> None:
+    """watch.run with the alerts (started after `since`) under the table."""
     from rich.console import Console, Group
     from rich.live import Live
 
     from streams import watch
 
     def view() -> Any:
-        return Group(watch.render(watch_args), alerts_view(alerts_url))
+        return Group(watch.render(watch_args), alerts_view(alerts_url, since))
 
     if watch_args.once:
         Console().print(view())
@@ -167,7 +171,7 @@ def run(args: argparse.Namespace) -> int:
     subprocess.run([str(STACK), "scrape", target], check=True, env=env,
                    stdout=subprocess.DEVNULL)
     started: list[tuple[subprocess.Popen[bytes], str]] = []
-    alerts_url = ""
+    alerts_url, since = "", time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())
     if args.alerts:
         env["EM_WINDOWS"] = FAST_WINDOWS
     try:
@@ -201,7 +205,7 @@ def run(args: argparse.Namespace) -> int:
         watch_args = argparse.Namespace(url=f"http://{target}/metrics",
                                         windows=FAST_SHOWN if args.alerts else "5m,1h,1d,7d,30d",
                                         top=12, interval=1.0, seconds=args.seconds, once=False)
-        display = (lambda a: show(a, alerts_url)) if args.alerts else watch.run
+        display = (lambda a: show(a, alerts_url, since)) if args.alerts else watch.run
         try:
             display(watch_args)
         except KeyboardInterrupt:

@@ -36,7 +36,8 @@ from streams.topics import ensure_topics
 from tests.integration.conftest import Stack, promcfg
 from tests.integration.pipeline import REPO, Worker, free_port
 
-pytestmark = pytest.mark.integration
+# Bounded polls fail with their own messages first; their bounds add up to ~13 minutes.
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 
 T = TypeVar("T")
 
