@@ -46,6 +46,16 @@ class IngestStats:
         self.lag_buckets[bisect.bisect_left(LAG_BUCKETS, lag_s)] += 1
         self.lag_sum += lag_s
 
+    def add(self, counts: dict[tuple[str, str, str], int], lag_buckets: list[int],
+            lag_sum: float) -> None:
+        """Merge one poll's tallies (community names go through the label cap here)."""
+        events, labels = self.events, self.labels
+        for (platform, community, event_type), n in counts.items():
+            events[(platform, labels(community), event_type)] += n
+        for i, n in enumerate(lag_buckets):
+            self.lag_buckets[i] += n
+        self.lag_sum += lag_sum
+
     def count_invalid(self, reason: str) -> None:
         self.invalid[reason] += 1
 

@@ -115,18 +115,26 @@ def parse_timestamp_ms(value: Any) -> int:
 #: roughly in time order, so most of a batch shares a handful of seconds; the cache
 #: turns the full parse into a slice and a dict lookup. Cleared when large.
 _SECOND_CACHE: dict[str, int] = {}
-_FAST_FRACTION = re.compile(r"(?:\.(\d{1,3}))?Z")
+_FAST_FRACTION = re.compile(r"(?:\.([0-9]{1,3}))?Z")
 
 
 def _parse_rfc3339_ms(value: str) -> int:
     """RFC 3339 to epoch ms; the common "…SS[.fff]Z" form takes a cached fast path."""
-    prefix = value[:19]
-    seconds = _SECOND_CACHE.get(prefix)
+    seconds = _SECOND_CACHE.get(value[:19])
     if seconds is not None:
+        # the two shapes producers send: "...SS.fffZ" and "...SSZ"
+        size = len(value)
+        fraction = value[20:23]
+        if (size == 24 and value[19] == "." and value[23] == "Z" and fraction.isascii()
+                and fraction.isdigit()):
+            return seconds * 1000 + int(fraction)
+        if size == 20 and value[19] == "Z":
+            return seconds * 1000
         tail = _FAST_FRACTION.fullmatch(value, 19)
         if tail is not None:
             digits = tail.group(1)
             return seconds * 1000 + (int(digits.ljust(3, "0")) if digits else 0)
+    prefix = value[:19]
     ms = _parse_rfc3339_slow(value)
     if len(value) >= 20 and value[10] == "T" and _FAST_FRACTION.fullmatch(value, 19):
         if len(_SECOND_CACHE) > 100_000:
@@ -152,6 +160,12 @@ def _parse_rfc3339_slow(value: str) -> int:
     if ms < 0:
         raise InvalidEvent("bad_timestamp", f"ts is before 1970: {value!r}")
     return int(ms)
+
+
+def _printable(text: str) -> bool:
+    """No control characters; isprintable() is the fast yes (it is False for other
+    characters too, e.g. U+00A0, which the regex then accepts)."""
+    return text.isprintable() or not _CONTROL.search(text)
 
 
 def _text_field(obj: dict[str, Any], name: str, max_length: int) -> str:
@@ -184,7 +198,7 @@ def validate(obj: Any, now_ms: int, limits: Limits = Limits()) -> Event:
             and 0 < len(platform) <= limits.max_platform_length
             and 0 < len(community) <= limits.max_community_length
             and 0 < len(user_id) <= limits.max_id_length
-            and not _CONTROL.search(event_id + platform + community + user_id)):
+            and _printable(event_id + platform + community + user_id)):
         # the slow path names the field at fault
         _text_field(obj, "event_id", limits.max_id_length)
         _text_field(obj, "platform", limits.max_platform_length)

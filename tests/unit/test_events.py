@@ -253,3 +253,30 @@ def test_rfc3339_milliseconds_exact(ts_ms: int, extra_digits: str, offset_min: i
 )
 def test_event_json_round_trip(event: Event) -> None:
     assert parse_event(event_to_json(event), NOW) == event
+
+
+@given(
+    st.integers(min_value=0, max_value=253_402_300_799_999),
+    st.sampled_from(["{s}.{ms:03d}Z", "{s}Z", "{s}.{ms:03d}000Z", "{s}.{c}Z", "{s}+00:00"]),
+)
+def test_cached_fast_path_equals_the_full_parse(ts_ms: int, shape: str) -> None:
+    """The per-second cache must give what the full parse gives, hit or miss."""
+    from datetime import UTC, datetime
+
+    from streams.events import _parse_rfc3339_slow
+
+    moment = datetime.fromtimestamp(ts_ms // 1000, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    text = shape.format(s=moment, ms=ts_ms % 1000, c=(ts_ms % 1000) // 100)
+    want = _parse_rfc3339_slow(text)
+    assert parse_timestamp_ms(text) == want  # may fill the cache
+    assert parse_timestamp_ms(text) == want  # cache hit
+    for odd in (text[:19] + ".١٢٣Z", text[:19] + ".12Z ", text[:19] + "z"):
+        try:
+            got: int | None = parse_timestamp_ms(odd)
+        except InvalidEvent:
+            got = None
+        try:
+            slow: int | None = _parse_rfc3339_slow(odd)
+        except InvalidEvent:
+            slow = None
+        assert got == slow, odd
