@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import signal
 import sys
 import time
 from collections import Counter
@@ -21,6 +20,7 @@ from typing import Any
 import orjson
 
 from streams.events import InvalidEvent, parse_event, parse_timestamp_ms
+from streams.interrupt import run_stoppable
 from streams.sources import open_binary
 
 _SHOW_BAD = 10
@@ -188,11 +188,4 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def _run_with_signals(producer: Producer) -> None:
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, producer.stop)
-    try:
-        await producer.run()
-    finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
+    return await run_stoppable(producer.run, producer.stop)

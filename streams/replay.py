@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import signal
 import sys
 import time
 from collections import Counter
@@ -24,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from streams.durations import parse_duration_ms
+from streams.interrupt import run_stoppable
 from streams.sources import (
     FILE_FORMATS,
     ColumnFormat,
@@ -404,11 +404,4 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def _run_with_signals(replay: Replay) -> Tally:
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, replay.stop)
-    try:
-        return await replay.run()
-    finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
+    return await run_stoppable(replay.run, replay.stop)
