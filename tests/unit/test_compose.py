@@ -200,7 +200,11 @@ def test_worker_and_simulator() -> None:
 
 def test_kafka_is_one_kraft_node() -> None:
     kafka = services()["kafka"]
-    assert kafka["image"] == "apache/kafka:4.1.1"  # the default of ${KAFKA_VERSION}
+    # the same release the local stack runs (default of ${KAFKA_VERSION})
+    config = (Path(__file__).resolve().parents[2] / "deploy/local/emstack/config.py").read_text()
+    pinned = re.search(r'^KAFKA_VERSION = "([^"]+)"', config, re.M)
+    assert pinned is not None
+    assert kafka["image"] == f"apache/kafka:{pinned.group(1)}"
     env = kafka["environment"]
     assert env["KAFKA_PROCESS_ROLES"] == "broker,controller"
     assert "PLAINTEXT://kafka:9092" in env["KAFKA_ADVERTISED_LISTENERS"]
