@@ -53,6 +53,7 @@ class Pipeline:
     registry: CollectorRegistry
     table: UsersTable
     producer: SharedProducer
+    writer: ChangelogWriter
     #: callables ``(partition, events)`` run on every applied by-user batch
     observers: list[BatchObserver] = field(default_factory=list)
 
@@ -203,6 +204,7 @@ def build(settings: Settings) -> Pipeline:
     _ingest_task(app, settings, stats, producer, faust_metrics)
     _housekeeping(app, settings, state, clock, writer, producer)
 
-    pipeline = Pipeline(settings, app, state, stats, clock, registry, table, producer, observers)
+    pipeline = Pipeline(settings, app, state, stats, clock, registry, table, producer, writer,
+                        observers)
     install_read_model(pipeline)  # Redis snapshots + top users, on a timer (EM_READ_MODEL=off)
     return pipeline
