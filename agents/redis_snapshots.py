@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -36,9 +35,7 @@ from agents.top_users import (
     TOP_TTL_S,
     SetDelta,
     TopUsersTally,
-    max_pending_from_env,
     plan,
-    top_n_from_env,
 )
 from streams.clock import Clock
 from streams.state import WorkerState
@@ -209,23 +206,18 @@ class ReadModelCollector(Collector):
         yield last
 
 
-def enabled() -> bool:
-    """EM_READ_MODEL=off turns the writer off (benchmarks, a worker without Redis)."""
-    return os.environ.get("EM_READ_MODEL", "on").lower() not in ("off", "0", "false", "no")
-
-
 def install(pipeline: Any) -> ReadModelWriter | None:
     """Wire the read model into a built :class:`streams.app.Pipeline`: the tally as a
     batch observer, the timer, the metrics, a last write at shutdown."""
-    if not enabled():
-        return None
     settings = pipeline.settings
+    if settings.read_model == "off":  # benchmarks, a worker without Redis
+        return None
     interval = settings.seconds("snapshot_interval")
-    tally = TopUsersTally(settings.active_type_set, max_pending_from_env())
+    tally = TopUsersTally(settings.active_type_set, settings.top_users_pending)
     writer = ReadModelWriter(
         redis_url=settings.redis_url, app_id=settings.app_id, state=pipeline.state,
         clock=pipeline.clock, windows=settings.window_ms, partitions=settings.partitions,
-        interval_s=interval, tally=tally, top_n=top_n_from_env(),
+        interval_s=interval, tally=tally, top_n=settings.top_users,
     )
     pipeline.observers.append(tally)
     pipeline.registry.register(ReadModelCollector(writer))

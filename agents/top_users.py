@@ -19,7 +19,6 @@ communities — no extra work per event.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 from agents.readmodel import DAY_MS, utc_day
@@ -28,23 +27,8 @@ from streams.events import ALL_COMMUNITIES
 #: (platform, community, user_id, day number since the epoch)
 TallyKey = tuple[str, str, str, int]
 
-DEFAULT_TOP_USERS = 100
 DEFAULT_MAX_PENDING = 200_000
 TOP_TTL_S = 8 * 86_400  # a week of days stays readable, then the sets expire
-
-
-def top_n_from_env() -> int:
-    """EM_TOP_USERS: entries kept per sorted set (default 100)."""
-    value = int(os.environ.get("EM_TOP_USERS") or DEFAULT_TOP_USERS)
-    if value < 1:
-        raise ValueError("EM_TOP_USERS must be at least 1")
-    return value
-
-
-def max_pending_from_env() -> int:
-    """EM_TOP_USERS_PENDING: pending (community, user, day) deltas kept while Redis is
-    unreachable (default 200000, a few tens of MB at most)."""
-    return int(os.environ.get("EM_TOP_USERS_PENDING") or DEFAULT_MAX_PENDING)
 
 
 class TopUsersTally:

@@ -105,6 +105,25 @@ class Settings:
         default="1s",
         metadata={"env": "EM_SNAPSHOT_INTERVAL", "help": "how often snapshots go to Redis"},
     )
+    read_model: str = field(
+        default="on",
+        metadata={
+            "env": "EM_READ_MODEL",
+            "help": "on: write snapshots and top users to Redis; off: nothing to Redis",
+            "choices": ("on", "off"),
+        },
+    )
+    top_users: int = field(
+        default=100,
+        metadata={"env": "EM_TOP_USERS", "help": "entries kept per top-users set in Redis"},
+    )
+    top_users_pending: int = field(
+        default=200_000,
+        metadata={
+            "env": "EM_TOP_USERS_PENDING",
+            "help": "top-users deltas kept in memory while Redis is down (then dropped, counted)",
+        },
+    )
     session_timeout: str = field(
         default="30s",
         metadata={"env": "EM_SESSION_TIMEOUT", "help": "Kafka consumer session timeout"},
@@ -166,6 +185,10 @@ class Settings:
             raise ValueError(f"store ({_env('store')}) must be memory:// or rocksdb://")
         if self.partitions < 1:
             raise ValueError("partitions must be at least 1")
+        if self.top_users < 1:
+            raise ValueError("top_users (EM_TOP_USERS) must be at least 1")
+        if self.read_model not in ("on", "off"):
+            raise ValueError("read_model (EM_READ_MODEL) must be on or off")
 
 
 def _env(name: str) -> str:

@@ -35,12 +35,11 @@ class RecordingProducer:
 
 
 @pytest.fixture
-def pipeline(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
+def pipeline(tmp_path: Any) -> Any:
     from streams.app import build
 
-    monkeypatch.setenv("EM_READ_MODEL", "off")
     settings = Settings(store="memory://", datadir=str(tmp_path), app_id="unit-agent",
-                        clock="event", partitions=4)
+                        clock="event", partitions=4, read_model="off")
     built = build(settings)
     built.writer.producer = RecordingProducer()
     return built
