@@ -15,6 +15,7 @@ from typing import Any
 
 import orjson
 
+from agents.outage import Outage
 from streams.state import WorkerState
 
 
@@ -24,13 +25,29 @@ class ChangelogWriter:
         self.topic = topic
         self.state = state
         self.records_written = 0
+        self.outage = Outage("changelog: cannot write to Kafka")
 
     async def write(self, dirty: dict[int, set[str]]) -> None:
         """Send the current record (or a tombstone) of every dirty key; wait for acks.
 
         Waiting matters: the batch's input offsets are committed after this returns,
         so a crash never commits input whose state change is not in the changelog.
+        While Kafka is unreachable it retries (the agent waits; nothing is lost, and
+        a record sent twice is harmless: it is the same value).
         """
+        from aiokafka.errors import KafkaError
+
+        while True:
+            try:
+                await self._send(dirty)
+            except KafkaError as exc:
+                self.outage.failed(exc)
+                await asyncio.sleep(1.0)
+                continue
+            self.outage.ok()
+            return
+
+    async def _send(self, dirty: dict[int, set[str]]) -> None:
         dumps = orjson.dumps
         futures = []
         for partition, keys in dirty.items():

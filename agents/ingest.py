@@ -25,6 +25,7 @@ from typing import Any
 import orjson
 
 from agents.metrics import LAG_BUCKETS, IngestStats
+from agents.outage import Outage
 from streams.events import InvalidEvent, Limits, parse_event
 from streams.topics import partition_for_user
 
@@ -125,6 +126,7 @@ class IngestStage:
         self.offsets_gauges = offsets_gauges
         self.consumer: Any = None
         self.committed: dict[Any, int] = {}
+        self.outage = Outage("ingest: cannot deliver to Kafka")
 
     async def run(self) -> None:
         from aiokafka import AIOKafkaConsumer
@@ -145,12 +147,31 @@ class IngestStage:
             while True:
                 polled = await self.consumer.getmany(timeout_ms=200, max_records=20000)
                 if polled:
-                    await self._handle(polled)
+                    await self._handle_or_rewind(polled)
                 self._export_offsets()
         finally:
             await self.consumer.stop()
 
+    async def _handle_or_rewind(self, polled: dict[Any, list[Any]]) -> None:
+        """A broker outage must neither stop the worker nor lose a batch: if the
+        batch's output cannot be delivered, read the same messages again later."""
+        from aiokafka.errors import KafkaError
+
+        try:
+            await self._handle(polled)
+        except KafkaError as exc:
+            self.outage.failed(exc)
+            assigned = self.consumer.assignment()
+            for tp, batch in polled.items():
+                if tp in assigned:
+                    self.consumer.seek(tp, batch[0].offset)
+            await asyncio.sleep(1.0)
+        else:
+            self.outage.ok()
+
     async def _handle(self, polled: dict[Any, list[Any]]) -> None:
+        from aiokafka.errors import CommitFailedError
+
         messages = [m for batch in polled.values() for m in batch]
         now_ms = int(time.time() * 1000)
         by_partition, dead = self.router.route(messages, now_ms)
@@ -177,7 +198,14 @@ class IngestStage:
         if sends:
             await asyncio.gather(*sends)
         offsets = {tp: batch[-1].offset + 1 for tp, batch in polled.items()}
-        await self.consumer.commit(offsets)
+        try:
+            await self.consumer.commit(offsets)
+        except CommitFailedError as exc:
+            # the group moved on (e.g. after a broker restart): whoever owns these
+            # partitions now reads them again from the last commit — duplicates,
+            # which the state absorbs, never a loss
+            log.warning("ingest: commit failed, the batch will be read again: %s", exc)
+            return
         self.committed.update(offsets)
 
     def _export_offsets(self) -> None:
