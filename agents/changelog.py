@@ -25,7 +25,7 @@ class ChangelogWriter:
         self.topic = topic
         self.state = state
         self.records_written = 0
-        self.outage = Outage("changelog: cannot write to Kafka")
+        self.outage = Outage("changelog: cannot write to Kafka", "changelog: writing again")
 
     async def write(self, dirty: dict[int, set[str]]) -> None:
         """Send the current record (or a tombstone) of every dirty key; wait for acks.

@@ -126,7 +126,7 @@ class IngestStage:
         self.offsets_gauges = offsets_gauges
         self.consumer: Any = None
         self.committed: dict[Any, int] = {}
-        self.outage = Outage("ingest: cannot deliver to Kafka")
+        self.outage = Outage("ingest: cannot deliver to Kafka", "ingest: delivering again")
 
     async def run(self) -> None:
         from aiokafka import AIOKafkaConsumer

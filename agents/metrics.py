@@ -42,9 +42,10 @@ class IngestStats:
         self.lag_sum = 0.0
 
     def count_event(self, platform: str, community: str, event_type: str, lag_s: float) -> None:
-        self.events[(platform, self.labels(community), event_type)] += 1
-        self.lag_buckets[bisect.bisect_left(LAG_BUCKETS, lag_s)] += 1
-        self.lag_sum += lag_s
+        """One event (the ingest stage tallies a whole poll and calls :meth:`add`)."""
+        buckets = [0] * (len(LAG_BUCKETS) + 1)
+        buckets[bisect.bisect_left(LAG_BUCKETS, lag_s)] = 1
+        self.add({(platform, community, event_type): 1}, buckets, lag_s)
 
     def add(self, counts: dict[tuple[str, str, str], int], lag_buckets: list[int],
             lag_sum: float) -> None:

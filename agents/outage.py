@@ -9,8 +9,12 @@ log = logging.getLogger(__name__)
 
 
 class Outage:
-    def __init__(self, what: str) -> None:
-        self.what = what
+    """``down`` is logged with the first error of an outage, ``up`` on recovery with
+    how long it lasted and how many attempts failed."""
+
+    def __init__(self, down: str, up: str | None = None) -> None:
+        self.down = down
+        self.up = up if up is not None else f"{down}: recovered"
         self.since: float | None = None
         self.failures = 0
 
@@ -18,11 +22,12 @@ class Outage:
         self.failures += 1
         if self.since is None:
             self.since = time.monotonic()
-            log.warning("%s (%s: %s); retrying", self.what, type(exc).__name__, exc)
+            log.warning("%s (%s: %s); retrying", self.down, type(exc).__name__,
+                        exc or "timeout")
 
     def ok(self) -> None:
         if self.since is not None:
-            log.warning("%s: recovered after %.1fs (%d failed attempts)", self.what,
+            log.warning("%s after %.1fs (%d failed attempts)", self.up,
                         time.monotonic() - self.since, self.failures)
             self.since = None
             self.failures = 0

@@ -29,6 +29,7 @@ import orjson
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from agents.outage import Outage
 from agents.readmodel import Snapshot, connect, encode_snapshot, snapshot_key, top_index_key
 from agents.readmodel import top_key as make_top_key
 from agents.top_users import (
@@ -128,8 +129,8 @@ class ReadModelWriter:
         self.failures = 0
         self.writes = 0
         self.last_ok_s: float | None = None
-        self._down_since: float | None = None
-        self._failures_in_outage = 0
+        self.outage = Outage("read model: Redis write failed, processing continues",
+                             "read model: Redis writes resumed")
 
     async def _queue(self, pipe: Any, snapshots: list[Snapshot], sets: list[SetDelta]) -> None:
         px = self.ttl_ms
@@ -159,21 +160,12 @@ class ReadModelWriter:
 
     def _failed(self, exc: BaseException) -> None:
         self.failures += 1
-        self._failures_in_outage += 1
-        if self._down_since is None:
-            self._down_since = time.monotonic()
-            log.warning("read model: Redis write failed (%s: %s); processing continues, "
-                        "retrying every tick (logged once per outage)",
-                        type(exc).__name__, exc or "timeout")
+        self.outage.failed(exc)
 
     def _succeeded(self) -> None:
         self.writes += 1
         self.last_ok_s = time.time()
-        if self._down_since is not None:
-            log.warning("read model: Redis writes resumed after %.1fs (%d failed writes)",
-                        time.monotonic() - self._down_since, self._failures_in_outage)
-            self._down_since = None
-            self._failures_in_outage = 0
+        self.outage.ok()
 
     async def close(self) -> None:
         try:

@@ -175,7 +175,7 @@ def run(args: argparse.Namespace) -> int:
     conf = settings.from_args(args)
     producer = Producer(args, conf.kafka_bootstrap_servers, args.topic or conf.input_topic)
     try:
-        asyncio.run(_run_with_signals(producer))
+        asyncio.run(run_stoppable(producer.run, producer.stop))
     except KafkaError as exc:
         print(f"produce: Kafka at {conf.kafka_bootstrap_servers}: {exc}", file=sys.stderr)
         return 1
@@ -185,7 +185,3 @@ def run(args: argparse.Namespace) -> int:
     if producer.failed:
         return 1
     return 130 if producer.stopping else 0
-
-
-async def _run_with_signals(producer: Producer) -> None:
-    return await run_stoppable(producer.run, producer.stop)

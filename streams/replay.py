@@ -393,7 +393,7 @@ def run(args: argparse.Namespace) -> int:
     from aiokafka.errors import KafkaError
 
     try:
-        tally = asyncio.run(_run_with_signals(replay))
+        tally = asyncio.run(run_stoppable(replay.run, replay.stop))
     except KafkaError as exc:
         print(f"replay: Kafka at {conf.kafka_bootstrap_servers}: {exc}", file=sys.stderr)
         return 1
@@ -401,7 +401,3 @@ def run(args: argparse.Namespace) -> int:
     if tally.failed:
         return 1
     return 130 if tally.interrupted else 0
-
-
-async def _run_with_signals(replay: Replay) -> Tally:
-    return await run_stoppable(replay.run, replay.stop)
