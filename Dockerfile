@@ -16,6 +16,7 @@ WORKDIR /src
 COPY pyproject.toml README.md constraints.txt ./
 COPY streams ./streams
 COPY agents ./agents
+COPY commands ./commands
 RUN pip install -c constraints.txt . \
  && rm -rf /src/build
 

@@ -5,7 +5,7 @@ SHELL := /bin/bash
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 STACK := deploy/local/stack
-LINT_PATHS := streams agents tests grafana bench deploy/local/emstack deploy/prometheus/rules_gen.py
+LINT_PATHS := streams agents commands tests grafana bench deploy/local/emstack deploy/prometheus/rules_gen.py
 
 .PHONY: venv demo demo-drop test up down status logs lint constraints
 
@@ -50,6 +50,7 @@ logs:
 
 lint: venv
 	$(VENV)/bin/ruff check $(LINT_PATHS)
+	$(VENV)/bin/ruff format --check $(LINT_PATHS)
 	$(VENV)/bin/mypy $(LINT_PATHS)
 
 # Pin what the venv has now, so a fresh machine installs exactly the tested versions.

@@ -27,7 +27,20 @@ from streams.events import REASONS
 from streams.state import WorkerState
 
 LAG_BUCKETS: tuple[float, ...] = (
-    0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 21600, 86400, 604800,
+    0.1,
+    0.5,
+    1,
+    2.5,
+    5,
+    10,
+    30,
+    60,
+    300,
+    900,
+    3600,
+    21600,
+    86400,
+    604800,
 )
 
 
@@ -47,8 +60,9 @@ class IngestStats:
         buckets[bisect.bisect_left(LAG_BUCKETS, lag_s)] = 1
         self.add({(platform, community, event_type): 1}, buckets, lag_s)
 
-    def add(self, counts: dict[tuple[str, str, str], int], lag_buckets: list[int],
-            lag_sum: float) -> None:
+    def add(
+        self, counts: dict[tuple[str, str, str], int], lag_buckets: list[int], lag_sum: float
+    ) -> None:
         """Merge one poll's tallies (community names go through the label cap here)."""
         events, labels = self.events, self.labels
         for (platform, community, event_type), n in counts.items():

@@ -22,12 +22,15 @@ class Outage:
         self.failures += 1
         if self.since is None:
             self.since = time.monotonic()
-            log.warning("%s (%s: %s); retrying", self.down, type(exc).__name__,
-                        exc or "timeout")
+            log.warning("%s (%s: %s); retrying", self.down, type(exc).__name__, exc or "timeout")
 
     def ok(self) -> None:
         if self.since is not None:
-            log.warning("%s after %.1fs (%d failed attempts)", self.up,
-                        time.monotonic() - self.since, self.failures)
+            log.warning(
+                "%s after %.1fs (%d failed attempts)",
+                self.up,
+                time.monotonic() - self.since,
+                self.failures,
+            )
             self.since = None
             self.failures = 0

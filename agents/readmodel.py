@@ -1,7 +1,7 @@
 """The Redis read model: key layout, the partition snapshot format, and the readers.
 
 Workers write (see :mod:`agents.redis_snapshots`); the CLI (``status``, ``top``) and
-the JSON API (:mod:`agents.api`) read, through the functions at the end of this
+the JSON API (:mod:`commands.api`) read, through the functions at the end of this
 module, never from a worker's memory.
 
 Why per-partition snapshots: users are partitioned by user id, so the counts of
@@ -91,17 +91,21 @@ class Snapshot:
 def encode_snapshot(snap: Snapshot) -> bytes:
     """Compact JSON: active counts as a list in window order (no repeated labels)."""
     labels = list(snap.windows)
-    return orjson.dumps({
-        "v": SCHEMA_VERSION,
-        "partition": snap.partition,
-        "partitions": snap.partitions,
-        "now_ms": snap.now_ms,
-        "written_ms": snap.written_ms,
-        "windows": [[label, snap.windows[label]] for label in labels],
-        "active": [[p, c, [counts.get(label, 0) for label in labels]]
-                   for (p, c), counts in snap.active.items()],
-        "followers": [[p, c, n] for (p, c), n in snap.followers.items()],
-    })
+    return orjson.dumps(
+        {
+            "v": SCHEMA_VERSION,
+            "partition": snap.partition,
+            "partitions": snap.partitions,
+            "now_ms": snap.now_ms,
+            "written_ms": snap.written_ms,
+            "windows": [[label, snap.windows[label]] for label in labels],
+            "active": [
+                [p, c, [counts.get(label, 0) for label in labels]]
+                for (p, c), counts in snap.active.items()
+            ],
+            "followers": [[p, c, n] for (p, c), n in snap.followers.items()],
+        }
+    )
 
 
 def decode_snapshot(raw: bytes | str) -> Snapshot:
@@ -137,7 +141,8 @@ class Totals:
     @property
     def complete(self) -> bool:
         return self.partitions_expected > 0 and set(self.partitions_present) == set(
-            range(self.partitions_expected))
+            range(self.partitions_expected)
+        )
 
 
 def sum_snapshots(snapshots: Iterable[Snapshot]) -> Totals:
@@ -180,8 +185,9 @@ def _ratio(numerator: int | None, denominator: int | None) -> float | None:
     return round(numerator / denominator, 6)
 
 
-def community_row(platform: str, community: str, active: Mapping[str, int], followers: int,
-                  windows: Iterable[str]) -> dict[str, Any]:
+def community_row(
+    platform: str, community: str, active: Mapping[str, int], followers: int, windows: Iterable[str]
+) -> dict[str, Any]:
     """One row of the status document (see docs/readmodel.md for the schema)."""
     counts = {label: int(active.get(label, 0)) for label in windows}
     return {
@@ -197,8 +203,9 @@ def community_row(platform: str, community: str, active: Mapping[str, int], foll
     }
 
 
-def status_document(totals: Totals, app_id: str, communities: Iterable[str] = (),
-                    platform: str | None = None) -> dict[str, Any]:
+def status_document(
+    totals: Totals, app_id: str, communities: Iterable[str] = (), platform: str | None = None
+) -> dict[str, Any]:
     """The ``status --json`` / ``/api/communities`` document, optionally filtered.
 
     Rows: every (platform, community) with active or follower counts; "*" (all
@@ -206,8 +213,10 @@ def status_document(totals: Totals, app_id: str, communities: Iterable[str] = ()
     """
     wanted = set(communities)
     labels = list(totals.windows)
-    keys = sorted(set(totals.active) | set(totals.followers),
-                  key=lambda pc: (pc[0], pc[1] != ALL_COMMUNITIES, pc[1]))
+    keys = sorted(
+        set(totals.active) | set(totals.followers),
+        key=lambda pc: (pc[0], pc[1] != ALL_COMMUNITIES, pc[1]),
+    )
     rows = [
         community_row(p, c, totals.active.get((p, c), {}), totals.followers.get((p, c), 0), labels)
         for p, c in keys
@@ -231,8 +240,13 @@ def status_document(totals: Totals, app_id: str, communities: Iterable[str] = ()
     }
 
 
-def top_document(app_id: str, community: str, day: str, limit: int,
-                 by_platform: Mapping[str, list[tuple[str, float]]]) -> dict[str, Any]:
+def top_document(
+    app_id: str,
+    community: str,
+    day: str,
+    limit: int,
+    by_platform: Mapping[str, list[tuple[str, float]]],
+) -> dict[str, Any]:
     """The ``top --json`` / ``/api/communities/{id}/top`` document."""
     return {
         "schema": TOP_SCHEMA,
@@ -270,8 +284,13 @@ def connect(url: str, timeout: float = 2.0) -> Any:
     from redis.asyncio.retry import Retry
     from redis.backoff import NoBackoff
 
-    return aioredis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout,
-                             retry=Retry(NoBackoff(), 0), retry_on_timeout=False)
+    return aioredis.from_url(
+        url,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+        retry=Retry(NoBackoff(), 0),
+        retry_on_timeout=False,
+    )
 
 
 async def read_snapshots(client: Any, app_id: str) -> list[Snapshot]:
@@ -283,10 +302,12 @@ async def read_snapshots(client: Any, app_id: str) -> list[Snapshot]:
     return [decode_snapshot(v) for v in values if v is not None]
 
 
-async def read_status(client: Any, app_id: str, communities: Iterable[str] = (),
-                      platform: str | None = None) -> dict[str, Any]:
-    return status_document(sum_snapshots(await read_snapshots(client, app_id)), app_id,
-                           communities, platform)
+async def read_status(
+    client: Any, app_id: str, communities: Iterable[str] = (), platform: str | None = None
+) -> dict[str, Any]:
+    return status_document(
+        sum_snapshots(await read_snapshots(client, app_id)), app_id, communities, platform
+    )
 
 
 async def top_platforms(client: Any, app_id: str, community: str, day: str) -> list[str]:
@@ -296,15 +317,17 @@ async def top_platforms(client: Any, app_id: str, community: str, day: str) -> l
     return sorted(p for p, c in pairs if c == community)
 
 
-async def read_top(client: Any, app_id: str, community: str, day: str, limit: int,
-                   platform: str | None = None) -> dict[str, Any]:
+async def read_top(
+    client: Any, app_id: str, community: str, day: str, limit: int, platform: str | None = None
+) -> dict[str, Any]:
     """The most engaged users of ``community`` on ``day``, per platform, highest first
     (ties by user id)."""
     platforms = [platform] if platform else await top_platforms(client, app_id, community, day)
     by_platform: dict[str, list[tuple[str, float]]] = {}
     for p in platforms:
-        rows = await client.zrevrange(top_key(app_id, day, p, community), 0, max(limit, 1) - 1,
-                                      withscores=True)
+        rows = await client.zrevrange(
+            top_key(app_id, day, p, community), 0, max(limit, 1) - 1, withscores=True
+        )
         if rows or platform:
             users = [(u.decode() if isinstance(u, bytes) else u, s) for u, s in rows]
             by_platform[p] = sorted(users, key=lambda us: (-us[1], us[0]))

@@ -48,14 +48,22 @@ def snapshot_ttl_ms(interval_s: float) -> int:
     return max(int(interval_s * 3000), 10_000)
 
 
-def build_snapshots(state: WorkerState, now_ms: int | None, windows: dict[str, int],
-                    partitions: int, written_ms: int) -> list[Snapshot]:
+def build_snapshots(
+    state: WorkerState,
+    now_ms: int | None,
+    windows: dict[str, int],
+    partitions: int,
+    written_ms: int,
+) -> list[Snapshot]:
     """Snapshots of the partitions held now (pure: the state's own count methods)."""
     out = []
     for partition, part in list(state.partitions.items()):
         active = part.active_counts(now_ms, windows) if now_ms is not None else {}
-        out.append(Snapshot(partition, partitions, now_ms, written_ms, windows, active,
-                            part.follower_counts()))
+        out.append(
+            Snapshot(
+                partition, partitions, now_ms, written_ms, windows, active, part.follower_counts()
+            )
+        )
     return out
 
 
@@ -110,9 +118,20 @@ def top_payloads(app_id: str, sets: list[SetDelta], keep: int) -> list[bytes]:
 class ReadModelWriter:
     """Owns the Redis client, the tally and the outage bookkeeping of one worker."""
 
-    def __init__(self, *, redis_url: str, app_id: str, state: WorkerState, clock: Clock,
-                 windows: dict[str, int], partitions: int, interval_s: float,
-                 tally: TopUsersTally, top_n: int, client: Any = None) -> None:
+    def __init__(
+        self,
+        *,
+        redis_url: str,
+        app_id: str,
+        state: WorkerState,
+        clock: Clock,
+        windows: dict[str, int],
+        partitions: int,
+        interval_s: float,
+        tally: TopUsersTally,
+        top_n: int,
+        client: Any = None,
+    ) -> None:
         self.app_id = app_id
         self.state = state
         self.clock = clock
@@ -129,8 +148,10 @@ class ReadModelWriter:
         self.failures = 0
         self.writes = 0
         self.last_ok_s: float | None = None
-        self.outage = Outage("read model: Redis write failed, processing continues",
-                             "read model: Redis writes resumed")
+        self.outage = Outage(
+            "read model: Redis write failed, processing continues",
+            "read model: Redis writes resumed",
+        )
 
     async def _queue(self, pipe: Any, snapshots: list[Snapshot], sets: list[SetDelta]) -> None:
         px = self.ttl_ms
@@ -142,8 +163,9 @@ class ReadModelWriter:
     async def tick(self) -> bool:
         """One write of everything; True if it reached Redis. Never raises."""
         written_ms = int(time.time() * 1000)
-        snapshots = build_snapshots(self.state, self.clock.now_ms(), self.windows,
-                                    self.partitions, written_ms)
+        snapshots = build_snapshots(
+            self.state, self.clock.now_ms(), self.windows, self.partitions, written_ms
+        )
         deltas = self.tally.take()
         if not snapshots and not deltas:
             return True
@@ -182,24 +204,29 @@ class ReadModelCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         w = self.writer
-        failures = CounterMetricFamily("engagement_redis_write_failures",
-                                       "Read-model writes to Redis that failed or timed out.")
+        failures = CounterMetricFamily(
+            "engagement_redis_write_failures",
+            "Read-model writes to Redis that failed or timed out.",
+        )
         failures.add_metric([], w.failures)
         yield failures
         dropped = CounterMetricFamily(
             "engagement_top_users_dropped_events",
-            "Active events left out of the top-users sets: pending buffer full.")
+            "Active events left out of the top-users sets: pending buffer full.",
+        )
         dropped.add_metric([], w.tally.dropped)
         yield dropped
-        last = GaugeMetricFamily("engagement_redis_last_write_seconds",
-                                 "Wall time of the last successful read-model write.")
+        last = GaugeMetricFamily(
+            "engagement_redis_last_write_seconds",
+            "Wall time of the last successful read-model write.",
+        )
         if w.last_ok_s is not None:
             last.add_metric([], w.last_ok_s)
         yield last
 
 
 def install(pipeline: Any) -> ReadModelWriter | None:
-    """Wire the read model into a built :class:`streams.app.Pipeline`: the tally as a
+    """Wire the read model into a built :class:`agents.app.Pipeline`: the tally as a
     batch observer, the timer, the metrics, a last write at shutdown."""
     settings = pipeline.settings
     if settings.read_model == "off":  # benchmarks, a worker without Redis
@@ -207,9 +234,15 @@ def install(pipeline: Any) -> ReadModelWriter | None:
     interval = settings.seconds("snapshot_interval")
     tally = TopUsersTally(settings.active_type_set, settings.top_users_pending)
     writer = ReadModelWriter(
-        redis_url=settings.redis_url, app_id=settings.app_id, state=pipeline.state,
-        clock=pipeline.clock, windows=settings.window_ms, partitions=settings.partitions,
-        interval_s=interval, tally=tally, top_n=settings.top_users,
+        redis_url=settings.redis_url,
+        app_id=settings.app_id,
+        state=pipeline.state,
+        clock=pipeline.clock,
+        windows=settings.window_ms,
+        partitions=settings.partitions,
+        interval_s=interval,
+        tally=tally,
+        top_n=settings.top_users,
     )
     pipeline.observers.append(tally)
     pipeline.registry.register(ReadModelCollector(writer))

@@ -33,9 +33,10 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from agents.kafka_admin import ensure_topics
+from bench.workers import Worker, wait_caught_up  # noqa: E402
 from streams.events import format_ts  # noqa: E402
-from streams.topics import ensure_topics, ingest_group  # noqa: E402
-from tests.integration.pipeline import Worker, wait_caught_up  # noqa: E402
+from streams.topics import ingest_group  # noqa: E402
 
 print = functools.partial(print, flush=True)  # noqa: A001 - progress shows live
 
@@ -50,11 +51,18 @@ def make_payloads(n: int, users: int, communities: int, now_ms: int, seed: int =
     out = []
     for i in range(n):
         ts = now_ms - rng.randrange(0, 3 * 86_400_000)
-        out.append(orjson.dumps({
-            "event_id": f"bench-{i:09d}", "ts": format_ts(ts), "platform": "twitter",
-            "community": chosen[i], "user_id": f"user-{rng.randrange(users):07d}",
-            "type": rng.choice(TYPES),
-        }))
+        out.append(
+            orjson.dumps(
+                {
+                    "event_id": f"bench-{i:09d}",
+                    "ts": format_ts(ts),
+                    "platform": "twitter",
+                    "community": chosen[i],
+                    "user_id": f"user-{rng.randrange(users):07d}",
+                    "type": rng.choice(TYPES),
+                }
+            )
+        )
     return out
 
 
@@ -62,8 +70,9 @@ async def produce_all(bootstrap: str, topic: str, payloads: list[bytes], partiti
     from aiokafka import AIOKafkaProducer
 
     await ensure_topics(bootstrap, {topic: partitions})
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=20,
-                                max_batch_size=512 * 1024, acks=1)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, linger_ms=20, max_batch_size=512 * 1024, acks=1
+    )
     await producer.start()
     start = time.perf_counter()
     try:
@@ -89,9 +98,14 @@ async def produce_all(bootstrap: str, topic: str, payloads: list[bytes], partiti
 async def raw_consume(bootstrap: str, topic: str, n: int) -> float:
     from aiokafka import AIOKafkaConsumer
 
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
-                                enable_auto_commit=False, group_id=None,
-                                max_partition_fetch_bytes=4 * 1024 * 1024)
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        group_id=None,
+        max_partition_fetch_bytes=4 * 1024 * 1024,
+    )
     await consumer.start()
     try:
         seen, start = 0, None
@@ -135,8 +149,9 @@ def peak_rss_mib(pid: int) -> float:
     return float("nan")
 
 
-async def latency_probes(bootstrap: str, topic: str, worker: Worker, rate: int,
-                         probes: int) -> list[float]:
+async def latency_probes(
+    bootstrap: str, topic: str, worker: Worker, rate: int, probes: int
+) -> list[float]:
     """Background traffic at ``rate``/s; ``probes`` probe events, one at a time."""
     from aiokafka import AIOKafkaProducer
 
@@ -151,10 +166,19 @@ async def latency_probes(bootstrap: str, topic: str, worker: Worker, rate: int,
             tick = time.perf_counter()
             for _ in range(rate // 20):
                 now = int(time.time() * 1000)
-                await producer.send(topic, orjson.dumps({
-                    "event_id": f"bg-{i}", "ts": now, "platform": "twitter",
-                    "community": f"community-{rng.randrange(1000):04d}",
-                    "user_id": f"user-{rng.randrange(100000):07d}", "type": "like"}))
+                await producer.send(
+                    topic,
+                    orjson.dumps(
+                        {
+                            "event_id": f"bg-{i}",
+                            "ts": now,
+                            "platform": "twitter",
+                            "community": f"community-{rng.randrange(1000):04d}",
+                            "user_id": f"user-{rng.randrange(100000):07d}",
+                            "type": "like",
+                        }
+                    ),
+                )
                 i += 1
             await asyncio.sleep(max(0.0, 0.05 - (time.perf_counter() - tick)))
 
@@ -164,9 +188,21 @@ async def latency_probes(bootstrap: str, topic: str, worker: Worker, rate: int,
         for k in range(probes):
             platform = f"probe-{os.getpid()}-{k}"  # platforms are never capped
             sent = time.perf_counter()
-            await (await producer.send(topic, orjson.dumps({
-                "event_id": f"probe-{k}", "ts": int(time.time() * 1000), "platform": platform,
-                "community": "probe", "user_id": f"prober-{k}", "type": "post"})))
+            await (
+                await producer.send(
+                    topic,
+                    orjson.dumps(
+                        {
+                            "event_id": f"probe-{k}",
+                            "ts": int(time.time() * 1000),
+                            "platform": platform,
+                            "community": "probe",
+                            "user_id": f"prober-{k}",
+                            "type": "post",
+                        }
+                    ),
+                )
+            )
             needle = f'platform="{platform}"'.encode()
             while True:
                 with urllib.request.urlopen(worker.metrics_url, timeout=10) as response:
@@ -201,8 +237,10 @@ async def main() -> None:
     payloads = make_payloads(args.events, args.users, args.communities, now_ms)
     size = statistics.mean(len(p) for p in payloads[:10000])
     produce_s = await produce_all(bootstrap, topic, payloads, args.partitions)
-    print(f"produced {args.events:,} events of ~{size:.0f} B in {produce_s:.1f}s "
-          f"({args.events / produce_s:,.0f}/s)")
+    print(
+        f"produced {args.events:,} events of ~{size:.0f} B in {produce_s:.1f}s "
+        f"({args.events / produce_s:,.0f}/s)"
+    )
 
     raw_s = await raw_consume(bootstrap, topic, args.events)
     raw_rate = args.events / raw_s
@@ -210,25 +248,38 @@ async def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         redis_url = os.environ.get(
-            "REDIS_URL", f"redis://127.0.0.1:{os.environ.get('REDIS_PORT', '6379')}/0")
-        worker = Worker(bootstrap, app_id, topic, f"{topic}.dlq", Path(tmp) / "data",
-                        store=args.store, EM_PARTITIONS=str(args.partitions),
-                        REDIS_URL=redis_url, EM_EXPIRY_INTERVAL="60s").start()
+            "REDIS_URL", f"redis://127.0.0.1:{os.environ.get('REDIS_PORT', '6379')}/0"
+        )
+        worker = Worker(
+            bootstrap,
+            app_id,
+            topic,
+            f"{topic}.dlq",
+            Path(tmp) / "data",
+            store=args.store,
+            EM_PARTITIONS=str(args.partitions),
+            REDIS_URL=redis_url,
+            EM_EXPIRY_INTERVAL="60s",
+        ).start()
         try:
             started = await first_progress(bootstrap, ingest_group(app_id), worker)
             await wait_caught_up(bootstrap, app_id, topic, worker, timeout=1800)
             worker_s = time.perf_counter() - started
             worker_rate = args.events / worker_s
             rss = peak_rss_mib(worker.proc.pid)  # type: ignore[union-attr]
-            print(f"(b) worker end to end ({args.store}): {worker_rate:,.0f} events/s "
-                  f"in {worker_s:.1f}s; ratio to raw consumer {worker_rate / raw_rate:.3f}; "
-                  f"peak RSS {rss:.0f} MiB")
+            print(
+                f"(b) worker end to end ({args.store}): {worker_rate:,.0f} events/s "
+                f"in {worker_s:.1f}s; ratio to raw consumer {worker_rate / raw_rate:.3f}; "
+                f"peak RSS {rss:.0f} MiB"
+            )
             lat = await latency_probes(bootstrap, topic, worker, args.latency_rate, args.probes)
             lat.sort()
             p50 = statistics.median(lat)
             p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))]
-            print(f"event-to-metric latency at {args.latency_rate} events/s "
-                  f"({len(lat)} probes): p50 {p50 * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms")
+            print(
+                f"event-to-metric latency at {args.latency_rate} events/s "
+                f"({len(lat)} probes): p50 {p50 * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms"
+            )
         finally:
             worker.stop()
 

@@ -27,10 +27,25 @@ from streams.clock import Clock
 from streams.events import DEFAULT_ACTIVE_TYPES
 from streams.state import WorkerState
 
-WINDOWS = {"5m": 300_000, "1h": 3_600_000, "1d": 86_400_000, "7d": 604_800_000,
-           "30d": 2_592_000_000}
-TYPES = ["post", "comment", "reply", "like", "share", "mention", "click", "view", "follow",
-         "unfollow"]
+WINDOWS = {
+    "5m": 300_000,
+    "1h": 3_600_000,
+    "1d": 86_400_000,
+    "7d": 604_800_000,
+    "30d": 2_592_000_000,
+}
+TYPES = [
+    "post",
+    "comment",
+    "reply",
+    "like",
+    "share",
+    "mention",
+    "click",
+    "view",
+    "follow",
+    "unfollow",
+]
 TYPE_WEIGHTS = [5, 10, 5, 30, 5, 2, 15, 25, 2, 1]
 
 
@@ -41,8 +56,16 @@ def events(n: int, users: int, communities: int, seed: int) -> list[list]:
     start = 1_764_000_000_000
     comms = rnd.choices(names, weights, k=n)
     kinds = rnd.choices(TYPES, TYPE_WEIGHTS, k=n)
-    return [[start + i * 50, rnd.choice(("instagram", "x")), comms[i],
-             f"user-{rnd.randrange(users)}", kinds[i]] for i in range(n)]
+    return [
+        [
+            start + i * 50,
+            rnd.choice(("instagram", "x")),
+            comms[i],
+            f"user-{rnd.randrange(users)}",
+            kinds[i],
+        ]
+        for i in range(n)
+    ]
 
 
 def best(runs: int, fn) -> float:  # type: ignore[no-untyped-def]
@@ -61,7 +84,7 @@ def main() -> None:
     parser.add_argument("--communities", type=int, default=1_000)
     args = parser.parse_args()
     evs = events(args.events, args.users, args.communities, 1)
-    batches = [evs[i:i + 50] for i in range(0, len(evs), 50)]
+    batches = [evs[i : i + 50] for i in range(0, len(evs), 50)]
 
     def observe() -> None:
         # the timer takes the tally every second: at 20k events/s, every 400 batches
@@ -84,19 +107,23 @@ def main() -> None:
     per_event = best(5, observe) / len(evs) * 1e9
     unflushed = best(5, observe_unflushed) / len(evs) * 1e9
     baseline = best(5, loop_only) / len(evs) * 1e9
-    print(f"observer: {per_event:.0f} ns/event flushed every 20k events, {unflushed:.0f} ns/event "
-          f"never flushed ({len(evs):,} events, {args.users:,} users; "
-          f"a bare loop over the same batches: {baseline:.0f} ns/event)")
+    print(
+        f"observer: {per_event:.0f} ns/event flushed every 20k events, {unflushed:.0f} ns/event "
+        f"never flushed ({len(evs):,} events, {args.users:,} users; "
+        f"a bare loop over the same batches: {baseline:.0f} ns/event)"
+    )
 
     second = evs[:20_000]
     tally = TopUsersTally(DEFAULT_ACTIVE_TYPES)
     for i in range(0, len(second), 50):
-        tally(0, second[i:i + 50])
+        tally(0, second[i : i + 50])
     deltas = tally.take()
     t_plan = best(5, lambda: plan(deltas))
     sets = plan(deltas)
-    print(f"flush plan for 1 s at 20k events/s: {t_plan * 1e3:.1f} ms "
-          f"({len(deltas):,} deltas -> {len(sets):,} sorted sets)")
+    print(
+        f"flush plan for 1 s at 20k events/s: {t_plan * 1e3:.1f} ms "
+        f"({len(deltas):,} deltas -> {len(sets):,} sorted sets)"
+    )
 
     state = WorkerState(DEFAULT_ACTIVE_TYPES)
     for p in range(4):
@@ -112,8 +139,10 @@ def main() -> None:
 
     t_snap = best(5, snapshot)
     size = sum(len(encode_snapshot(s)) for s in build_snapshots(state, now, WINDOWS, 4, 0))
-    print(f"snapshots of 4 partitions ({len(state):,} records, {args.communities:,} "
-          f"communities): {t_snap * 1e3:.1f} ms per tick, {size / 1024:.0f} KiB")
+    print(
+        f"snapshots of 4 partitions ({len(state):,} records, {args.communities:,} "
+        f"communities): {t_snap * 1e3:.1f} ms per tick, {size / 1024:.0f} KiB"
+    )
 
     url = os.environ.get("REDIS_URL")
     if url:
@@ -123,20 +152,30 @@ def main() -> None:
 async def redis_tick(url: str, state: WorkerState, evs: list[list]) -> None:
     """Whole ticks against a real Redis (app id ``bench-readmodel``): 1 s of traffic each."""
     tally = TopUsersTally(DEFAULT_ACTIVE_TYPES)
-    writer = ReadModelWriter(redis_url=url, app_id="bench-readmodel", state=state,
-                             clock=Clock("event", state.watermark_ms), windows=WINDOWS,
-                             partitions=4, interval_s=1.0, tally=tally, top_n=100)
+    writer = ReadModelWriter(
+        redis_url=url,
+        app_id="bench-readmodel",
+        state=state,
+        clock=Clock("event", state.watermark_ms),
+        windows=WINDOWS,
+        partitions=4,
+        interval_s=1.0,
+        tally=tally,
+        top_n=100,
+    )
     walls = []
     for r in range(4):
         for i in range(r * 20_000, (r + 1) * 20_000, 50):
-            tally(0, evs[i:i + 50])
+            tally(0, evs[i : i + 50])
         t0 = time.perf_counter()
         ok = await writer.tick()
         walls.append(time.perf_counter() - t0)
         assert ok, "write failed"
     await writer.close()
-    print(f"whole tick against Redis (1 s at 20k events/s): best {min(walls) * 1e3:.0f} ms, "
-          f"worst {max(walls) * 1e3:.0f} ms wall")
+    print(
+        f"whole tick against Redis (1 s at 20k events/s): best {min(walls) * 1e3:.0f} ms, "
+        f"worst {max(walls) * 1e3:.0f} ms wall"
+    )
 
 
 if __name__ == "__main__":

@@ -125,8 +125,13 @@ def _parse_rfc3339_ms(value: str) -> int:
         # the two shapes producers send: "...SS.fffZ" and "...SSZ"
         size = len(value)
         fraction = value[20:23]
-        if (size == 24 and value[19] == "." and value[23] == "Z" and fraction.isascii()
-                and fraction.isdigit()):
+        if (
+            size == 24
+            and value[19] == "."
+            and value[23] == "Z"
+            and fraction.isascii()
+            and fraction.isdigit()
+        ):
             return seconds * 1000 + int(fraction)
         if size == 20 and value[19] == "Z":
             return seconds * 1000
@@ -186,19 +191,29 @@ def validate(obj: Any, now_ms: int, limits: Limits = Limits()) -> Event:
     get = obj.get
     event_id, ts, platform = get("event_id"), get("ts"), get("platform")
     community, user_id, kind = get("community"), get("user_id"), get("type")
-    if (event_id is None or ts is None or platform is None or community is None
-            or user_id is None or kind is None):
+    if (
+        event_id is None
+        or ts is None
+        or platform is None
+        or community is None
+        or user_id is None
+        or kind is None
+    ):
         missing = [name for name in REQUIRED_FIELDS if get(name) is None]
         raise InvalidEvent("missing_field", "missing " + ", ".join(missing))
     if not isinstance(kind, str) or kind not in EVENT_TYPES:
         raise InvalidEvent("bad_type", f"unknown type {str(kind)[:32]!r}")
-    if not (type(event_id) is str and type(platform) is str and type(community) is str
-            and type(user_id) is str
-            and 0 < len(event_id) <= limits.max_id_length
-            and 0 < len(platform) <= limits.max_platform_length
-            and 0 < len(community) <= limits.max_community_length
-            and 0 < len(user_id) <= limits.max_id_length
-            and _printable(event_id + platform + community + user_id)):
+    if not (
+        type(event_id) is str
+        and type(platform) is str
+        and type(community) is str
+        and type(user_id) is str
+        and 0 < len(event_id) <= limits.max_id_length
+        and 0 < len(platform) <= limits.max_platform_length
+        and 0 < len(community) <= limits.max_community_length
+        and 0 < len(user_id) <= limits.max_id_length
+        and _printable(event_id + platform + community + user_id)
+    ):
         # the slow path names the field at fault
         _text_field(obj, "event_id", limits.max_id_length)
         _text_field(obj, "platform", limits.max_platform_length)

@@ -31,7 +31,10 @@ class Settings:
     )
     redis_url: str = field(
         default="redis://127.0.0.1:6379/0",
-        metadata={"env": "REDIS_URL", "help": "Redis for the live read model (redis:// or rediss://)"},
+        metadata={
+            "env": "REDIS_URL",
+            "help": "Redis for the live read model (redis:// or rediss://)",
+        },
     )
     app_id: str = field(
         default="engagement-monitor",
@@ -170,8 +173,14 @@ class Settings:
 
     def check(self) -> None:
         """Fail early, with the setting's name, on values that would break later."""
-        for name in ("future_tolerance", "expiry_interval", "snapshot_interval",
-                     "session_timeout", "rebalance_timeout", "heartbeat_interval"):
+        for name in (
+            "future_tolerance",
+            "expiry_interval",
+            "snapshot_interval",
+            "session_timeout",
+            "rebalance_timeout",
+            "heartbeat_interval",
+        ):
             try:
                 parse_duration_ms(getattr(self, name))
             except ValueError as exc:

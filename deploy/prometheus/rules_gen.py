@@ -35,7 +35,9 @@ Settings = dict[str, Any]
 
 #: Alerts raised when the pipeline itself is broken; they inhibit the engagement alerts.
 PIPELINE_DOWN_ALERTS = (
-    "EngagementWorkerDown", "EngagementWorkerAbsent", "EngagementWatermarkStale",
+    "EngagementWorkerDown",
+    "EngagementWorkerAbsent",
+    "EngagementWatermarkStale",
 )
 
 _DURATION = re.compile(r"^(?:\d+(?:ms|s|m|h|d|w|y))+$")
@@ -80,16 +82,15 @@ def duration_seconds(text: str) -> float:
     """Seconds in a Prometheus duration such as ``1h30m``."""
     if not _DURATION.match(text):
         raise ValueError(f"not a Prometheus duration: {text!r}")
-    return sum(
-        int(n) * _UNIT_S[unit] for n, unit in re.findall(r"(\d+)(ms|s|m|h|d|w|y)", text)
-    )
+    return sum(int(n) * _UNIT_S[unit] for n, unit in re.findall(r"(\d+)(ms|s|m|h|d|w|y)", text))
 
 
 def validate(s: Settings) -> None:
     """Reject settings that would render broken or self-defeating rules."""
     for key, value in s.items():
-        if key.endswith(("_for", "_after", "_offset", "_lookback", "_interval", "_wait",
-                         "_window", "_timeout")):
+        if key.endswith(
+            ("_for", "_after", "_offset", "_lookback", "_interval", "_wait", "_window", "_timeout")
+        ):
             duration_seconds(str(value))
     for key in ("drop_week_fraction", "drop_sudden_fraction", "invalid_ratio"):
         if not 0 < float(s[key]) < 1:
@@ -103,8 +104,9 @@ def validate(s: Settings) -> None:
                 f"({s[key]}): the pipeline alert has to fire first to inhibit the drop alert"
             )
     if down > duration_seconds(s["stopped_after"]) + duration_seconds(s["stopped_for"]):
-        raise ValueError("watermark_stale_after + watermark_for must not exceed "
-                         "stopped_after + stopped_for")
+        raise ValueError(
+            "watermark_stale_after + watermark_for must not exceed stopped_after + stopped_for"
+        )
 
 
 # --------------------------------------------------------------------------- YAML text
@@ -169,27 +171,41 @@ def _annotations(s: Settings, alert: str, summary: str, description: str) -> dic
 def recording_rules(s: Settings) -> list[dict[str, Any]]:
     w = s["events_rate_window"]
     return [
-        {"record": "engagement:active_users:sum",
-         "expr": "sum without (instance, job) (engagement_active_users)"},
-        {"record": "engagement:followers:sum",
-         "expr": "sum without (instance, job) (engagement_followers)"},
+        {
+            "record": "engagement:active_users:sum",
+            "expr": "sum without (instance, job) (engagement_active_users)",
+        },
+        {
+            "record": "engagement:followers:sum",
+            "expr": "sum without (instance, job) (engagement_followers)",
+        },
         # Ratios: a zero denominator gives no series (not 0, +Inf or NaN).
-        {"record": "engagement:active_followers_ratio",
-         "expr": "engagement:active_users:sum\n"
-                 "  / ignoring (window) group_left ()\n"
-                 "(engagement:followers:sum > 0)"},
-        {"record": "engagement:stickiness_dau_mau",
-         "expr": f'engagement:active_users:sum{{window="{s["dau_window"]}"}}\n'
-                 "  / ignoring (window)\n"
-                 f'(engagement:active_users:sum{{window="{s["mau_window"]}"}} > 0)'},
-        {"record": "engagement:stickiness_dau_wau",
-         "expr": f'engagement:active_users:sum{{window="{s["dau_window"]}"}}\n'
-                 "  / ignoring (window)\n"
-                 f'(engagement:active_users:sum{{window="{s["wau_window"]}"}} > 0)'},
-        {"record": "engagement:events:rate5m",
-         "expr": f"sum without (instance, job) (rate(engagement_events_total[{w}]))"},
-        {"record": "engagement:invalid_events:rate5m",
-         "expr": f"sum without (instance, job) (rate(engagement_invalid_events_total[{w}]))"},
+        {
+            "record": "engagement:active_followers_ratio",
+            "expr": "engagement:active_users:sum\n"
+            "  / ignoring (window) group_left ()\n"
+            "(engagement:followers:sum > 0)",
+        },
+        {
+            "record": "engagement:stickiness_dau_mau",
+            "expr": f'engagement:active_users:sum{{window="{s["dau_window"]}"}}\n'
+            "  / ignoring (window)\n"
+            f'(engagement:active_users:sum{{window="{s["mau_window"]}"}} > 0)',
+        },
+        {
+            "record": "engagement:stickiness_dau_wau",
+            "expr": f'engagement:active_users:sum{{window="{s["dau_window"]}"}}\n'
+            "  / ignoring (window)\n"
+            f'(engagement:active_users:sum{{window="{s["wau_window"]}"}} > 0)',
+        },
+        {
+            "record": "engagement:events:rate5m",
+            "expr": f"sum without (instance, job) (rate(engagement_events_total[{w}]))",
+        },
+        {
+            "record": "engagement:invalid_events:rate5m",
+            "expr": f"sum without (instance, job) (rate(engagement_invalid_events_total[{w}]))",
+        },
     ]
 
 
@@ -206,12 +222,13 @@ def engagement_alerts(s: Settings) -> list[dict[str, Any]]:
         {
             "alert": "EngagementDropVsLastWeek",
             "expr": f"(\n  {active(ww)}\n/\n  {active(ww, wo)}\n)"
-                    f" < {num(s['drop_week_fraction'])}\n"
-                    f"and\n{active(ww, wo)} >= {num(s['drop_week_floor'])}",
+            f" < {num(s['drop_week_fraction'])}\n"
+            f"and\n{active(ww, wo)} >= {num(s['drop_week_floor'])}",
             "for": s["drop_week_for"],
             "labels": {"severity": s["drop_week_severity"], "component": "engagement"},
             "annotations": _annotations(
-                s, "EngagementDropVsLastWeek",
+                s,
+                "EngagementDropVsLastWeek",
                 f"{where}: {ww} active users at {{{{ $value | humanizePercentage }}}} "
                 f"of the same time {wo} ago",
                 f"Active users over {ww} in {where} are {{{{ $value | humanizePercentage }}}} "
@@ -223,12 +240,13 @@ def engagement_alerts(s: Settings) -> list[dict[str, Any]]:
         {
             "alert": "EngagementDropSudden",
             "expr": f"(\n  {active(sw)}\n/\n  {active(sw, so)}\n)"
-                    f" < {num(s['drop_sudden_fraction'])}\n"
-                    f"and\n{active(sw, so)} >= {num(s['drop_sudden_floor'])}",
+            f" < {num(s['drop_sudden_fraction'])}\n"
+            f"and\n{active(sw, so)} >= {num(s['drop_sudden_floor'])}",
             "for": s["drop_sudden_for"],
             "labels": {"severity": s["drop_sudden_severity"], "component": "engagement"},
             "annotations": _annotations(
-                s, "EngagementDropSudden",
+                s,
+                "EngagementDropSudden",
                 f"{where}: {sw} active users fell to {{{{ $value | humanizePercentage }}}} "
                 f"of their level {so} earlier",
                 f"Active users over {sw} in {where} are {{{{ $value | humanizePercentage }}}} "
@@ -242,17 +260,18 @@ def engagement_alerts(s: Settings) -> list[dict[str, Any]]:
             # when a community's series vanished (no sample in the last `after`).
             "alert": "EngagementStopped",
             "expr": "sum without (instance, job, type) "
-                    f"(increase(engagement_events_total[{lookback}]))"
-                    f" >= {num(s['stopped_min_events'])}\n"
-                    "unless\n"
-                    "sum without (instance, job, type) "
-                    f"(increase(engagement_events_total[{after}])) > 0",
+            f"(increase(engagement_events_total[{lookback}]))"
+            f" >= {num(s['stopped_min_events'])}\n"
+            "unless\n"
+            "sum without (instance, job, type) "
+            f"(increase(engagement_events_total[{after}])) > 0",
             "for": s["stopped_for"],
             "labels": {"severity": s["stopped_severity"], "component": "engagement"},
             "annotations": _annotations(
-                s, "EngagementStopped",
+                s,
+                "EngagementStopped",
                 f"{where}: no events for {after}",
-                f"{where} had {{{{ printf \"%.0f\" $value }}}} events in the last {lookback} "
+                f'{where} had {{{{ printf "%.0f" $value }}}} events in the last {lookback} '
                 f"but none in the last {after} (checked for {s['stopped_for']}; only "
                 f"communities with at least {num(s['stopped_min_events'])} events "
                 f"in {lookback}).",
@@ -264,30 +283,35 @@ def engagement_alerts(s: Settings) -> list[dict[str, Any]]:
 def pipeline_alerts(s: Settings) -> list[dict[str, Any]]:
     job = s["job"]
     # Faust's sensor spells it "commited".
-    end = f'{s["faust_metric_prefix"]}_topic_partition_end_offset'
-    committed = f'{s["faust_metric_prefix"]}_topic_partition_offset_commited'
+    end = f"{s['faust_metric_prefix']}_topic_partition_end_offset"
+    committed = f"{s['faust_metric_prefix']}_topic_partition_offset_commited"
     topics = f'topic=~{q(s["lag_topic_regex"])}, topic!~".*-changelog"'
     w = s["events_rate_window"]
     invalid = f"sum without (instance, job, reason) (rate(engagement_invalid_events_total[{w}]))"
-    valid = ("sum without (instance, job, platform, community, type) "
-             f"(rate(engagement_events_total[{w}]))")
+    valid = (
+        "sum without (instance, job, platform, community, type) "
+        f"(rate(engagement_events_total[{w}]))"
+    )
     return [
         # Consumer lag per topic from Faust's sensor: end offset - committed offset, per
         # partition. `max` over workers because a worker keeps exposing the (stale, lower)
         # offsets of partitions it lost in a rebalance; offsets only grow. Recorded here,
         # in the group of the alert that reads it, so the alert sees this round's value.
-        {"record": "engagement:consumer_lag:sum",
-         "expr": "sum by (topic) (clamp_min(\n"
-                 f"    max without (instance, job) ({end}{{{topics}}})\n"
-                 f"  - max without (instance, job) ({committed}{{{topics}}}),\n"
-                 "  0))"},
+        {
+            "record": "engagement:consumer_lag:sum",
+            "expr": "sum by (topic) (clamp_min(\n"
+            f"    max without (instance, job) ({end}{{{topics}}})\n"
+            f"  - max without (instance, job) ({committed}{{{topics}}}),\n"
+            "  0))",
+        },
         {
             "alert": "EngagementWorkerDown",
             "expr": f'up{{job="{job}"}} == 0',
             "for": s["worker_down_for"],
             "labels": {"severity": s["worker_severity"], "component": "pipeline"},
             "annotations": _annotations(
-                s, "EngagementWorkerDown",
+                s,
+                "EngagementWorkerDown",
                 "engagement-monitor worker {{ $labels.instance }} is down",
                 f"Prometheus has failed to scrape {{{{ $labels.instance }}}} (job {job}) for "
                 f"{s['worker_down_for']}. Engagement alerts are inhibited meanwhile.",
@@ -299,7 +323,8 @@ def pipeline_alerts(s: Settings) -> list[dict[str, Any]]:
             "for": s["worker_absent_for"],
             "labels": {"severity": s["worker_severity"], "component": "pipeline"},
             "annotations": _annotations(
-                s, "EngagementWorkerAbsent",
+                s,
+                "EngagementWorkerAbsent",
                 f"no engagement-monitor worker target (job {job})",
                 f"Prometheus has had no target in job {job} for {s['worker_absent_for']}: "
                 "service discovery or the scrape config lost the workers. "
@@ -309,12 +334,13 @@ def pipeline_alerts(s: Settings) -> list[dict[str, Any]]:
         {
             "alert": "EngagementWatermarkStale",
             "expr": "time() - max without (instance, job) "
-                    "(engagement_watermark_seconds > 0)"
-                    f" > {num(duration_seconds(s['watermark_stale_after']))}",
+            "(engagement_watermark_seconds > 0)"
+            f" > {num(duration_seconds(s['watermark_stale_after']))}",
             "for": s["watermark_for"],
             "labels": {"severity": s["watermark_severity"], "component": "pipeline"},
             "annotations": _annotations(
-                s, "EngagementWatermarkStale",
+                s,
+                "EngagementWatermarkStale",
                 "no new event for {{ $value | humanizeDuration }}",
                 "The newest event time seen by the workers is {{ $value | humanizeDuration }} "
                 f"old (threshold {s['watermark_stale_after']}): input stopped or the workers "
@@ -324,11 +350,12 @@ def pipeline_alerts(s: Settings) -> list[dict[str, Any]]:
         {
             "alert": "EngagementConsumerLagGrowing",
             "expr": f"engagement:consumer_lag:sum >= {num(s['lag_min_messages'])}\n"
-                    f"and\nderiv(engagement:consumer_lag:sum[{s['lag_growth_window']}]) > 0",
+            f"and\nderiv(engagement:consumer_lag:sum[{s['lag_growth_window']}]) > 0",
             "for": s["lag_for"],
             "labels": {"severity": s["lag_severity"], "component": "pipeline"},
             "annotations": _annotations(
-                s, "EngagementConsumerLagGrowing",
+                s,
+                "EngagementConsumerLagGrowing",
                 "consumer lag on {{ $labels.topic }} is {{ $value | humanize }} and growing",
                 "The workers are {{ $value | humanize }} messages behind on topic "
                 f"{{{{ $labels.topic }}}} (alert from {num(s['lag_min_messages'])}) and the "
@@ -339,12 +366,13 @@ def pipeline_alerts(s: Settings) -> list[dict[str, Any]]:
         {
             "alert": "EngagementInvalidEventsSpike",
             "expr": f"(\n  {invalid}\n/\n  (\n    {invalid}\n  +\n    ({valid}\n"
-                    f"     or {invalid} * 0)\n  )\n) > {num(s['invalid_ratio'])}\n"
-                    f"and\n{invalid} >= {num(s['invalid_min_rate'])}",
+            f"     or {invalid} * 0)\n  )\n) > {num(s['invalid_ratio'])}\n"
+            f"and\n{invalid} >= {num(s['invalid_min_rate'])}",
             "for": s["invalid_for"],
             "labels": {"severity": s["invalid_severity"], "component": "pipeline"},
             "annotations": _annotations(
-                s, "EngagementInvalidEventsSpike",
+                s,
+                "EngagementInvalidEventsSpike",
                 "{{ $value | humanizePercentage }} of incoming events are invalid",
                 "{{ $value | humanizePercentage }} of the messages on the input topic are "
                 f"invalid (threshold {num(s['invalid_ratio'])}, and at least "
@@ -357,7 +385,8 @@ def pipeline_alerts(s: Settings) -> list[dict[str, Any]]:
             "expr": "vector(1)",
             "labels": {"severity": "none", "component": "alerting"},
             "annotations": _annotations(
-                s, "Watchdog",
+                s,
+                "Watchdog",
                 "alerting pipeline heartbeat (always firing)",
                 "Always fires, so that a dead Prometheus -> Alertmanager -> receiver path is "
                 "noticed by whatever expects this heartbeat.",
@@ -372,9 +401,11 @@ def render_rules(s: Settings, profile: str) -> dict[str, str]:
     return {
         "recording.yml": render_group("engagement-recording", itv, recording_rules(s), profile),
         "engagement-alerts.yml": render_group(
-            "engagement-alerts", itv, engagement_alerts(s), profile),
+            "engagement-alerts", itv, engagement_alerts(s), profile
+        ),
         "pipeline-alerts.yml": render_group(
-            "engagement-pipeline-alerts", itv, pipeline_alerts(s), profile),
+            "engagement-pipeline-alerts", itv, pipeline_alerts(s), profile
+        ),
     }
 
 
@@ -386,10 +417,12 @@ def render_alertmanager(s: Settings, profile: str) -> str:
     down = "|".join(PIPELINE_DOWN_ALERTS)
 
     def receiver(name: str) -> str:
-        return (f"  - name: {name}\n"
-                "    webhook_configs:\n"
-                f"      - url: {url}\n"
-                "        send_resolved: true\n")
+        return (
+            f"  - name: {name}\n"
+            "    webhook_configs:\n"
+            f"      - url: {url}\n"
+            "        send_resolved: true\n"
+        )
 
     return f"""\
 # Generated by deploy/prometheus/rules_gen.py from deploy/prometheus/thresholds.toml
@@ -397,29 +430,29 @@ def render_alertmanager(s: Settings, profile: str) -> str:
 # docs/alerting.md explains routing and inhibition. All receivers post to the
 # engagement-monitor alerts-webhook; swap in Slack/PagerDuty receivers in production.
 global:
-  resolve_timeout: {s['resolve_timeout']}
+  resolve_timeout: {s["resolve_timeout"]}
 
 route:
   receiver: ticket
   group_by: [alertname, platform, community]
-  group_wait: {s['group_wait']}
-  group_interval: {s['group_interval']}
-  repeat_interval: {s['ticket_repeat_interval']}
+  group_wait: {s["group_wait"]}
+  group_interval: {s["group_interval"]}
+  repeat_interval: {s["ticket_repeat_interval"]}
   routes:
     - matchers: ['alertname="Watchdog"']
       receiver: watchdog
-      group_wait: {s['group_wait']}
-      group_interval: {s['watchdog_repeat_interval']}
-      repeat_interval: {s['watchdog_repeat_interval']}
+      group_wait: {s["group_wait"]}
+      group_interval: {s["watchdog_repeat_interval"]}
+      repeat_interval: {s["watchdog_repeat_interval"]}
     - matchers: ['severity="page"']
       receiver: page
-      repeat_interval: {s['page_repeat_interval']}
+      repeat_interval: {s["page_repeat_interval"]}
     - matchers: ['severity="ticket"']
       receiver: ticket
-      repeat_interval: {s['ticket_repeat_interval']}
+      repeat_interval: {s["ticket_repeat_interval"]}
     - matchers: ['severity=~"info|none"']
       receiver: info
-      repeat_interval: {s['ticket_repeat_interval']}
+      repeat_interval: {s["ticket_repeat_interval"]}
 
 inhibit_rules:
   # A broken pipeline must not page as "engagement dropped".
@@ -452,14 +485,21 @@ def render_all(s: Settings, profile: str) -> dict[Path, str]:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--profile", default="production", help="table of thresholds.toml")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override one setting (repeatable)")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one setting (repeatable)",
+    )
     parser.add_argument("--thresholds", type=Path, default=THRESHOLDS)
     parser.add_argument("--rules-out", type=Path, help=f"rules folder (default {RULES_DIR})")
-    parser.add_argument("--alertmanager-out", type=Path,
-                        help=f"alertmanager.yml path (default {ALERTMANAGER_YML})")
-    parser.add_argument("--check", action="store_true",
-                        help="don't write; exit 1 if the committed files differ")
+    parser.add_argument(
+        "--alertmanager-out", type=Path, help=f"alertmanager.yml path (default {ALERTMANAGER_YML})"
+    )
+    parser.add_argument(
+        "--check", action="store_true", help="don't write; exit 1 if the committed files differ"
+    )
     args = parser.parse_args(argv)
     try:
         settings = load_settings(args.profile, args.set, args.thresholds)
@@ -470,8 +510,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     outputs = {rules_dir / n: t for n, t in render_rules(settings, args.profile).items()}
     outputs[am_path] = render_alertmanager(settings, args.profile)
     if args.check:
-        stale = [str(p) for p, text in outputs.items()
-                 if not p.exists() or p.read_text(encoding="utf-8") != text]
+        stale = [
+            str(p)
+            for p, text in outputs.items()
+            if not p.exists() or p.read_text(encoding="utf-8") != text
+        ]
         for name in stale:
             print(f"out of date: {name}", file=sys.stderr)
         if stale:

@@ -12,11 +12,11 @@ from typing import Any
 import pytest
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
+from bench.workers import REPO
 from streams.durations import parse_windows
 from streams.events import DEFAULT_ACTIVE_TYPES
-from tests.integration.pipeline import REPO
 from tests.integration.test_rebuild import make_events, send
-from tests.unit.oracle import expected_active, expected_followers
+from tests.oracle import expected_active, expected_followers
 
 pytestmark = pytest.mark.integration
 
@@ -48,14 +48,41 @@ async def test_backfill_blocks_and_values(stack: Any, tmp_path: Path) -> None:
     start_ms = end_ms - 24 * HOUR
     output = tmp_path / "backfill.om"
     result = subprocess.run(
-        [sys.executable, "-m", "streams.cli", "backfill", "--from", str(start_ms),
-         "--to", str(end_ms), "--step", "30m", "--input-topic", topic, "-o", str(output)],
-        env=stack.worker_env(), cwd=REPO, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "commands.cli",
+            "backfill",
+            "--from",
+            str(start_ms),
+            "--to",
+            str(end_ms),
+            "--step",
+            "30m",
+            "--input-topic",
+            topic,
+            "-o",
+            str(output),
+        ],
+        env=stack.worker_env(),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr
     blocks = subprocess.run(
-        ["promtool", "tsdb", "create-blocks-from", "openmetrics", str(output),
-         str(tmp_path / "blocks")], capture_output=True, text=True, timeout=300,
+        [
+            "promtool",
+            "tsdb",
+            "create-blocks-from",
+            "openmetrics",
+            str(output),
+            str(tmp_path / "blocks"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert blocks.returncode == 0, blocks.stdout + blocks.stderr
     assert list((tmp_path / "blocks").glob("*/meta.json"))

@@ -10,7 +10,7 @@ be produced by the worker, by a recording rule, or by Prometheus itself.
 
 Why two batches: the first (``make_traffic``: 40 days of history, every window
 different, invalid messages of every reason) makes the counters and gauges appear; the
-second, the simulator's live traffic (streams/simulate.py, generated in process with a
+second, the simulator's live traffic (commands/simulate.py, generated in process with a
 fixed seed) sent after Prometheus has scraped the first, makes the counters *grow*
 between two scrapes, so rates and the lag histogram's quantiles have non-zero values.
 It uses the same community and user names (brand-NN, u-N) and its events are no newer
@@ -36,14 +36,14 @@ from typing import Any
 import orjson
 import pytest
 
+from bench.workers import Worker, produce, wait_caught_up
+from commands.simulate import SimConfig, Simulator
 from grafana.queries import PanelQuery, panel_queries, referenced_metrics, variable_queries
 from streams.durations import parse_windows
 from streams.events import ALL_COMMUNITIES, DEFAULT_ACTIVE_TYPES
-from streams.simulate import SimConfig, Simulator
-from tests.integration.eventgen import make_traffic
-from tests.integration.pipeline import Worker, produce, wait_caught_up
+from tests.eventgen import make_traffic
 from tests.integration.promapi import PromAPI, PromError, Series, finite, value
-from tests.unit.oracle import event_clock, expected_active, expected_followers
+from tests.oracle import event_clock, expected_active, expected_followers
 
 pytestmark = pytest.mark.integration
 
@@ -94,7 +94,7 @@ class Live:
 
 
 def second_batch(now_ms: int, seconds: int = 240, seed: int = 5) -> list[bytes]:
-    """The simulator's live traffic (streams/simulate.py, in process, so deterministic)
+    """The simulator's live traffic (commands/simulate.py, in process, so deterministic)
     over the `seconds` before now_ms: no newer than the first batch's newest event."""
     sim = Simulator(
         SimConfig(communities=12, users=500, rate=1.5, seed=seed, burst_every_s=0),

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.eventgen import make_traffic
-from tests.integration.pipeline import Worker, produce, wait_caught_up
+from bench.workers import Worker, produce, wait_caught_up
+from tests.eventgen import make_traffic
 from tests.integration.test_pipeline import assert_gauges_match
 
 pytestmark = pytest.mark.integration
@@ -28,8 +28,10 @@ STACK = Path(__file__).resolve().parents[2] / "deploy" / "local" / "stack"
 def kafka_pid(state_dir: Path) -> int:
     pid_file = state_dir / "run" / "kafka.pid"
     if not pid_file.exists():
-        pytest.fail(f"{pid_file} missing: this test restarts the broker that "
-                    "deploy/local/stack started, and needs its PID file")
+        pytest.fail(
+            f"{pid_file} missing: this test restarts the broker that "
+            "deploy/local/stack started, and needs its PID file"
+        )
     return int(pid_file.read_text().split()[0])
 
 
@@ -49,8 +51,9 @@ async def test_broker_restart_mid_stream_keeps_counts_exact(stack, tmp_path: Pat
     traffic = make_traffic(seed=41, count=5000, now_ms=int(time.time() * 1000) - 60_000)
     third = len(traffic.messages) // 3
     await produce(stack.kafka_bootstrap, topic, traffic.messages[:third])
-    worker = Worker(stack.kafka_bootstrap, app_id, topic, f"{topic}.dlq", tmp_path / "data",
-                    store="rocksdb://").start()
+    worker = Worker(
+        stack.kafka_bootstrap, app_id, topic, f"{topic}.dlq", tmp_path / "data", store="rocksdb://"
+    ).start()
     try:
         worker.wait_metrics()
         await wait_caught_up(stack.kafka_bootstrap, app_id, topic, worker)

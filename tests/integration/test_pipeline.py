@@ -11,17 +11,17 @@ from pathlib import Path
 
 import pytest
 
-from streams.durations import parse_windows
-from streams.events import DEFAULT_ACTIVE_TYPES, REASONS
-from tests.integration.eventgen import Traffic, make_traffic
-from tests.integration.pipeline import (
+from bench.workers import (
     Worker,
     gauges,
     produce,
     read_all,
     wait_caught_up,
 )
-from tests.unit.oracle import event_clock, expected_active, expected_followers
+from streams.durations import parse_windows
+from streams.events import DEFAULT_ACTIVE_TYPES, REASONS
+from tests.eventgen import Traffic, make_traffic
+from tests.oracle import event_clock, expected_active, expected_followers
 
 pytestmark = pytest.mark.integration
 
@@ -51,8 +51,9 @@ def nonzero(active: dict) -> dict:
 
 
 def start_worker(stack, tmp_path: Path, app_id: str, topic: str, store: str) -> Worker:
-    worker = Worker(stack.kafka_bootstrap, app_id, topic, f"{topic}.dlq",
-                    tmp_path / "data", store=store).start()
+    worker = Worker(
+        stack.kafka_bootstrap, app_id, topic, f"{topic}.dlq", tmp_path / "data", store=store
+    ).start()
     worker.wait_metrics()
     return worker
 
@@ -70,8 +71,9 @@ async def test_gauges_and_dlq_equal_the_oracle(stack, tmp_path: Path) -> None:
         want_invalid = {reason: 0 for reason in REASONS}
         for _, reason in traffic.invalid:
             want_invalid[reason] += 1
-        got_invalid = {dict(k)["reason"]: int(v)
-                       for k, v in samples["engagement_invalid_events_total"].items()}
+        got_invalid = {
+            dict(k)["reason"]: int(v) for k, v in samples["engagement_invalid_events_total"].items()
+        }
         assert got_invalid == want_invalid
         valid_messages = len(traffic.messages) - len(traffic.invalid)
         assert sum(samples["engagement_events_total"].values()) == valid_messages
@@ -126,8 +128,14 @@ def newest_in_every_partition(traffic: Traffic, partitions: int) -> None:
         if partition_for_user(user, partitions) in covered:
             continue
         covered.add(partition_for_user(user, partitions))
-        event = {"event_id": f"newest-{k}", "ts": format_ts(now_ms), "platform": "twitter",
-                 "community": "brand-00", "user_id": user, "type": "view"}
+        event = {
+            "event_id": f"newest-{k}",
+            "ts": format_ts(now_ms),
+            "platform": "twitter",
+            "community": "brand-00",
+            "user_id": user,
+            "type": "view",
+        }
         traffic.messages.append(orjson.dumps(event))
         traffic.valid.append({**event, "ts_ms": now_ms})
 
@@ -157,8 +165,10 @@ async def test_two_workers_add_up_exactly(stack, tmp_path: Path) -> None:
         # a late rebalance may still move partitions: wait (bounded) for the sums
         now_ms = event_clock(traffic.valid)
         assert now_ms is not None
-        want = (expected_active(traffic.valid, now_ms, WINDOWS, DEFAULT_ACTIVE_TYPES),
-                expected_followers(traffic.valid))
+        want = (
+            expected_active(traffic.valid, now_ms, WINDOWS, DEFAULT_ACTIVE_TYPES),
+            expected_followers(traffic.valid),
+        )
         want = (nonzero(want[0]), want[1])
         deadline = time.monotonic() + 60
         while True:

@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from streams.produce import Producer
-from streams.produce import add_arguments as produce_arguments
+from commands.produce import Producer
+from commands.produce import add_arguments as produce_arguments
 from tests.integration.test_replay import read_topic
 
 pytestmark = pytest.mark.integration
@@ -64,7 +64,7 @@ def test_simulate_command_sends_its_count(stack: Any, tmp_path: Path) -> None:
         "--seed",
         "5",
     ]
-    cli = [sys.executable, "-m", "streams.cli", "simulate", *common, "--quiet"]
+    cli = [sys.executable, "-m", "commands.cli", "simulate", *common, "--quiet"]
     subprocess.run([*cli, "--output", str(out)], check=True, timeout=60)
     subprocess.run(
         [*cli, "--kafka-bootstrap-servers", stack.kafka_bootstrap, "--input-topic", topic],

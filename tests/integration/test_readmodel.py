@@ -34,12 +34,12 @@ from agents.readmodel import (
     read_top,
     utc_day,
 )
+from bench.workers import REPO, Worker, free_port, produce, wait_caught_up
 from streams.durations import parse_windows
 from streams.events import ALL_COMMUNITIES, DEFAULT_ACTIVE_TYPES
-from tests.integration.eventgen import Traffic, make_traffic
-from tests.integration.pipeline import REPO, Worker, free_port, produce, wait_caught_up
+from tests.eventgen import Traffic, make_traffic
 from tests.integration.test_pipeline import assert_gauges_match
-from tests.unit.oracle import event_clock, expected_active, expected_followers, fields
+from tests.oracle import event_clock, expected_active, expected_followers, fields
 
 pytestmark = pytest.mark.integration
 
@@ -65,8 +65,19 @@ class RedisServer:
         return f"redis://{auth}127.0.0.1:{self.port}/0"
 
     def start(self) -> RedisServer:
-        cmd = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-               "--appendonly", "no", "--dir", str(self.workdir)]
+        cmd = [
+            "redis-server",
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(self.workdir),
+        ]
         if self.password:
             cmd += ["--requirepass", self.password]
         log = open(self.workdir / f"redis-{self.port}.log", "ab")  # noqa: SIM115
@@ -114,8 +125,9 @@ async def _status(url: str, app_id: str) -> dict[str, Any]:
         await client.aclose()
 
 
-async def wait_fresh_snapshots(url: str, app_id: str, after_ms: int, partitions: int = 4,
-                               timeout: float = 30) -> None:
+async def wait_fresh_snapshots(
+    url: str, app_id: str, after_ms: int, partitions: int = 4, timeout: float = 30
+) -> None:
     """Until every partition has a snapshot written after ``after_ms`` (wall time)."""
     deadline = time.monotonic() + timeout
     while True:
@@ -145,8 +157,9 @@ def oracle_rows(traffic: Traffic) -> dict[tuple[str, str], tuple[dict[str, int],
 
 
 def doc_rows(doc: dict[str, Any]) -> dict[tuple[str, str], tuple[dict[str, int], int]]:
-    return {(r["platform"], r["community"]): (r["active"], r["followers"])
-            for r in doc["communities"]}
+    return {
+        (r["platform"], r["community"]): (r["active"], r["followers"]) for r in doc["communities"]
+    }
 
 
 def oracle_top(traffic: Traffic) -> dict[tuple[str, str, str], dict[str, int]]:
@@ -189,8 +202,15 @@ def fed(stack: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fed]:
     traffic = make_traffic(seed=21, count=4000, now_ms=int(time.time() * 1000) - 60_000)
     asyncio.run(produce(stack.kafka_bootstrap, topic, traffic.messages))
     datadir = tmp_path_factory.mktemp("rm") / "data"
-    worker = Worker(stack.kafka_bootstrap, app_id, topic, f"{topic}.dlq", datadir,
-                    REDIS_URL=stack.redis_url, EM_TOP_USERS=str(TOP_ALL)).start()
+    worker = Worker(
+        stack.kafka_bootstrap,
+        app_id,
+        topic,
+        f"{topic}.dlq",
+        datadir,
+        REDIS_URL=stack.redis_url,
+        EM_TOP_USERS=str(TOP_ALL),
+    ).start()
     try:
         worker.wait_metrics()
         asyncio.run(wait_caught_up(stack.kafka_bootstrap, app_id, topic, worker))
@@ -212,16 +232,46 @@ async def test_snapshots_sum_to_the_oracle(fed: Fed) -> None:
 
 def test_status_json_cli_equals_the_oracle(fed: Fed) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "streams.cli", "status", "--json", "--redis-url", fed.redis_url,
-         "--app-id", fed.app_id], capture_output=True, text=True, cwd=REPO, timeout=60)
+        [
+            sys.executable,
+            "-m",
+            "commands.cli",
+            "status",
+            "--json",
+            "--redis-url",
+            fed.redis_url,
+            "--app-id",
+            fed.app_id,
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,
+    )
     assert result.returncode == 0, result.stderr
     doc = json.loads(result.stdout)
     assert doc["schema"] == "engagement-monitor/status/1"
     assert doc_rows(doc) == oracle_rows(fed.traffic)
     one = subprocess.run(
-        [sys.executable, "-m", "streams.cli", "status", "brand-01", "--platform", "twitter",
-         "--redis-url", fed.redis_url, "--app-id", fed.app_id],
-        capture_output=True, text=True, cwd=REPO, timeout=60, env={**os.environ, "COLUMNS": "200"})
+        [
+            sys.executable,
+            "-m",
+            "commands.cli",
+            "status",
+            "brand-01",
+            "--platform",
+            "twitter",
+            "--redis-url",
+            fed.redis_url,
+            "--app-id",
+            fed.app_id,
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,
+        env={**os.environ, "COLUMNS": "200"},
+    )
     assert one.returncode == 0 and "brand-01" in one.stdout and "brand-02" not in one.stdout
 
 
@@ -229,8 +279,22 @@ def test_api_equals_the_oracle(fed: Fed, tmp_path: Path) -> None:
     port = free_port()
     log = open(tmp_path / "api.log", "wb")  # noqa: SIM115
     proc = subprocess.Popen(
-        [sys.executable, "-m", "streams.cli", "api", "--port", str(port), "--redis-url",
-         fed.redis_url, "--app-id", fed.app_id], cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+        [
+            sys.executable,
+            "-m",
+            "commands.cli",
+            "api",
+            "--port",
+            str(port),
+            "--redis-url",
+            fed.redis_url,
+            "--app-id",
+            fed.app_id,
+        ],
+        cwd=REPO,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 30
@@ -249,8 +313,9 @@ def test_api_equals_the_oracle(fed: Fed, tmp_path: Path) -> None:
         assert status == 200
         assert doc_rows(doc) == {("twitter", "brand-01"): want[("twitter", "brand-01")]}
         status, doc = get_json(f"{base}/api/communities/{ALL_COMMUNITIES}")
-        assert status == 200 and doc_rows(doc) == {k: v for k, v in want.items()
-                                                   if k[1] == ALL_COMMUNITIES}
+        assert status == 200 and doc_rows(doc) == {
+            k: v for k, v in want.items() if k[1] == ALL_COMMUNITIES
+        }
         status, doc = get_json(f"{base}/api/communities/no-such-brand")
         assert status == 404 and doc["error"] == "unknown community"
         assert get_json(f"{base}/api/communities/no-such-brand/top")[0] == 404
@@ -259,12 +324,14 @@ def test_api_equals_the_oracle(fed: Fed, tmp_path: Path) -> None:
 
         top = oracle_top(fed.traffic)
         (day, platform, community), users = max(top.items(), key=lambda kv: len(kv[1]))
-        status, doc = get_json(f"{base}/api/communities/{community}/top?platform={platform}"
-                               f"&day={day}&limit=5")
+        status, doc = get_json(
+            f"{base}/api/communities/{community}/top?platform={platform}&day={day}&limit=5"
+        )
         assert status == 200
         ranked = sorted(users.items(), key=lambda us: (-us[1], us[0]))[:5]
-        assert doc["platforms"] == [{"platform": platform, "users": [
-            {"user_id": u, "score": s} for u, s in ranked]}]
+        assert doc["platforms"] == [
+            {"platform": platform, "users": [{"user_id": u, "score": s} for u, s in ranked]}
+        ]
     finally:
         os.kill(proc.pid, signal.SIGTERM)
         proc.wait(10)
@@ -285,7 +352,8 @@ async def test_top_users_equal_the_oracle(fed: Fed) -> None:
         day = max(d for d, _, _ in want)
         doc = await read_top(client, fed.app_id, ALL_COMMUNITIES, day, 3)
         assert [e["platform"] for e in doc["platforms"]] == sorted(
-            p for d, p, c in want if d == day and c == ALL_COMMUNITIES)
+            p for d, p, c in want if d == day and c == ALL_COMMUNITIES
+        )
     finally:
         await client.aclose()
 
@@ -298,8 +366,9 @@ async def test_redis_outage_slows_nothing_and_snapshots_recover(stack: Any, tmp_
     app_id, topic = stack.unique_name("rmdown"), stack.unique_name("interactions")
     traffic = make_traffic(seed=23, count=4000, now_ms=int(time.time() * 1000) - 60_000)
     third = len(traffic.messages) // 3
-    worker = Worker(stack.kafka_bootstrap, app_id, topic, f"{topic}.dlq", tmp_path / "data",
-                    REDIS_URL=redis.url)
+    worker = Worker(
+        stack.kafka_bootstrap, app_id, topic, f"{topic}.dlq", tmp_path / "data", REDIS_URL=redis.url
+    )
     try:
         await produce(stack.kafka_bootstrap, topic, traffic.messages[:third])
         worker.start().wait_metrics()
@@ -350,16 +419,30 @@ async def test_writer_trims_sets_in_redis_like_the_reference(tmp_path: Path) -> 
     redis = RedisServer(tmp_path).start()
     state = WorkerState(DEFAULT_ACTIVE_TYPES)
     tally = TopUsersTally(DEFAULT_ACTIVE_TYPES)
-    writer = ReadModelWriter(redis_url=redis.url, app_id="trim", state=state,
-                             clock=Clock("event", state.watermark_ms), windows=WINDOWS,
-                             partitions=1, interval_s=1.0, tally=tally, top_n=3)
+    writer = ReadModelWriter(
+        redis_url=redis.url,
+        app_id="trim",
+        state=state,
+        clock=Clock("event", state.watermark_ms),
+        windows=WINDOWS,
+        partitions=1,
+        interval_s=1.0,
+        tally=tally,
+        top_n=3,
+    )
     day0 = 20_500 * DAY_MS
     rounds = [{"a": 5, "b": 1, "c": 3, "d": 3}, {"b": 4, "e": 1, "c": 1}, {"f": 9, "a": 1}]
     want: dict[str, float] = {}
     try:
         for increments in rounds:
-            tally(0, [[day0 + 1, "x", "acme", user, "like"]
-                      for user, n in increments.items() for _ in range(n)])
+            tally(
+                0,
+                [
+                    [day0 + 1, "x", "acme", user, "like"]
+                    for user, n in increments.items()
+                    for _ in range(n)
+                ],
+            )
             assert await writer.tick()
             want = apply_locally(want, increments, 3)
         client = connect(redis.url)
@@ -389,9 +472,17 @@ async def test_a_hung_redis_costs_one_bounded_timeout_per_tick(tmp_path: Path) -
     state = WorkerState(DEFAULT_ACTIVE_TYPES)
     state.assign(0).apply("x", "acme", "u1", 1_000, "like")
     tally = TopUsersTally(DEFAULT_ACTIVE_TYPES)
-    writer = ReadModelWriter(redis_url=redis.url, app_id="hung", state=state,
-                             clock=Clock("event", state.watermark_ms), windows=WINDOWS,
-                             partitions=1, interval_s=1.0, tally=tally, top_n=3)
+    writer = ReadModelWriter(
+        redis_url=redis.url,
+        app_id="hung",
+        state=state,
+        clock=Clock("event", state.watermark_ms),
+        windows=WINDOWS,
+        partitions=1,
+        interval_s=1.0,
+        tally=tally,
+        top_n=3,
+    )
     assert redis.proc is not None
     try:
         assert await writer.tick()

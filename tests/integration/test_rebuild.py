@@ -14,18 +14,17 @@ from typing import Any
 import orjson
 import pytest
 
+from agents.kafka_out import BatchWriter
+from bench.workers import REPO, Worker, gauges, read_all, wait_caught_up
 from streams.durations import parse_windows
 from streams.events import DEFAULT_ACTIVE_TYPES, format_ts
-from streams.kafka_out import BatchWriter
 from streams.topics import by_user_topic, changelog_topic, ingest_group
-from tests.integration.pipeline import REPO, Worker, gauges, read_all, wait_caught_up
-from tests.unit.oracle import event_clock, expected_active, expected_followers
+from tests.oracle import event_clock, expected_active, expected_followers
 
 pytestmark = pytest.mark.integration
 
 WINDOWS = parse_windows("5m,1h,1d,7d,30d")
-TYPES = ["like"] * 5 + ["comment", "share", "view", "click", "post", "follow", "follow",
-                        "unfollow"]
+TYPES = ["like"] * 5 + ["comment", "share", "view", "click", "post", "follow", "follow", "unfollow"]
 
 
 def make_events(seed: int, count: int, end_ms: int, span_ms: int) -> list[dict[str, Any]]:
@@ -34,10 +33,17 @@ def make_events(seed: int, count: int, end_ms: int, span_ms: int) -> list[dict[s
     events = []
     for i in range(count):
         ts_ms = end_ms - int(rng.random() ** 2 * span_ms)
-        events.append({"event_id": f"e-{seed}-{i}", "ts": format_ts(ts_ms), "ts_ms": ts_ms,
-                       "platform": rng.choice(["twitter", "instagram"]),
-                       "community": f"brand-{rng.randrange(8)}",
-                       "user_id": f"u-{rng.randrange(300)}", "type": rng.choice(TYPES)})
+        events.append(
+            {
+                "event_id": f"e-{seed}-{i}",
+                "ts": format_ts(ts_ms),
+                "ts_ms": ts_ms,
+                "platform": rng.choice(["twitter", "instagram"]),
+                "community": f"brand-{rng.randrange(8)}",
+                "user_id": f"u-{rng.randrange(300)}",
+                "type": rng.choice(TYPES),
+            }
+        )
     return sorted(events, key=lambda e: e["ts_ms"])
 
 
@@ -50,12 +56,31 @@ async def send(bootstrap: str, topic: str, events: list[dict[str, Any]]) -> None
             await writer.send(value, e["user_id"].encode(), e["ts_ms"])
 
 
-def rebuild(stack: Any, app_id: str, topic: str, datadir: Path, time_ms: int,
-            *extra: str) -> subprocess.CompletedProcess[str]:
+def rebuild(
+    stack: Any, app_id: str, topic: str, datadir: Path, time_ms: int, *extra: str
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "streams.cli", "rebuild", "--from", str(time_ms), "--json",
-         "--app-id", app_id, "--input-topic", topic, "--datadir", str(datadir), *extra],
-        env=stack.worker_env(), cwd=REPO, capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "commands.cli",
+            "rebuild",
+            "--from",
+            str(time_ms),
+            "--json",
+            "--app-id",
+            app_id,
+            "--input-topic",
+            topic,
+            "--datadir",
+            str(datadir),
+            *extra,
+        ],
+        env=stack.worker_env(),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
 
 
@@ -71,15 +96,16 @@ async def committed(stack: Any, group: str) -> dict[Any, int]:
         await admin.close()
 
 
-async def wait_members(bootstrap: str, groups: list[str], worker: Worker,
-                       timeout: float = 60) -> None:
+async def wait_members(
+    bootstrap: str, groups: list[str], worker: Worker, timeout: float = 60
+) -> None:
     """Until the worker is a member of every group: a just-started worker may not
     have joined yet, and then there is nothing to refuse."""
     import asyncio
 
     from aiokafka.admin import AIOKafkaAdminClient
 
-    from streams.rebuild import describe_groups
+    from commands.rebuild import describe_groups
 
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
@@ -107,8 +133,9 @@ def first_offsets_at(records: list[Any], time_ms: int, partitions: int) -> dict[
     return out
 
 
-def execute_when_idle(stack: Any, app_id: str, topic: str, datadir: Path, time_ms: int
-                      ) -> subprocess.CompletedProcess[str]:
+def execute_when_idle(
+    stack: Any, app_id: str, topic: str, datadir: Path, time_ms: int
+) -> subprocess.CompletedProcess[str]:
     """A stopped worker leaves its groups at once on SIGTERM; allow the session timeout."""
     deadline = time.monotonic() + 30
     while True:
@@ -144,9 +171,14 @@ async def test_rebuild_plan_refusal_and_recomputed_state(stack: Any, tmp_path: P
     plan = json.loads(result.stdout)
     assert {m["partition"]: m["target"] for m in plan["ingest_moves"]} == want
     assert {m["partition"]: m["committed"] for m in plan["ingest_moves"]} == {
-        tp.partition: o for tp, o in before.items()}
-    assert all(0 < want[p] < ends for p, ends in enumerate(
-        max(r.offset for r in records if r.partition == p) + 1 for p in range(4)))
+        tp.partition: o for tp, o in before.items()
+    }
+    assert all(
+        0 < want[p] < ends
+        for p, ends in enumerate(
+            max(r.offset for r in records if r.partition == p) + 1 for p in range(4)
+        )
+    )
     assert plan["changelog"] == changelog_topic(app_id) and plan["changelog_partitions"] == 4
     assert plan["by_user_topic"] == by_user_topic(app_id)
     assert plan["stores"] and all("/v1/tables/users-" in p for p in plan["stores"])
@@ -170,8 +202,9 @@ async def test_rebuild_plan_refusal_and_recomputed_state(stack: Any, tmp_path: P
     # --execute with no worker, then a fresh worker recomputes from TIME
     done = execute_when_idle(stack, app_id, topic, datadir, time_ms)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert {tp.partition: o for tp, o in
-            (await committed(stack, ingest_group(app_id))).items()} == want
+    assert {
+        tp.partition: o for tp, o in (await committed(stack, ingest_group(app_id))).items()
+    } == want
     assert not any(Path(p).exists() for p in plan["stores"])
     after = json.loads(rebuild(stack, app_id, topic, datadir, time_ms).stdout)
     assert (after["changelog_partitions"], after["changelog_records"]) == (4, 0)

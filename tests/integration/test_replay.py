@@ -12,9 +12,9 @@ from typing import Any
 import orjson
 import pytest
 
+from agents.kafka_out import BatchWriter
+from commands.replay import Replay, Tally, add_arguments
 from streams.events import Event, event_to_json, parse_event
-from streams.kafka_out import BatchWriter
-from streams.replay import Replay, Tally, add_arguments
 
 pytestmark = pytest.mark.integration
 

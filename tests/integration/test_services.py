@@ -15,8 +15,9 @@ import pytest
 import redis
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from emstack import promcfg
 from prometheus_client import CollectorRegistry, Gauge, start_http_server
+
+from emstack import promcfg
 
 from .conftest import REPO, STACK_SCRIPT, Stack
 

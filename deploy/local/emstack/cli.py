@@ -195,8 +195,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     rules.add_argument("dir", nargs="?", help="folder of *.yml rule files")
     rules.add_argument("--alertmanager", metavar="FILE", help="alertmanager.yml to load too")
-    rules.add_argument("--reset", action="store_true",
-                       help="back to EM_RULES_DIR and EM_ALERTMANAGER_CONFIG (the defaults)")
+    rules.add_argument(
+        "--reset",
+        action="store_true",
+        help="back to EM_RULES_DIR and EM_ALERTMANAGER_CONFIG (the defaults)",
+    )
     rules.set_defaults(func=cmd_rules)
     sub.add_parser("env", help="print client settings as shell exports").set_defaults(func=cmd_env)
     return parser

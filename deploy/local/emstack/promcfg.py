@@ -31,8 +31,7 @@ _TARGETS_LINE = re.compile(r"^(?P<head>.*targets:\s*)\[[^\]]*\](?P<tail>\s*# @(?
 _RULE_LINE = re.compile(r"^(?P<head>\s*-\s*)\"(?P<path>[^\"]+)\"(?P<tail>\s*# @rule-files.*)$")
 
 
-def render(cfg: Config, targets: Sequence[str] | None = None,
-           rules_dir: Path | None = None) -> str:
+def render(cfg: Config, targets: Sequence[str] | None = None, rules_dir: Path | None = None) -> str:
     """The template with scrape targets, Alertmanager address and absolute rule paths."""
     values = {
         "scrape-targets": list(targets if targets is not None else cfg.scrape_targets),
@@ -76,7 +75,9 @@ def rendered(path: Path) -> tuple[list[str] | None, Path | None]:
         match = _TARGETS_LINE.match(line)
         if match and match["mark"] == "scrape-targets":
             try:
-                targets = [str(t) for t in json.loads(line[match.end("head"):match.start("tail")])]
+                targets = [
+                    str(t) for t in json.loads(line[match.end("head") : match.start("tail")])
+                ]
             except ValueError:
                 targets = None
         match = _RULE_LINE.match(line)
@@ -85,8 +86,12 @@ def rendered(path: Path) -> tuple[list[str] | None, Path | None]:
     return targets, rules
 
 
-def write(cfg: Config, targets: Sequence[str] | None = None, path: Path | None = None,
-          rules_dir: Path | None = None) -> Path:
+def write(
+    cfg: Config,
+    targets: Sequence[str] | None = None,
+    path: Path | None = None,
+    rules_dir: Path | None = None,
+) -> Path:
     path = path or cfg.prometheus_config
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
@@ -168,8 +173,9 @@ def reload_alertmanager(cfg: Config) -> None:
         )
 
 
-def load_rules(cfg: Config, rules_dir: Path | None = None,
-               alertmanager: Path | None = None) -> Path:
+def load_rules(
+    cfg: Config, rules_dir: Path | None = None, alertmanager: Path | None = None
+) -> Path:
     """Make the running Prometheus load rules_dir/*.yml (default EM_RULES_DIR), keeping
     its targets, and, if given, Alertmanager load `alertmanager`; reload both.
     Alertmanager goes first, so no alert of the new rules meets the old routing."""

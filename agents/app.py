@@ -1,0 +1,243 @@
+"""The Faust app of one worker, wired from :class:`streams.settings.Settings`.
+
+Building the app in a function (not at import time) lets each test and each CLI
+invocation have its own app id, topics and store. The parts are assembled in
+small steps: the Faust app, its metrics page, the state stage (table + agent),
+the ingest task and the housekeeping timers.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import faust
+from faust.sensors.prometheus import FaustMetrics, PrometheusMonitor
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from agents.changelog import ChangelogWriter
+from agents.ingest import IngestStage, Router
+from agents.kafka_admin import ensure_topics
+from agents.labels import CommunityLabels
+from agents.metrics import EngagementCollector, IngestStats
+from agents.producer import SharedProducer
+from agents.redis_snapshots import install as install_read_model
+from agents.state_stage import BatchObserver, UsersTable, expire, make_apply_agent
+from streams.clock import Clock
+from streams.settings import Settings
+from streams.state import WorkerState
+from streams.topics import (
+    TABLE_NAME,
+    by_user_topic,
+    changelog_topic,
+    ingest_group,
+)
+
+log = logging.getLogger(__name__)
+
+#: Prefix of Faust's own metric families: fixed, so names don't change with the app id.
+FAUST_METRIC_PREFIX = "faust"
+
+
+@dataclass
+class Pipeline:
+    """What the worker is made of; tests and the CLI reach the parts through it."""
+
+    settings: Settings
+    app: faust.App
+    state: WorkerState
+    stats: IngestStats
+    clock: Clock
+    registry: CollectorRegistry
+    table: UsersTable
+    producer: SharedProducer
+    writer: ChangelogWriter
+    #: callables ``(partition, events)`` run on every applied by-user batch
+    observers: list[BatchObserver] = field(default_factory=list)
+
+
+def _faust_broker(bootstrap: str) -> str:
+    return ";".join(f"kafka://{hostport.strip()}" for hostport in bootstrap.split(","))
+
+
+async def prepare_topics(settings: Settings) -> None:
+    """Create the topics before Faust subscribes: a consumer that subscribes to a
+    missing topic ignores it until the next rebalance, and the agent would sit idle."""
+    bootstrap = settings.kafka_bootstrap_servers
+    await ensure_topics(
+        bootstrap,
+        {
+            settings.input_topic: settings.partitions,
+            settings.dlq_topic: 1,
+            by_user_topic(settings.app_id): settings.partitions,
+        },
+    )
+    await ensure_topics(
+        bootstrap, {changelog_topic(settings.app_id): settings.partitions}, compacted=True
+    )
+
+
+def _faust_app(settings: Settings) -> faust.App:
+    Path(settings.datadir).mkdir(parents=True, exist_ok=True)
+    return faust.App(
+        settings.app_id,
+        broker=_faust_broker(settings.kafka_bootstrap_servers),
+        store=settings.store,
+        datadir=settings.datadir,
+        autodiscover=False,
+        topic_partitions=settings.partitions,
+        topic_replication_factor=1,
+        web_enabled=True,
+        web_bind=settings.web_host,
+        web_host=settings.web_host,
+        web_port=settings.web_port,
+        broker_session_timeout=settings.seconds("session_timeout"),
+        broker_rebalance_timeout=settings.seconds("rebalance_timeout"),
+        broker_heartbeat_interval=settings.seconds("heartbeat_interval"),
+        consumer_auto_offset_reset="earliest",
+        broker_commit_interval=1.0,
+        table_standby_replicas=0,
+        value_serializer="raw",
+    )
+
+
+def _metrics_page(app: faust.App, registry: CollectorRegistry) -> FaustMetrics:
+    """``/metrics``: Faust's sensor and our collectors on one registry.
+
+    Does what ``faust.sensors.prometheus.setup_prometheus_sensors`` does, but keeps
+    the :class:`FaustMetrics` so the ingest stage can report its offsets into the
+    same lag gauges.
+    """
+    faust_metrics = FaustMetrics.create(registry, FAUST_METRIC_PREFIX)
+    app.monitor = PrometheusMonitor(metrics=faust_metrics)
+
+    @app.page("/metrics")
+    async def metrics(self: Any, request: Any) -> Any:
+        from faust.web.drivers.aiohttp import Response
+
+        return Response(
+            body=generate_latest(registry),
+            headers={"Content-Type": CONTENT_TYPE_LATEST},
+            status=200,
+        )
+
+    return faust_metrics
+
+
+def _state_stage(
+    app: faust.App,
+    settings: Settings,
+    state: WorkerState,
+    producer: SharedProducer,
+    observers: list[BatchObserver],
+) -> tuple[UsersTable, ChangelogWriter]:
+    internal = by_user_topic(settings.app_id)
+    topic = app.topic(
+        internal,
+        partitions=settings.partitions,
+        internal=True,
+        value_serializer="raw",
+        key_serializer="raw",
+    )
+    table = UsersTable(
+        app,
+        name=TABLE_NAME,
+        default=None,
+        partitions=settings.partitions,
+        schema=faust.Schema(key_serializer="json", value_serializer="json"),
+    )
+    table.worker_state = state
+    table.partitions_total = settings.partitions
+    table.source_topics = frozenset({internal})
+    app.tables.add(table)
+    writer = ChangelogWriter(producer, table.changelog_topic_name, state)
+    make_apply_agent(app, topic, table, writer, observers)
+    return table, writer
+
+
+def _ingest_task(
+    app: faust.App,
+    settings: Settings,
+    stats: IngestStats,
+    producer: SharedProducer,
+    faust_metrics: FaustMetrics,
+) -> None:
+    def ms(name: str) -> int:
+        return int(settings.seconds(name) * 1000)
+
+    @app.task
+    async def ingest() -> None:
+        stage = IngestStage(
+            bootstrap=settings.kafka_bootstrap_servers,
+            group_id=ingest_group(settings.app_id),
+            input_topic=settings.input_topic,
+            by_user_topic=by_user_topic(settings.app_id),
+            dlq_topic=settings.dlq_topic,
+            router=Router(settings.partitions, settings.limits, stats),
+            producer=producer,
+            consumer_settings={
+                "session_timeout_ms": ms("session_timeout"),
+                "rebalance_timeout_ms": ms("rebalance_timeout"),
+                "heartbeat_interval_ms": ms("heartbeat_interval"),
+            },
+            offsets_gauges=(
+                faust_metrics.topic_partition_end_offset,
+                faust_metrics.topic_partition_offset_commited,
+            ),
+        )
+        await stage.run()
+
+
+def _housekeeping(
+    app: faust.App,
+    settings: Settings,
+    state: WorkerState,
+    clock: Clock,
+    writer: ChangelogWriter,
+    producer: SharedProducer,
+) -> None:
+    windows = settings.window_ms
+    longest = max(windows, key=lambda w: windows[w])
+
+    @app.timer(1.0)
+    async def update_indexes() -> None:
+        """Keep the window indexes current, so a scrape never pays for a backlog."""
+        for part in list(state.partitions.values()):
+            part.flush()
+
+    @app.timer(settings.seconds("expiry_interval"))
+    async def expire_old_records() -> None:
+        now = clock.now_ms()
+        if now is not None:
+            removed = await expire(state, writer, now, windows[longest])
+            if removed:
+                log.info("state: expired %d records older than %s", removed, longest)
+
+    @app.on_before_shutdown.connect  # type: ignore[arg-type]
+    async def stop_producer(app: faust.App, **kwargs: Any) -> None:
+        await producer.stop()
+
+
+def build(settings: Settings) -> Pipeline:
+    settings.check()
+    app = _faust_app(settings)
+    state = WorkerState(settings.active_type_set)
+    stats = IngestStats(CommunityLabels(settings.community_cap))
+    clock = Clock(settings.clock, state.watermark_ms)
+    registry = CollectorRegistry(auto_describe=True)
+    faust_metrics = _metrics_page(app, registry)
+    registry.register(EngagementCollector(state, stats, clock, settings.window_ms))
+
+    producer = SharedProducer(settings.kafka_bootstrap_servers)
+    observers: list[BatchObserver] = []  # filled by optional read models
+    table, writer = _state_stage(app, settings, state, producer, observers)
+    _ingest_task(app, settings, stats, producer, faust_metrics)
+    _housekeeping(app, settings, state, clock, writer, producer)
+
+    pipeline = Pipeline(
+        settings, app, state, stats, clock, registry, table, producer, writer, observers
+    )
+    install_read_model(pipeline)  # Redis snapshots + top users, on a timer (EM_READ_MODEL=off)
+    return pipeline

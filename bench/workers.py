@@ -1,0 +1,257 @@
+"""Helpers for tests that run the real worker as a subprocess against the stack.
+
+Completion is detected from Kafka itself, not by sleeping: the ingest group has
+committed the input topic's end offsets, and then the state group has committed
+the end offsets of the internal by-user topic. Both stages commit only after their
+output is acknowledged, so at that point every event is in the worker's state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections import defaultdict
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from streams.topics import by_user_topic, ingest_group
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Worker:
+    """``engagement-monitor worker`` in a subprocess, stopped by its PID."""
+
+    def __init__(
+        self,
+        bootstrap: str,
+        app_id: str,
+        input_topic: str,
+        dlq_topic: str,
+        datadir: Path,
+        store: str = "memory://",
+        **extra_env: str,
+    ) -> None:
+        self.app_id = app_id
+        self.port = free_port()
+        self.log_path = datadir.parent / f"{app_id}-{self.port}.log"
+        self.env = {
+            **os.environ,
+            "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+            "EM_APP_ID": app_id,
+            "EM_INPUT_TOPIC": input_topic,
+            "EM_DLQ_TOPIC": dlq_topic,
+            "EM_STORE": store,
+            "EM_DATA_DIR": str(datadir),
+            "EM_WEB_PORT": str(self.port),
+            "EM_CLOCK": "event",
+            "EM_SESSION_TIMEOUT": "6s",
+            "EM_REBALANCE_TIMEOUT": "6s",
+            "EM_HEARTBEAT_INTERVAL": "1s",
+            "EM_LOG_LEVEL": "warn",
+            "EM_EXPIRY_INTERVAL": "2s",  # exercise expiry and its tombstones
+            # the stack's Redis, for the read model (the same ports as the stack script)
+            "REDIS_URL": os.environ.get(
+                "REDIS_URL", f"redis://127.0.0.1:{os.environ.get('REDIS_PORT', '6379')}/0"
+            ),
+            **extra_env,
+        }
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/metrics"
+
+    def start(self) -> Worker:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the process
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "commands.cli", "worker"],
+            env=self.env,
+            cwd=REPO,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        return self
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL: no flush, no commit, no goodbye to the group."""
+        if self.alive():
+            assert self.proc is not None
+            os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.alive():
+            assert self.proc is not None
+            os.kill(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                os.kill(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(10)
+
+    def log_tail(self, lines: int = 60) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    def scrape(self) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
+        """{sample name: {sorted label items: value}} from /metrics."""
+        with urllib.request.urlopen(self.metrics_url, timeout=10) as response:
+            text = response.read().decode()
+        samples: dict[str, dict[tuple[tuple[str, str], ...], float]] = defaultdict(dict)
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                samples[sample.name][tuple(sorted(sample.labels.items()))] = sample.value
+        return samples
+
+    def wait_metrics(self, timeout: float = 90) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.alive():
+                raise AssertionError(f"worker exited early:\n{self.log_tail()}")
+            try:
+                self.scrape()
+                return
+            except OSError:
+                time.sleep(0.3)
+        raise AssertionError(f"worker's /metrics did not answer in {timeout}s:\n{self.log_tail()}")
+
+
+def gauges(samples: dict[str, dict[Any, float]]) -> tuple[dict, dict]:
+    """(active {(platform, community): {window: n}}, followers {(platform, community): n})."""
+    active: dict[tuple[str, str], dict[str, int]] = defaultdict(dict)
+    for labels, value in samples.get("engagement_active_users", {}).items():
+        d = dict(labels)
+        active[(d["platform"], d["community"])][d["window"]] = int(value)
+    followers = {
+        (dict(labels)["platform"], dict(labels)["community"]): int(value)
+        for labels, value in samples.get("engagement_followers", {}).items()
+    }
+    return dict(active), followers
+
+
+async def _committed(admin: Any, group: str) -> dict[Any, int]:
+    from aiokafka.errors import GroupCoordinatorNotAvailableError
+
+    try:
+        offsets = await admin.list_consumer_group_offsets(group)
+    except GroupCoordinatorNotAvailableError:  # the group's coordinator is still loading
+        return {}
+    return {tp: meta.offset for tp, meta in offsets.items() if meta.offset >= 0}
+
+
+async def _end_offsets(bootstrap: str, topic: str) -> dict[Any, int]:
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+    await consumer.start()
+    try:
+        parts = consumer.partitions_for_topic(topic) or set()
+        if not parts:
+            await consumer._client.force_metadata_update()  # noqa: SLF001
+            parts = consumer.partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, p) for p in sorted(parts)]
+        return dict(await consumer.end_offsets(tps)) if tps else {}
+    finally:
+        await consumer.stop()
+
+
+async def wait_caught_up(
+    bootstrap: str, app_id: str, input_topic: str, worker: Worker, timeout: float = 120
+) -> None:
+    """Return when both stages have committed everything that was in the topics."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        deadline = time.monotonic() + timeout
+        for group, topic in ((ingest_group(app_id), input_topic), (app_id, by_user_topic(app_id))):
+            ends = {tp: off for tp, off in (await _end_offsets(bootstrap, topic)).items() if off}
+            while True:
+                committed = await _committed(admin, group)
+                behind = {
+                    tp: end - committed.get(tp, 0)
+                    for tp, end in ends.items()
+                    if committed.get(tp, 0) < end
+                }
+                if not behind:
+                    break
+                if not worker.alive():
+                    raise AssertionError(f"worker died:\n{worker.log_tail()}")
+                if time.monotonic() > deadline:
+                    raise AssertionError(
+                        f"group {group} still behind on {topic}: {behind}\n{worker.log_tail()}"
+                    )
+                await asyncio.sleep(0.3)
+    finally:
+        await admin.close()
+
+
+async def produce(bootstrap: str, topic: str, values: Iterable[bytes], partitions: int = 4) -> int:
+    """Send raw values round-robin over the topic's partitions; return how many."""
+    from aiokafka import AIOKafkaProducer
+
+    from agents.kafka_admin import ensure_topics
+
+    await ensure_topics(bootstrap, {topic: partitions})
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, acks="all")
+    await producer.start()
+    try:
+        futures = [
+            await producer.send(topic, value, partition=i % partitions)
+            for i, value in enumerate(values)
+        ]
+        await asyncio.gather(*futures)
+        return len(futures)
+    finally:
+        await producer.stop()
+
+
+async def read_all(bootstrap: str, topic: str) -> list[Any]:
+    """Every record of a topic, from the beginning to the end offsets taken now."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    ends = await _end_offsets(bootstrap, topic)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest"
+    )
+    await consumer.start()
+    records: list[Any] = []
+    try:
+        tps = [tp for tp, end in ends.items() if end > 0]
+        if not tps:
+            return records
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        remaining = {tp: ends[tp] for tp in tps}
+        while remaining:
+            batch = await consumer.getmany(timeout_ms=1000)
+            for tp, messages in batch.items():
+                records.extend(m for m in messages if m.offset < ends[TopicPartition(*tp)])
+                if messages and messages[-1].offset + 1 >= ends[tp]:
+                    remaining.pop(tp, None)
+        return records
+    finally:
+        await consumer.stop()

@@ -1,0 +1,76 @@
+"""The ``engagement-monitor`` command: one entry point, one module per subcommand.
+
+Subcommand modules stay cheap to import (Faust and aiokafka are imported inside
+``run``) so that ``--help`` and argument errors are instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+#: (name, module, one-line help). Each module has ``add_arguments(parser)`` and
+#: ``run(args) -> int``.
+COMMANDS: tuple[tuple[str, str, str], ...] = (
+    ("worker", "commands.worker", "run the Faust worker (ingest, state, metrics)"),
+    ("simulate", "commands.simulate", "produce realistic synthetic traffic"),
+    ("produce", "commands.produce", "send a JSONL file of events to the input topic"),
+    ("watch", "commands.watch", "live table of a worker's active users and followers"),
+    ("demo", "commands.demo", "run a worker and the simulator on the local stack, live"),
+    (
+        "replay",
+        "commands.replay",
+        "copy events of a time range from a topic or a file into a topic",
+    ),
+    ("status", "commands.status", "active users, followers and ratios from the Redis read model"),
+    ("top", "commands.top", "most engaged users of a community today, from Redis"),
+    ("api", "commands.api", "JSON HTTP API over the Redis read model"),
+    (
+        "rebuild",
+        "commands.rebuild",
+        "recompute the state from a point in time (dry run by default)",
+    ),
+    ("backfill", "commands.backfill", "write past gauges as OpenMetrics for promtool backfilling"),
+    (
+        "alerts-webhook",
+        "commands.alerts_webhook",
+        "receive Alertmanager webhooks: print and record them",
+    ),  # noqa: E501
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="engagement-monitor",
+        description="Real-time monitor of active users for brand communities.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, module_name, help_text in COMMANDS:
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name != module_name:
+                raise
+            continue  # a command not built yet
+        command = sub.add_parser(name, help=help_text, description=help_text)
+        module.add_arguments(command)
+        command.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args._run(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+    except ValueError as exc:
+        print(f"engagement-monitor {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,403 @@
+"""``engagement-monitor replay``: copy the events of a time range into a topic.
+
+The source is a topic (``--from-topic``; the range is found on every partition with
+``offsets_for_times``) or a file (``--file``: JSONL in the event contract, the SNAP
+temporal edge list, or CSV/whitespace columns with a mapping; ``.gz`` is read as
+is). Event times are kept — each Kafka record's timestamp is the event time — unless
+``--shift-to-now`` moves the whole range so that it ends now. ``--speed`` paces the
+copy (1: as fast as it happened, 10: ten times faster, ``max``: no pacing).
+
+Bad lines never stop a replay: they are counted and go to the DLQ topic with their
+original bytes and ``reason``/``source`` headers. Ctrl-C stops cleanly: what was
+appended is flushed and a summary says what was sent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from commands.interrupt import run_stoppable
+from commands.sources import (
+    FILE_FORMATS,
+    ColumnFormat,
+    FileSource,
+    TimeRange,
+    TopicSource,
+    parse_columns,
+    parse_type_map,
+)
+from streams.durations import parse_duration_ms
+
+_YIELD_EVERY = 4096  # events between progress updates / event-loop yields
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from streams import settings
+
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--from-topic", metavar="TOPIC", help="read the range from this topic")
+    source.add_argument("--file", metavar="FILE", help="read events from a file (.gz too)")
+    parser.add_argument(
+        "--from",
+        dest="start",
+        metavar="TIME",
+        help="start of the range (inclusive): RFC 3339, epoch s, -2h, now",
+    )
+    parser.add_argument(
+        "--to",
+        dest="end",
+        metavar="TIME",
+        help="end of the range (exclusive): RFC 3339, epoch s, -30m, now",
+    )
+    parser.add_argument(
+        "--to-topic", metavar="TOPIC", help="destination (default: the input topic)"
+    )
+    parser.add_argument(
+        "--speed",
+        default="1",
+        help="1: real time, 10: ten times faster, max: no pacing (default: 1)",
+    )
+    parser.add_argument(
+        "--shift-to-now",
+        action="store_true",
+        help="move event times so that the range ends now (for demos)",
+    )
+    parser.add_argument(
+        "--format",
+        choices=FILE_FORMATS,
+        default="jsonl",
+        help="file format: jsonl (event contract), snap (user_a user_b "
+        "unix_seconds RT|MT|RE), csv (see --columns) (default: jsonl)",
+    )
+    parser.add_argument(
+        "--columns",
+        metavar="FIELD=INDEX,...",
+        help="csv: column of each field, e.g. user_id=0,community=1,ts=2,type=3",
+    )
+    parser.add_argument(
+        "--type-map",
+        metavar="VALUE=TYPE,...",
+        help="csv/snap: map source values to event types, e.g. RT=share,MT=mention",
+    )
+    parser.add_argument(
+        "--platform", default="twitter", help="csv/snap: platform when there is no platform column"
+    )
+    parser.add_argument(
+        "--delimiter",
+        default=",",
+        help="csv: column delimiter; 'space' for runs of whitespace (default: ,)",
+    )
+    parser.add_argument(
+        "--ts-unit",
+        choices=("s", "ms", "auto"),
+        default="auto",
+        help="csv: unit of numeric timestamps (default: auto)",
+    )
+    parser.add_argument("--header", action="store_true", help="csv: skip the first line")
+    parser.add_argument(
+        "--lateness",
+        default="5m",
+        help="topics: read on past --to until a record is this much later, so that "
+        "out-of-order events are kept (default: 5m)",
+    )
+    parser.add_argument(
+        "--partitions",
+        type=int,
+        default=4,
+        help="partitions when the destination topic is created (default: 4)",
+    )
+    parser.add_argument("--quiet", action="store_true", help="no progress line")
+    settings.add_arguments(parser, names=("kafka_bootstrap_servers", "input_topic", "dlq_topic"))
+
+
+def parse_speed(text: str) -> float | None:
+    """None for ``max``; otherwise a positive factor."""
+    if text.strip().lower() in ("max", "inf", "0"):
+        return None
+    try:
+        speed = float(text)
+    except ValueError:
+        raise ValueError(f"bad --speed {text!r}: a positive number or max") from None
+    if speed <= 0:
+        raise ValueError("--speed must be positive (or max)")
+    return speed
+
+
+def column_format(args: argparse.Namespace) -> ColumnFormat | None:
+    """The column mapping for --format csv/snap (flags override the SNAP preset)."""
+    if args.format == "jsonl":
+        if args.columns or args.type_map:
+            raise ValueError("--columns/--type-map apply to --format csv or snap")
+        return None
+    if args.format == "snap":
+        from commands.sources import SNAP_FORMAT
+
+        extra = parse_type_map(args.type_map) if args.type_map else {}
+        return ColumnFormat(
+            columns=parse_columns(args.columns) if args.columns else dict(SNAP_FORMAT.columns),
+            delimiter=None,
+            type_map={**SNAP_FORMAT.type_map, **extra},
+            platform=args.platform,
+            ts_unit="s",
+            id_prefix="snap",
+        )
+    if not args.columns:
+        raise ValueError("--format csv needs --columns, e.g. user_id=0,community=1,ts=2,type=3")
+    delimiter = None if args.delimiter in ("space", "whitespace", " ") else args.delimiter
+    return ColumnFormat(
+        columns=parse_columns(args.columns),
+        delimiter=delimiter,
+        type_map=parse_type_map(args.type_map) if args.type_map else {},
+        platform=args.platform,
+        ts_unit=args.ts_unit,
+        id_prefix="line",
+        header=args.header,
+    )
+
+
+@dataclass
+class Tally:
+    """What a replay did; printed as the summary and returned to tests."""
+
+    read: int = 0
+    sent: int = 0
+    failed: int = 0
+    bad: int = 0
+    dead_lettered: int = 0
+    skipped: int = 0
+    bytes: int = 0
+    seconds: float = 0.0
+    interrupted: bool = False
+    reasons: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def rate(self) -> float:
+        return self.sent / self.seconds if self.seconds > 0 else 0.0
+
+    def summary(self) -> str:
+        reasons = ", ".join(f"{r} {n}" for r, n in self.reasons.most_common())
+        return (
+            f"replay{' (interrupted)' if self.interrupted else ''}: sent {self.sent} events "
+            f"({self.bytes / 1e6:.1f} MB) in {self.seconds:.1f}s, {self.rate:,.0f} events/s; "
+            f"bad {self.bad}{f' ({reasons})' if reasons else ''} -> DLQ; "
+            f"outside the range {self.skipped}; failed {self.failed}"
+        )
+
+
+class Pacer:
+    """Maps event time to wall time: an event of time t is due at
+    ``wall0 + (t - t0) / speed``, where wall0 is when the first event came and t0 the
+    earliest event time seen so far. An event earlier than t0 (out of order) is due
+    at once and becomes the new t0: the events after it move later, so that the
+    replay takes at least (newest - earliest) / speed. ``delay`` is never negative."""
+
+    def __init__(self, speed: float | None) -> None:
+        self.speed = speed
+        self._t0: int | None = None
+        self._wall0 = 0.0
+
+    def delay(self, ts_ms: int, now: float | None = None) -> float:
+        if self.speed is None:
+            return 0.0
+        now = time.monotonic() if now is None else now
+        if self._t0 is None:
+            self._t0, self._wall0 = ts_ms, now
+            return 0.0
+        if ts_ms < self._t0:
+            self._t0 = ts_ms
+            return 0.0
+        return max(0.0, self._wall0 + (ts_ms - self._t0) / 1000 / self.speed - now)
+
+
+class Replay:
+    """One replay run: a source, a writer, a pacer, a progress line, a tally."""
+
+    def __init__(self, args: argparse.Namespace, bootstrap: str, to_topic: str, dlq_topic: str):
+        self.args = args
+        self.bootstrap = bootstrap
+        self.to_topic = to_topic
+        self.dlq_topic = dlq_topic
+        self.speed = parse_speed(args.speed)
+        self.pacer = Pacer(self.speed)
+        self.tally = Tally()
+        self.stopping = False
+        self.now_ms = int(time.time() * 1000)
+        self.time_range = TimeRange.parse(args.start, args.end, self.now_ms)
+
+    def stop(self) -> None:
+        self.stopping = True
+
+    async def run(self) -> Tally:
+        from agents.kafka_out import BatchWriter
+        from commands.progress import Progress
+
+        started = time.monotonic()
+        async with BatchWriter(
+            self.bootstrap,
+            self.to_topic,
+            create_partitions=self.args.partitions,
+            client_id="engagement-monitor-replay",
+        ) as writer:
+            await writer.add_topic(self.dlq_topic, create_partitions=self.args.partitions)
+            progress = Progress("replay", enabled=not self.args.quiet)
+            try:
+                if self.args.file:
+                    await self._from_file(writer, progress)
+                else:
+                    await self._from_topic(writer, progress)
+            finally:
+                await writer.flush()
+                self.tally.sent = writer.sent_by_topic[self.to_topic]
+                self.tally.dead_lettered = writer.sent_by_topic[self.dlq_topic]
+                self.tally.failed = writer.failed
+                self.tally.seconds = time.monotonic() - started
+                self.tally.interrupted = self.stopping
+                end = progress.total if self.args.file and not self.stopping else None
+                progress.update(self.tally.read, position=end, **self._counters())
+                progress.close()
+                for error in writer.errors[:5]:
+                    print(f"replay: {error}", file=sys.stderr)
+        return self.tally
+
+    def _counters(self) -> dict[str, int]:
+        return {"bad": self.tally.bad, "skipped": self.tally.skipped}
+
+    def _dead_letter(self, writer: Any, raw: bytes, reason: str, where: str) -> bool:
+        self.tally.bad += 1
+        self.tally.reasons[reason] += 1
+        headers = [("reason", reason.encode()), ("source", where.encode())]
+        return bool(writer.append(raw, None, None, headers, self.dlq_topic))
+
+    async def _pace(self, ts_ms: int) -> None:
+        wait = self.pacer.delay(ts_ms)
+        if wait > 0.002:
+            await asyncio.sleep(wait)
+
+    async def _from_file(self, writer: Any, progress: Any) -> None:
+        fmt = column_format(self.args)
+        source = FileSource(self.args.file, self.args.format, fmt, self.time_range)
+        if self.args.shift_to_now:
+            end = self.time_range.end_ms
+            if end is None:
+                end = source.max_ts_ms()
+                end = None if end is None else end + 1
+            source.shift_ms = 0 if end is None else self.now_ms - end
+        shift = source.shift_ms
+        progress.total = source.size
+        name = str(self.args.file)
+        paced = self.speed is not None
+        tally = self.tally
+        append = writer.append
+        read = 0
+        for value, ts_ms, key, reason in source:
+            read += 1
+            if reason is not None:
+                full = self._dead_letter(writer, value, reason, f"{name}:{source.line_no}")
+            else:
+                if paced:
+                    await self._pace(ts_ms)
+                tally.bytes += len(value)
+                full = append(value, key, ts_ms + shift)
+            if full:
+                await writer.drain()
+            if read % _YIELD_EVERY == 0:
+                tally.read, tally.skipped = read, source.skipped
+                progress.update(read, position=source.position, **self._counters())
+                await asyncio.sleep(0)  # Ctrl-C handler, linger timer
+                if self.stopping:
+                    break
+        tally.read, tally.skipped = read, source.skipped
+
+    async def _from_topic(self, writer: Any, progress: Any) -> None:
+        if self.args.format != "jsonl" or self.args.columns:
+            raise ValueError("--format/--columns apply to --file sources")
+        shift = 0
+        if self.args.shift_to_now:
+            if self.time_range.end_ms is None:
+                raise ValueError("--shift-to-now with --from-topic needs --to (the end to move)")
+            shift = self.now_ms - self.time_range.end_ms
+        source = TopicSource(
+            self.bootstrap,
+            self.args.from_topic,
+            self.time_range,
+            lateness_ms=parse_duration_ms(self.args.lateness),
+        )
+        tally = self.tally
+        paced = self.speed is not None
+        reshape = _Reshaper(shift) if shift else None
+        # Paced: in timestamp order across partitions, or the pacer would replay the
+        # range one partition after the other. Unpaced: as consumed, the fast path.
+        async for records in source.batches(ordered=paced):
+            progress.total = source.total
+            for record in records:
+                tally.read += 1
+                value = record.value
+                if reshape is not None:
+                    value, reason = reshape(value)
+                    if reason is not None:
+                        where = f"{self.args.from_topic}:{record.partition}:{record.offset}"
+                        if self._dead_letter(writer, record.value or b"", reason, where):
+                            await writer.drain()
+                        continue
+                if paced:
+                    await self._pace(record.timestamp)
+                tally.bytes += len(value or b"")
+                if writer.append(value, record.key, record.timestamp + shift):
+                    await writer.drain()
+            tally.skipped = source.skipped
+            progress.update(source.read, **self._counters())
+            await asyncio.sleep(0)
+            if self.stopping:
+                break
+
+
+class _Reshaper:
+    """Rewrites the ``ts`` of a contract message by ``shift_ms`` (for --shift-to-now)."""
+
+    def __init__(self, shift_ms: int) -> None:
+        from commands.sources import JsonDecoder
+
+        self._decoder = JsonDecoder(shift_ms)
+
+    def __call__(self, raw: bytes | None) -> tuple[bytes, str | None]:
+        if raw is None:
+            return b"", "not_json"
+        value, _ts, _key, reason = self._decoder.decode(raw)
+        return value, reason
+
+
+def run(args: argparse.Namespace) -> int:
+    import os
+
+    from streams import settings
+
+    conf = settings.from_args(args)
+    if args.file and not os.path.isfile(args.file):
+        raise ValueError(f"no such file: {args.file}")
+    parse_speed(args.speed)
+    column_format(args)
+    to_topic = args.to_topic or conf.input_topic
+    if args.from_topic and args.from_topic == to_topic and args.shift_to_now is False:
+        print(
+            "replay: note: source and destination are the same topic; the range is read "
+            "up to the end offsets seen at start",
+            file=sys.stderr,
+        )
+    replay = Replay(args, conf.kafka_bootstrap_servers, to_topic, conf.dlq_topic)
+    from aiokafka.errors import KafkaError
+
+    try:
+        tally = asyncio.run(run_stoppable(replay.run, replay.stop))
+    except KafkaError as exc:
+        print(f"replay: Kafka at {conf.kafka_bootstrap_servers}: {exc}", file=sys.stderr)
+        return 1
+    print(tally.summary(), file=sys.stderr)
+    if tally.failed:
+        return 1
+    return 130 if tally.interrupted else 0

@@ -1,0 +1,101 @@
+"""The scrape-time collector: names, labels, the community cap, the clocks."""
+
+from __future__ import annotations
+
+import time
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from agents.labels import CommunityLabels
+from agents.metrics import EngagementCollector, IngestStats
+from commands.watch import build_table, parse
+from streams.clock import Clock
+from streams.events import DEFAULT_ACTIVE_TYPES, REASONS
+from streams.state import WorkerState
+
+WINDOWS = {"5m": 300_000, "1h": 3_600_000}
+T = 1_800_000_000_000
+
+
+def scrape(state: WorkerState, stats: IngestStats, clock: Clock) -> dict:
+    registry = CollectorRegistry()
+    registry.register(EngagementCollector(state, stats, clock, WINDOWS))
+    out: dict = {}
+    for family in text_string_to_metric_families(generate_latest(registry).decode()):
+        for s in family.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+def make_state() -> WorkerState:
+    state = WorkerState(DEFAULT_ACTIVE_TYPES)
+    part = state.assign(0)
+    for i, community in enumerate(["a", "b", "c", "c"]):
+        part.apply("tw", community, f"u{i}", T - 60_000 * i, "like")
+    part.apply("tw", "c", "u9", T - 2 * 3_600_000, "follow")
+    return state
+
+
+def test_cap_folds_later_communities_into_other() -> None:
+    state = make_state()
+    stats = IngestStats(CommunityLabels(cap=2))
+    samples = scrape(state, stats, Clock("event", state.watermark_ms))
+    active = {
+        dict(k)["community"]: v
+        for (name, k), v in samples.items()
+        if name == "engagement_active_users" and dict(k)["window"] == "5m"
+    }
+    # a and b keep their names; c (two active users in 5m) is shown as _other
+    assert active == {"*": 4, "a": 1, "b": 1, "_other": 2}
+    followers = {
+        dict(k)["community"]: v
+        for (name, k), v in samples.items()
+        if name == "engagement_followers"
+    }
+    assert followers == {"*": 1, "_other": 1}
+
+
+def test_every_reason_is_exposed_and_counters_count() -> None:
+    state = make_state()
+    stats = IngestStats(CommunityLabels(cap=10))
+    stats.count_event("tw", "a", "like", 0.2)
+    stats.count_event("tw", "a", "like", 400.0)
+    stats.count_invalid("not_json")
+    samples = scrape(state, stats, Clock("event", state.watermark_ms))
+    invalid = {
+        dict(k)["reason"]: v
+        for (name, k), v in samples.items()
+        if name == "engagement_invalid_events_total"
+    }
+    assert invalid == {reason: (1.0 if reason == "not_json" else 0.0) for reason in REASONS}
+    key = (("community", "a"), ("platform", "tw"), ("type", "like"))
+    assert samples[("engagement_events_total", key)] == 2
+    assert samples[("engagement_event_lag_seconds_count", ())] == 2
+    assert samples[("engagement_event_lag_seconds_bucket", (("le", "0.5"),))] == 1
+    assert samples[("engagement_event_lag_seconds_sum", ())] == 400.2
+    assert samples[("engagement_watermark_seconds", ())] == T / 1000
+
+
+def test_event_clock_is_monotonic_and_wall_clock_is_now() -> None:
+    marks = [T, T - 10]
+    clock = Clock("event", lambda: marks.pop(0))
+    assert clock.now_ms() == T
+    assert clock.now_ms() == T  # a lower watermark (partition revoked) never moves it back
+    assert Clock("event", lambda: None).now_ms() is None
+    wall = Clock("wall", lambda: None).now_ms()
+    assert wall is not None and abs(wall - time.time() * 1000) < 5_000
+
+
+def test_watch_table_from_exposition_text() -> None:
+    state = make_state()
+    stats = IngestStats(CommunityLabels(cap=10))
+    registry = CollectorRegistry()
+    registry.register(
+        EngagementCollector(state, stats, Clock("event", state.watermark_ms), WINDOWS)
+    )
+    active, followers = parse(generate_latest(registry).decode())
+    assert active[("tw", "c")] == {"5m": 2, "1h": 2}
+    assert followers[("tw", "c")] == 1
+    table = build_table(active, followers, ["5m", "1h"], top=3, title="t")
+    assert table.row_count == 3

@@ -1,0 +1,428 @@
+"""The incremental state against the brute-force oracle, plus the algebra of merge.
+
+Alphabets are tiny so users collide across communities, platforms and partitions;
+timestamps cluster near window edges so the (now - W, now] bounds are hit exactly.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterable, Sequence
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from streams.events import ALL_COMMUNITIES, DEFAULT_ACTIVE_TYPES, EVENT_TYPES, Event
+from streams.state import (
+    SEP,
+    PartitionState,
+    UserRecord,
+    WorkerState,
+    make_key,
+    merge,
+    split_key,
+)
+from tests.oracle import event_clock, expected_active, expected_followers
+
+MINUTE = 60_000
+DAY = 86_400_000
+WINDOWS = {
+    "1ms": 1,
+    "5ms": 5,
+    "5m": 5 * MINUTE,
+    "1h": 60 * MINUTE,
+    "1d": DAY,
+    "7d": 7 * DAY,
+    "30d": 30 * DAY,
+}
+LONGEST = max(WINDOWS.values())
+TYPES = sorted(EVENT_TYPES)
+PLATFORMS = ["x", "y"]
+COMMUNITIES = ["a", "b", "c"]
+USERS = ["u1", "u2", "u3", "u4", "u5"]
+PARTITIONS = 3
+
+settings.register_profile(
+    "state", deadline=None, max_examples=300, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.load_profile("state")
+
+# Times: a dense cluster (ties, 1 ms windows) plus points around every window edge
+# measured from a few anchors, and some spread over 40 days (expiry, big windows).
+_T0 = 40 * DAY
+_anchors = [_T0, _T0 + 7, _T0 + 3 * DAY]
+_edges = sorted(
+    {a - w + d for a in _anchors for w in WINDOWS.values() for d in (-1, 0, 1) if a - w + d >= 0}
+    | set(_anchors)
+)
+timestamps = st.one_of(
+    st.integers(_T0, _T0 + 12),
+    st.sampled_from(_edges),
+    st.integers(0, _T0 + 3 * DAY),
+)
+types = st.sampled_from(TYPES)
+# Follow-heavy mix so that ties and late follows are frequent.
+types_mixed = st.one_of(types, st.sampled_from(["follow", "unfollow"]))
+
+raw_events = st.tuples(
+    st.sampled_from(PLATFORMS),
+    st.sampled_from(COMMUNITIES),
+    st.sampled_from(USERS),
+    timestamps,
+    types_mixed,
+)
+
+
+@st.composite
+def event_lists(draw: st.DrawFn, min_size: int = 0, max_size: int = 60) -> list[Event]:
+    """A list, then some duplicates, then a shuffle: late, out-of-order and repeated."""
+    base = draw(st.lists(raw_events, min_size=min_size, max_size=max_size))
+    dups = draw(st.lists(st.sampled_from(base), max_size=len(base))) if base else []
+    rows = base + dups
+    rows = draw(st.permutations(rows))
+    return [Event(f"e{i}", ts, p, c, u, t) for i, (p, c, u, ts, t) in enumerate(rows)]
+
+
+@st.composite
+def query_times(draw: st.DrawFn, events: Sequence[Event]) -> int:
+    """Now: the event clock, an edge of some window from some event, or anywhere."""
+    times = [e.ts_ms for e in events] or [_T0]
+    t = draw(st.sampled_from(times))
+    choice = draw(st.integers(0, 3))
+    if choice == 0:
+        return max(times)
+    if choice == 1:
+        return t + draw(st.sampled_from(list(WINDOWS.values()))) + draw(st.integers(-1, 1))
+    if choice == 2:
+        return t + draw(st.integers(-2, 2))
+    return draw(st.integers(0, _T0 + 40 * DAY))
+
+
+partitionings = st.fixed_dictionaries({u: st.integers(0, PARTITIONS - 1) for u in USERS})
+
+
+def build(
+    events: Iterable[Event],
+    partition_of: dict[str, int],
+    active_types: frozenset[str] = DEFAULT_ACTIVE_TYPES,
+) -> WorkerState:
+    worker = WorkerState(active_types)
+    for p in range(PARTITIONS):
+        worker.assign(p)
+    for e in events:
+        worker.partitions[partition_of[e.user_id]].apply(
+            e.platform, e.community, e.user_id, e.ts_ms, e.type
+        )
+    return worker
+
+
+def nonzero_active(counts: dict) -> dict:
+    return {k: v for k, v in counts.items() if any(v.values())}
+
+
+def nonzero(counts: dict) -> dict:
+    return {k: v for k, v in counts.items() if v}
+
+
+def fold(events: Iterable[Event], active_types: frozenset[str] = DEFAULT_ACTIVE_TYPES) -> dict:
+    records: dict[str, UserRecord] = {}
+    for e in events:
+        key = make_key(e.platform, e.community, e.user_id)
+        records[key] = merge(records.get(key), e.ts_ms, e.type, active_types)
+    return records
+
+
+# -- against the oracle -----------------------------------------------------------------
+
+
+@given(st.data(), event_lists(), partitionings)
+def test_state_equals_oracle(data: st.DataObject, events: list[Event], partition_of) -> None:
+    worker = build(events, partition_of)
+    for _ in range(3):
+        now = data.draw(query_times(events))
+        assert worker.active_counts(now, WINDOWS) == expected_active(events, now, WINDOWS)
+    assert worker.follower_counts() == expected_followers(events)
+    assert worker.watermark_ms() == event_clock(events)
+    assert len(worker) == len({make_key(e.platform, e.community, e.user_id) for e in events})
+
+
+@given(st.data(), event_lists(), st.sets(st.sampled_from(TYPES)))
+def test_state_equals_oracle_any_active_types(
+    data: st.DataObject, events: list[Event], active: set[str]
+) -> None:
+    active_types = frozenset(active)
+    worker = build(events, dict.fromkeys(USERS, 0), active_types)
+    now = data.draw(query_times(events))
+    assert worker.active_counts(now, WINDOWS) == expected_active(events, now, WINDOWS, active_types)
+    assert worker.follower_counts() == expected_followers(events)
+
+
+@given(event_lists())
+def test_apply_agrees_with_merge(events: list[Event]) -> None:
+    """apply (inlined, in place) reports a change exactly when merge makes a new record."""
+    state = PartitionState(DEFAULT_ACTIVE_TYPES)
+    records: dict[str, UserRecord] = {}
+    for e in events:
+        key = make_key(e.platform, e.community, e.user_id)
+        before = records.get(key)
+        after = merge(before, e.ts_ms, e.type, DEFAULT_ACTIVE_TYPES)
+        records[key] = after
+        changed = state.apply(e.platform, e.community, e.user_id, e.ts_ms, e.type)
+        assert changed == (key if after is not before else None)
+        assert state.records[key] == after
+    assert state.records == records
+
+
+# -- merge algebra ------------------------------------------------------------------------
+
+one_key_events = st.lists(st.tuples(timestamps, types_mixed), min_size=1, max_size=30)
+
+
+@given(one_key_events, st.randoms(use_true_random=False))
+def test_merge_order_independent_and_idempotent(rows, rnd: random.Random) -> None:
+    def run(seq):
+        record = None
+        for ts, t in seq:
+            record = merge(record, ts, t, DEFAULT_ACTIVE_TYPES)
+        return record
+
+    reference = run(rows)
+    shuffled = rows + [rnd.choice(rows) for _ in range(len(rows))]
+    rnd.shuffle(shuffled)
+    assert run(shuffled) == reference
+    # Every event already folded in is a no-op, reported by identity.
+    for ts, t in rows:
+        assert merge(reference, ts, t, DEFAULT_ACTIVE_TYPES) is reference
+    # The closed form of the rules.
+    assert reference.first_seen_ms == min(ts for ts, _ in rows)
+    actives = [ts for ts, t in rows if t in DEFAULT_ACTIVE_TYPES]
+    assert reference.last_active_ms == (max(actives) if actives else None)
+    follows = [(ts, t == "unfollow") for ts, t in rows if t in ("follow", "unfollow")]
+    if follows:
+        ts, is_unfollow = max(follows)
+        assert (reference.follow_ts_ms, reference.following) == (ts, not is_unfollow)
+    else:
+        assert (reference.follow_ts_ms, reference.following) == (None, False)
+
+
+def test_merge_does_not_mutate() -> None:
+    record = UserRecord(10, 10, None, False)
+    new = merge(record, 20, "follow", DEFAULT_ACTIVE_TYPES)
+    assert record == UserRecord(10, 10, None, False)
+    assert new == UserRecord(10, 20, 20, True)
+
+
+@pytest.mark.parametrize(
+    ("sequence", "following"),
+    [
+        ([(5, "follow"), (5, "unfollow")], False),  # tie: unfollow wins
+        ([(5, "unfollow"), (5, "follow")], False),  # whatever the arrival order
+        ([(9, "unfollow"), (3, "follow")], False),  # late, older follow stays ignored
+        ([(3, "unfollow"), (9, "follow")], True),
+        ([(1, "unfollow")], False),  # unfollow of a non-follower is recorded, count 0
+        ([(4, "follow"), (4, "follow")], True),
+    ],
+)
+def test_follow_last_writer_wins(sequence, following: bool) -> None:
+    state = PartitionState(DEFAULT_ACTIVE_TYPES)
+    for ts, t in sequence:
+        state.apply("x", "a", "u", ts, t)
+    assert state.records[make_key("x", "a", "u")].following is following
+    assert state.follower_counts() == {("x", "a"): int(following), ("x", "*"): int(following)}
+
+
+def test_window_bounds_exclusive_below_inclusive_above() -> None:
+    state = PartitionState(DEFAULT_ACTIVE_TYPES)
+    state.apply("x", "a", "u1", 100, "post")
+    state.apply("x", "a", "u2", 95, "like")
+    state.apply("x", "a", "u3", 101, "post")  # after now: not counted
+    state.apply("x", "a", "u4", 50, "view")  # not active: no last_active
+    counts = state.active_counts(100, {"5ms": 5, "6ms": 6, "1ms": 1})
+    assert counts[("x", "a")] == {"5ms": 1, "6ms": 2, "1ms": 1}
+    # u3's newest activity (101) is in the future at now=100: not active in "*" either.
+    assert counts[("x", ALL_COMMUNITIES)] == {"5ms": 1, "6ms": 2, "1ms": 1}
+
+
+def test_late_event_never_moves_last_active_back() -> None:
+    state = PartitionState(DEFAULT_ACTIVE_TYPES)
+    key = make_key("x", "a", "u")
+    assert state.apply("x", "a", "u", 100, "post") == key
+    assert state.apply("x", "a", "u", 50, "post") == key  # first_seen moves back
+    assert state.apply("x", "a", "u", 60, "post") is None
+    assert state.records[key] == UserRecord(50, 100, None, False)
+
+
+def test_all_communities_counts_users_once() -> None:
+    state = PartitionState(DEFAULT_ACTIVE_TYPES)
+    for community in COMMUNITIES:
+        state.apply("x", community, "u", 10, "post")
+        state.apply("x", community, "u", 10, "follow")
+    assert state.active_counts(10, {"1ms": 1})[("x", "*")] == {"1ms": 1}
+    assert state.follower_counts()[("x", "*")] == 1
+
+
+# -- wire, keys ---------------------------------------------------------------------------
+
+
+@given(
+    st.sampled_from(PLATFORMS + ["p" * 32, "é"]),
+    st.text(min_size=1).filter(lambda s: SEP not in s),
+    st.text(min_size=1).filter(lambda s: SEP not in s),
+)
+def test_key_round_trip(platform: str, community: str, user: str) -> None:
+    assert split_key(make_key(platform, community, user)) == (platform, community, user)
+
+
+@given(event_lists(min_size=1))
+def test_wire_round_trip(events: list[Event]) -> None:
+    import orjson
+
+    for record in fold(events).values():
+        assert UserRecord.from_wire(orjson.loads(orjson.dumps(record.to_wire()))) == record
+
+
+# -- expiry, rebuild, delete, revoke --------------------------------------------------------
+
+
+@given(st.data(), event_lists(), partitionings, st.integers(LONGEST, LONGEST + 2 * DAY))
+def test_expiry_keeps_counts(data: st.DataObject, events, partition_of, horizon: int) -> None:
+    worker = build(events, partition_of)
+    now = data.draw(query_times(events))
+    active_before = worker.active_counts(now, WINDOWS)
+    followers_before = worker.follower_counts()
+    for state in worker.partitions.values():
+        expired = state.expired_keys(now, horizon)
+        for key in expired:
+            record = state.records[key]
+            assert not record.following
+            assert record.newest_ms() <= now - horizon
+            state.delete(key)
+        for key, record in state.records.items():
+            assert record.following or record.newest_ms() > now - horizon, key
+    assert nonzero_active(worker.active_counts(now, WINDOWS)) == nonzero_active(active_before)
+    assert nonzero(worker.follower_counts()) == nonzero(followers_before)
+
+
+@given(st.data(), event_lists(), partitionings, st.randoms(use_true_random=False))
+def test_load_rebuilds_same_indexes(data: st.DataObject, events, partition_of, rnd) -> None:
+    worker = build(events, partition_of)
+    rebuilt = WorkerState(DEFAULT_ACTIVE_TYPES)
+    for p, state in worker.partitions.items():
+        fresh = rebuilt.assign(p)
+        items = list(state.records.items())
+        rnd.shuffle(items)
+        for key, record in items:
+            fresh.load(key, UserRecord.from_wire(record.to_wire()))
+        assert fresh.records == state.records
+        newest = [r.newest_ms() for r in state.records.values()]
+        assert fresh.watermark_ms() == (max(newest) if newest else None)
+    for _ in range(3):
+        now = data.draw(query_times(events))
+        assert rebuilt.active_counts(now, WINDOWS) == worker.active_counts(now, WINDOWS)
+    assert rebuilt.follower_counts() == worker.follower_counts()
+
+
+@given(st.data(), event_lists(), event_lists(), partitionings)
+def test_load_then_apply_equals_apply_all(data: st.DataObject, first, second, partition_of):
+    """Recovery: records restored from the table, then the stream resumes."""
+    before = build(first, partition_of)
+    resumed = WorkerState(DEFAULT_ACTIVE_TYPES)
+    for p, state in before.partitions.items():
+        fresh = resumed.assign(p)
+        for key, record in state.records.items():
+            fresh.load(key, UserRecord.from_wire(record.to_wire()))
+    for e in second:
+        resumed.partitions[partition_of[e.user_id]].apply(
+            e.platform, e.community, e.user_id, e.ts_ms, e.type
+        )
+    events = first + second
+    now = data.draw(query_times(events))
+    assert resumed.active_counts(now, WINDOWS) == expected_active(events, now, WINDOWS)
+    assert resumed.follower_counts() == expected_followers(events)
+
+
+def test_load_replaces_existing_key() -> None:
+    state = PartitionState(DEFAULT_ACTIVE_TYPES)
+    state.apply("x", "a", "u", 10, "follow")
+    state.load(make_key("x", "a", "u"), UserRecord(5, 7, 8, False))
+    assert state.active_counts(10, {"5ms": 5}) == {("x", "a"): {"5ms": 1}, ("x", "*"): {"5ms": 1}}
+    assert state.follower_counts() == {("x", "a"): 0, ("x", "*"): 0}
+    assert len(state) == 1
+
+
+@given(st.data(), event_lists(), partitionings)
+def test_delete_is_as_if_the_key_never_had_events(data: st.DataObject, events, partition_of):
+    worker = build(events, partition_of)
+    keys = sorted({make_key(e.platform, e.community, e.user_id) for e in events})
+    doomed = set(data.draw(st.lists(st.sampled_from(keys), unique=True))) if keys else set()
+    for key in doomed:
+        _platform, _community, user = split_key(key)
+        worker.partitions[partition_of[user]].delete(key)
+        worker.partitions[partition_of[user]].delete(key)  # twice: no-op
+    kept = [e for e in events if make_key(e.platform, e.community, e.user_id) not in doomed]
+    now = data.draw(query_times(events))
+    assert worker.active_counts(now, WINDOWS) == expected_active(kept, now, WINDOWS)
+    assert worker.follower_counts() == expected_followers(kept)
+
+
+@given(st.data(), event_lists(), partitionings, st.integers(0, PARTITIONS - 1))
+def test_revoke_removes_partition(data: st.DataObject, events, partition_of, gone: int) -> None:
+    worker = build(events, partition_of)
+    worker.revoke(gone)
+    worker.revoke(gone)  # twice: no-op
+    kept = [e for e in events if partition_of[e.user_id] != gone]
+    now = data.draw(query_times(events))
+    assert worker.active_counts(now, WINDOWS) == expected_active(kept, now, WINDOWS)
+    assert worker.follower_counts() == expected_followers(kept)
+    # Re-assignment starts empty, ready for load().
+    assert len(worker.assign(gone)) == 0
+
+
+def test_empty_worker() -> None:
+    worker = WorkerState(DEFAULT_ACTIVE_TYPES)
+    assert worker.active_counts(0, WINDOWS) == {}
+    assert worker.follower_counts() == {}
+    assert worker.watermark_ms() is None
+    worker.assign(0)
+    assert worker.watermark_ms() is None
+    worker.partitions[0].apply("x", "a", "u", 0, "view")
+    assert worker.watermark_ms() == 0
+    assert worker.active_counts(0, WINDOWS) == {}
+
+
+@given(
+    st.data(),
+    st.lists(
+        st.tuples(st.sampled_from("abcdef"), st.integers(0, 30), st.sampled_from(TYPES)),
+        max_size=40,
+    ),
+)
+def test_delete_recomputes_user_max_for_all_communities(data: st.DataObject, rows) -> None:
+    """One user in many communities: deleting the community that holds their newest
+    activity must fall back to the next newest, which is what "*" counts."""
+    events = [Event(f"e{i}", ts, "x", c, "u", t) for i, (c, ts, t) in enumerate(rows)]
+    state = PartitionState(DEFAULT_ACTIVE_TYPES)
+    for e in events:
+        state.apply(e.platform, e.community, e.user_id, e.ts_ms, e.type)
+    keys = sorted(state.records)
+    doomed = set(data.draw(st.lists(st.sampled_from(keys), unique=True))) if keys else set()
+    for key in doomed:
+        state.delete(key)
+    kept = [e for e in events if make_key(e.platform, e.community, e.user_id) not in doomed]
+    windows = {f"{w}ms": w for w in range(1, 32)}
+    for now in range(0, 32):
+        assert state.active_counts(now, windows) == expected_active(kept, now, windows)
+
+
+def test_delete_newest_community_falls_back() -> None:
+    state = PartitionState(DEFAULT_ACTIVE_TYPES)
+    state.apply("x", "a", "u", 10, "post")
+    state.apply("x", "b", "u", 20, "post")
+    state.apply("x", "c", "u", 30, "post")
+    state.delete(make_key("x", "c", "u"))
+    assert state.active_counts(30, {"15ms": 15})[("x", "*")] == {"15ms": 1}
+    state.delete(make_key("x", "b", "u"))
+    assert state.active_counts(30, {"15ms": 15})[("x", "*")] == {"15ms": 0}
+    state.delete(make_key("x", "a", "u"))
+    assert state.active_counts(30, {"15ms": 15}) == {}
