@@ -93,9 +93,9 @@ def _faust_app(settings: Settings) -> faust.App:
         web_bind=settings.web_host,
         web_host=settings.web_host,
         web_port=settings.web_port,
-        broker_session_timeout=settings.seconds("session_timeout"),
-        broker_rebalance_timeout=settings.seconds("rebalance_timeout"),
-        broker_heartbeat_interval=settings.seconds("heartbeat_interval"),
+        broker_session_timeout=settings.session_timeout_ms / 1000,
+        broker_rebalance_timeout=settings.rebalance_timeout_ms / 1000,
+        broker_heartbeat_interval=settings.heartbeat_interval_ms / 1000,
         consumer_auto_offset_reset="earliest",
         broker_commit_interval=1.0,
         table_standby_replicas=0,
@@ -164,9 +164,6 @@ def _ingest_task(
     producer: SharedProducer,
     faust_metrics: FaustMetrics,
 ) -> None:
-    def ms(name: str) -> int:
-        return int(settings.seconds(name) * 1000)
-
     @app.task
     async def ingest() -> None:
         stage = IngestStage(
@@ -178,9 +175,9 @@ def _ingest_task(
             router=Router(settings.partitions, settings.limits, stats),
             producer=producer,
             consumer_settings={
-                "session_timeout_ms": ms("session_timeout"),
-                "rebalance_timeout_ms": ms("rebalance_timeout"),
-                "heartbeat_interval_ms": ms("heartbeat_interval"),
+                "session_timeout_ms": settings.session_timeout_ms,
+                "rebalance_timeout_ms": settings.rebalance_timeout_ms,
+                "heartbeat_interval_ms": settings.heartbeat_interval_ms,
             },
             offsets_gauges=(
                 faust_metrics.topic_partition_end_offset,
@@ -207,7 +204,7 @@ def _housekeeping(
         for part in list(state.partitions.values()):
             part.flush()
 
-    @app.timer(settings.seconds("expiry_interval"))
+    @app.timer(settings.expiry_interval_ms / 1000)
     async def expire_old_records() -> None:
         now = clock.now_ms()
         if now is not None:

@@ -231,7 +231,7 @@ def install(pipeline: Any) -> ReadModelWriter | None:
     settings = pipeline.settings
     if settings.read_model == "off":  # benchmarks, a worker without Redis
         return None
-    interval = settings.seconds("snapshot_interval")
+    interval = settings.snapshot_interval_ms / 1000
     tally = TopUsersTally(settings.active_type_set, settings.top_users_pending)
     writer = ReadModelWriter(
         redis_url=settings.redis_url,

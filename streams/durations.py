@@ -9,6 +9,10 @@ from __future__ import annotations
 
 import re
 
+#: The windows a worker keeps unless EM_WINDOWS says otherwise (every command
+#: that shows windows defaults to this list).
+DEFAULT_WINDOWS = "5m,1h,1d,7d,30d"
+
 _UNITS_MS = {"ms": 1, "s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
 _DURATION = re.compile(r"^\s*(\d+)\s*(ms|s|m|h|d|w)\s*$")
 

@@ -3,17 +3,36 @@
 Every setting has an environment variable (so the stack scripts, CI and
 docker-compose configure the worker the same way) and a flag of the same name on
 the commands that use it. Defaults are production-sane; tests shorten timeouts.
+
+A field's metadata says everything the rest of the module needs: ``env`` (its
+variable), ``help``, and what a valid value is — ``kind`` (``duration``,
+``windows``, ``event_types``, ``store``), ``choices``, ``min``. :meth:`Settings.check`
+is derived from that metadata, so a new field is validated by declaring it. Values
+stay the text the user gave (window labels are part of the metric contract);
+typed views (``<duration>_ms``, ``window_ms``, ``active_type_set``, ``limits``)
+are parsed once per Settings object, which is frozen so they cannot go stale.
+
+Adding a duration setting: a ``str`` field with ``"kind": "duration"`` and a
+``<name>_ms`` cached property returning ``self._duration_ms("<name>")``
+(tests/unit/streams/test_settings.py checks the pair exists).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
+from functools import cached_property
 from pathlib import Path
+from typing import Any
 
-from streams.durations import parse_duration_ms, parse_windows
+from streams.durations import DEFAULT_WINDOWS, parse_duration_ms, parse_windows
 from streams.events import DEFAULT_ACTIVE_TYPES, EVENT_TYPES, Limits
+
+#: Table stores Faust is given; ``store`` must start with one of these + ``://``.
+STORE_SCHEMES = ("memory", "rocksdb")
 
 
 def _default_datadir() -> str:
@@ -21,9 +40,32 @@ def _default_datadir() -> str:
     return str(Path(base) / "engagement-monitor" / "worker")
 
 
-@dataclass
+def parse_event_types(text: str) -> frozenset[str]:
+    """Parse "like,comment" into a set of known event types."""
+    chosen = frozenset(t.strip() for t in text.split(",") if t.strip())
+    unknown = chosen - EVENT_TYPES
+    if unknown:
+        raise ValueError(f"unknown event types {sorted(unknown)}; known: {sorted(EVENT_TYPES)}")
+    return chosen
+
+
+def _check_store(text: str) -> None:
+    if text.split("://")[0] not in STORE_SCHEMES:
+        raise ValueError(f"must be memory:// or rocksdb://, got {text!r}")
+
+
+#: ``kind`` metadata -> a function that raises ValueError on an invalid value.
+KIND_CHECKS: dict[str, Callable[[str], object]] = {
+    "duration": parse_duration_ms,
+    "windows": parse_windows,
+    "event_types": parse_event_types,
+    "store": _check_store,
+}
+
+
+@dataclass(frozen=True)
 class Settings:
-    """All settings; ``env`` in each field's metadata names its environment variable."""
+    """All settings; each field's metadata names its environment variable and its rules."""
 
     kafka_bootstrap_servers: str = field(
         default="127.0.0.1:9092",
@@ -52,11 +94,19 @@ class Settings:
     )
     partitions: int = field(
         default=4,
-        metadata={"env": "EM_PARTITIONS", "help": "partitions of the internal (by-user) topics"},
+        metadata={
+            "env": "EM_PARTITIONS",
+            "help": "partitions of the internal (by-user) topics",
+            "min": 1,
+        },
     )
     store: str = field(
         default="rocksdb://",
-        metadata={"env": "EM_STORE", "help": "table store: rocksdb:// (durable) or memory://"},
+        metadata={
+            "env": "EM_STORE",
+            "help": "table store: rocksdb:// (durable) or memory://",
+            "kind": "store",
+        },
     )
     datadir: str = field(
         default_factory=_default_datadir,
@@ -78,16 +128,28 @@ class Settings:
         },
     )
     windows: str = field(
-        default="5m,1h,1d,7d,30d",
-        metadata={"env": "EM_WINDOWS", "help": "active-user windows, comma-separated"},
+        default=DEFAULT_WINDOWS,
+        metadata={
+            "env": "EM_WINDOWS",
+            "help": "active-user windows, comma-separated",
+            "kind": "windows",
+        },
     )
     active_types: str = field(
         default=",".join(sorted(DEFAULT_ACTIVE_TYPES)),
-        metadata={"env": "EM_ACTIVE_TYPES", "help": "event types that make a user active"},
+        metadata={
+            "env": "EM_ACTIVE_TYPES",
+            "help": "event types that make a user active",
+            "kind": "event_types",
+        },
     )
     future_tolerance: str = field(
         default="5m",
-        metadata={"env": "EM_FUTURE_TOLERANCE", "help": "how far in the future a ts may be"},
+        metadata={
+            "env": "EM_FUTURE_TOLERANCE",
+            "help": "how far in the future a ts may be",
+            "kind": "duration",
+        },
     )
     max_message_bytes: int = field(
         default=4096,
@@ -102,11 +164,19 @@ class Settings:
     )
     expiry_interval: str = field(
         default="60s",
-        metadata={"env": "EM_EXPIRY_INTERVAL", "help": "how often old table entries are deleted"},
+        metadata={
+            "env": "EM_EXPIRY_INTERVAL",
+            "help": "how often old table entries are deleted",
+            "kind": "duration",
+        },
     )
     snapshot_interval: str = field(
         default="1s",
-        metadata={"env": "EM_SNAPSHOT_INTERVAL", "help": "how often snapshots go to Redis"},
+        metadata={
+            "env": "EM_SNAPSHOT_INTERVAL",
+            "help": "how often snapshots go to Redis",
+            "kind": "duration",
+        },
     )
     read_model: str = field(
         default="on",
@@ -118,7 +188,11 @@ class Settings:
     )
     top_users: int = field(
         default=100,
-        metadata={"env": "EM_TOP_USERS", "help": "entries kept per top-users set in Redis"},
+        metadata={
+            "env": "EM_TOP_USERS",
+            "help": "entries kept per top-users set in Redis",
+            "min": 1,
+        },
     )
     top_users_pending: int = field(
         default=200_000,
@@ -129,85 +203,127 @@ class Settings:
     )
     session_timeout: str = field(
         default="30s",
-        metadata={"env": "EM_SESSION_TIMEOUT", "help": "Kafka consumer session timeout"},
+        metadata={
+            "env": "EM_SESSION_TIMEOUT",
+            "help": "Kafka consumer session timeout",
+            "kind": "duration",
+        },
     )
     rebalance_timeout: str = field(
         default="30s",
-        metadata={"env": "EM_REBALANCE_TIMEOUT", "help": "Kafka rebalance timeout"},
+        metadata={
+            "env": "EM_REBALANCE_TIMEOUT",
+            "help": "Kafka rebalance timeout",
+            "kind": "duration",
+        },
     )
     heartbeat_interval: str = field(
         default="3s",
-        metadata={"env": "EM_HEARTBEAT_INTERVAL", "help": "Kafka heartbeat interval"},
+        metadata={
+            "env": "EM_HEARTBEAT_INTERVAL",
+            "help": "Kafka heartbeat interval",
+            "kind": "duration",
+        },
     )
     log_level: str = field(
         default="info",
         metadata={"env": "EM_LOG_LEVEL", "help": "log level: debug, info, warn, error"},
     )
 
-    # Derived views -------------------------------------------------------
+    # Typed views, parsed once --------------------------------------------
 
-    @property
+    @cached_property
+    def future_tolerance_ms(self) -> int:
+        return self._duration_ms("future_tolerance")
+
+    @cached_property
+    def expiry_interval_ms(self) -> int:
+        return self._duration_ms("expiry_interval")
+
+    @cached_property
+    def snapshot_interval_ms(self) -> int:
+        return self._duration_ms("snapshot_interval")
+
+    @cached_property
+    def session_timeout_ms(self) -> int:
+        return self._duration_ms("session_timeout")
+
+    @cached_property
+    def rebalance_timeout_ms(self) -> int:
+        return self._duration_ms("rebalance_timeout")
+
+    @cached_property
+    def heartbeat_interval_ms(self) -> int:
+        return self._duration_ms("heartbeat_interval")
+
+    @cached_property
     def window_ms(self) -> dict[str, int]:
-        return parse_windows(self.windows)
+        """{label: milliseconds}, shortest first."""
+        return _parsed(self, "windows", parse_windows)
 
-    @property
+    @cached_property
     def active_type_set(self) -> frozenset[str]:
-        chosen = frozenset(t.strip() for t in self.active_types.split(",") if t.strip())
-        unknown = chosen - EVENT_TYPES
-        if unknown:
-            raise ValueError(
-                f"unknown active types {sorted(unknown)}; known: {sorted(EVENT_TYPES)}"
-            )
-        return chosen
+        return _parsed(self, "active_types", parse_event_types)
 
-    @property
+    @cached_property
     def limits(self) -> Limits:
         return Limits(
             max_message_bytes=self.max_message_bytes,
-            future_tolerance_ms=parse_duration_ms(self.future_tolerance),
+            future_tolerance_ms=self.future_tolerance_ms,
         )
 
-    def seconds(self, name: str) -> float:
-        """A duration setting in seconds."""
-        return parse_duration_ms(getattr(self, name)) / 1000
+    def _duration_ms(self, name: str) -> int:
+        return _parsed(self, name, parse_duration_ms)
 
     def check(self) -> None:
-        """Fail early, with the setting's name, on values that would break later."""
-        for name in (
-            "future_tolerance",
-            "expiry_interval",
-            "snapshot_interval",
-            "session_timeout",
-            "rebalance_timeout",
-            "heartbeat_interval",
-        ):
-            try:
-                parse_duration_ms(getattr(self, name))
-            except ValueError as exc:
-                raise ValueError(f"{name} ({_env(name)}): {exc}") from None
-        try:
-            self.window_ms  # noqa: B018 - parse for the error
-            self.active_type_set  # noqa: B018
-        except ValueError as exc:
-            raise ValueError(str(exc)) from None
-        if self.store.split("://")[0] not in ("memory", "rocksdb"):
-            raise ValueError(f"store ({_env('store')}) must be memory:// or rocksdb://")
-        if self.partitions < 1:
-            raise ValueError("partitions must be at least 1")
-        if self.top_users < 1:
-            raise ValueError("top_users (EM_TOP_USERS) must be at least 1")
-        if self.read_model not in ("on", "off"):
-            raise ValueError("read_model (EM_READ_MODEL) must be on or off")
+        """Fail early, naming the flag and the variable, on values that would break later.
+
+        Derived from each field's metadata (``kind``, ``choices``, ``min``), then the
+        typed views are built, so whatever uses them later cannot fail.
+        """
+        for f in fields(self):
+            value = getattr(self, f.name)
+            meta = f.metadata
+            if "kind" in meta:
+                _parsed(self, f.name, KIND_CHECKS[meta["kind"]])
+            if "choices" in meta and value not in meta["choices"]:
+                raise ValueError(f"{describe(f.name)}: must be one of {', '.join(meta['choices'])}")
+            if "min" in meta and value < meta["min"]:
+                raise ValueError(f"{describe(f.name)}: must be at least {meta['min']}, got {value}")
+        for name in _typed_views():
+            getattr(self, name)
 
 
-def _env(name: str) -> str:
+def _parsed(settings: Settings, name: str, parse: Callable[[str], Any]) -> Any:
+    """``parse`` applied to setting ``name``; its error names the flag and the variable."""
+    try:
+        return parse(getattr(settings, name))
+    except ValueError as exc:
+        raise ValueError(f"{describe(name)}: {exc}") from None
+
+
+def _typed_views() -> list[str]:
+    return [n for n, v in vars(Settings).items() if isinstance(v, cached_property)]
+
+
+def _field(name: str) -> dataclasses.Field[Any]:
     for f in fields(Settings):
         if f.name == name:
-            return str(f.metadata["env"])
+            return f
     raise KeyError(name)
 
 
-def from_env(environ: dict[str, str] | None = None) -> Settings:
+def flag(name: str) -> str:
+    """The command-line flag of setting ``name``."""
+    return "--" + name.replace("_", "-")
+
+
+def describe(name: str) -> str:
+    """How errors name a setting: ``--session-timeout (EM_SESSION_TIMEOUT)``."""
+    return f"{flag(name)} ({_field(name).metadata['env']})"
+
+
+def from_env(environ: Mapping[str, str] | None = None) -> Settings:
     """Settings from environment variables, defaults for the rest."""
     env = os.environ if environ is None else environ
     values: dict[str, object] = {}
@@ -215,8 +331,15 @@ def from_env(environ: dict[str, str] | None = None) -> Settings:
         raw = env.get(str(f.metadata["env"]))
         if raw is None or raw == "":
             continue
-        values[f.name] = int(raw) if f.type in ("int", int) else raw
+        values[f.name] = _int(f, raw) if f.type in ("int", int) else raw
     return Settings(**values)  # type: ignore[arg-type]
+
+
+def _int(f: dataclasses.Field[Any], raw: str) -> int:
+    try:
+        return int(raw)
+    except ValueError:
+        raise ValueError(f"{describe(f.name)}: expected an integer, got {raw!r}") from None
 
 
 def add_arguments(parser: argparse.ArgumentParser, names: tuple[str, ...] | None = None) -> None:
@@ -226,7 +349,6 @@ def add_arguments(parser: argparse.ArgumentParser, names: tuple[str, ...] | None
     for f in fields(Settings):
         if names is not None and f.name not in names:
             continue
-        flag = "--" + f.name.replace("_", "-")
         kwargs: dict[str, object] = {
             "dest": f.name,
             "default": getattr(defaults, f.name),
@@ -236,14 +358,12 @@ def add_arguments(parser: argparse.ArgumentParser, names: tuple[str, ...] | None
             kwargs["type"] = int
         if "choices" in f.metadata:
             kwargs["choices"] = f.metadata["choices"]
-        group.add_argument(flag, **kwargs)  # type: ignore[arg-type]
+        group.add_argument(flag(f.name), **kwargs)  # type: ignore[arg-type]
 
 
 def from_args(args: argparse.Namespace) -> Settings:
-    """Settings from parsed flags (which already default to the environment)."""
-    base = from_env()
-    for f in fields(Settings):
-        if hasattr(args, f.name):
-            setattr(base, f.name, getattr(args, f.name))
-    base.check()
-    return base
+    """Settings from parsed flags (which already default to the environment), checked."""
+    given = {f.name: getattr(args, f.name) for f in fields(Settings) if hasattr(args, f.name)}
+    settings = dataclasses.replace(from_env(), **given)
+    settings.check()
+    return settings
