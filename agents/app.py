@@ -26,6 +26,7 @@ from agents.producer import SharedProducer
 from agents.redis_snapshots import install as install_read_model
 from agents.state_stage import BatchObserver, UsersTable, expire, make_apply_agent
 from streams.clock import Clock
+from streams.metric_names import FAUST_METRIC_PREFIX
 from streams.settings import Settings
 from streams.state import WorkerState
 from streams.topics import (
@@ -36,9 +37,6 @@ from streams.topics import (
 )
 
 log = logging.getLogger(__name__)
-
-#: Prefix of Faust's own metric families: fixed, so names don't change with the app id.
-FAUST_METRIC_PREFIX = "faust"
 
 
 @dataclass

@@ -22,8 +22,10 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from agents.labels import CommunityLabels
+from streams import metric_names as names
 from streams.clock import Clock
 from streams.events import REASONS
+from streams.gauges import Gauges, gauge_rows
 from streams.state import WorkerState
 
 LAG_BUCKETS: tuple[float, ...] = (
@@ -91,54 +93,44 @@ class EngagementCollector(Collector):
         self.windows = windows
 
     def collect(self) -> Iterator[Metric]:
-        yield self._active_users()
-        yield self._followers()
+        rows = gauge_rows(
+            self.state.partitions.values(), self.clock.now_ms(), self.windows, self.stats.labels
+        )
+        yield self._active_users(rows)
+        yield self._followers(rows)
         yield from self._ingest_counters()
         yield self._lag()
         yield self._watermark()
 
-    def _active_users(self) -> Metric:
+    def _active_users(self, rows: Gauges) -> Metric:
         family = GaugeMetricFamily(
-            "engagement_active_users",
-            "Distinct users whose last active event is within the window.",
-            labels=["platform", "community", "window"],
+            names.ACTIVE_USERS,
+            names.HELP[names.ACTIVE_USERS],
+            labels=names.LABELS[names.ACTIVE_USERS],
         )
-        now = self.clock.now_ms()
-        if now is None:
-            return family
-        labels = self.stats.labels
-        totals: defaultdict[tuple[str, str, str], int] = defaultdict(int)
-        for (platform, community), counts in self.state.active_counts(now, self.windows).items():
-            label = labels(community)
-            for window, count in counts.items():
-                totals[(platform, label, window)] += count
-        for key, value in sorted(totals.items()):
+        for key, value in rows.active_rows():
             family.add_metric(list(key), value)
         return family
 
-    def _followers(self) -> Metric:
+    def _followers(self, rows: Gauges) -> Metric:
         family = GaugeMetricFamily(
-            "engagement_followers",
-            "Users whose latest follow/unfollow event is a follow.",
-            labels=["platform", "community"],
+            names.FOLLOWERS, names.HELP[names.FOLLOWERS], labels=names.LABELS[names.FOLLOWERS]
         )
-        labels = self.stats.labels
-        totals: defaultdict[tuple[str, str], int] = defaultdict(int)
-        for (platform, community), count in self.state.follower_counts().items():
-            totals[(platform, labels(community))] += count
-        for pair, value in sorted(totals.items()):
+        for pair, value in rows.follower_rows():
             family.add_metric(list(pair), value)
         return family
 
     def _ingest_counters(self) -> Iterator[Metric]:
         events = CounterMetricFamily(
-            "engagement_events", "Valid events ingested.", labels=["platform", "community", "type"]
+            names.EVENTS, names.HELP[names.EVENTS], labels=names.LABELS[names.EVENTS]
         )
         for key, value in sorted(self.stats.events.items()):
             events.add_metric(list(key), value)
         yield events
         invalid = CounterMetricFamily(
-            "engagement_invalid_events", "Invalid messages sent to the DLQ.", labels=["reason"]
+            names.INVALID_EVENTS,
+            names.HELP[names.INVALID_EVENTS],
+            labels=names.LABELS[names.INVALID_EVENTS],
         )
         for reason, value in self.stats.invalid.items():
             invalid.add_metric([reason], value)
@@ -150,16 +142,14 @@ class EngagementCollector(Collector):
             cumulative += count
             buckets.append((_bound_label(bound), cumulative))
         return HistogramMetricFamily(
-            "engagement_event_lag_seconds",
-            "Arrival time minus event time.",
+            names.EVENT_LAG,
+            names.HELP[names.EVENT_LAG],
             buckets=buckets,
             sum_value=self.stats.lag_sum,
         )
 
     def _watermark(self) -> Metric:
-        family = GaugeMetricFamily(
-            "engagement_watermark_seconds", "Newest event time seen (epoch seconds)."
-        )
+        family = GaugeMetricFamily(names.WATERMARK, names.HELP[names.WATERMARK])
         watermark = self.clock.watermark_ms()
         if watermark is not None:
             family.add_metric([], watermark / 1000)

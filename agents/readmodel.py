@@ -24,13 +24,12 @@ from typing import Any
 import orjson
 
 from streams.events import ALL_COMMUNITIES
+from streams.gauges import PC, Gauges, ratio, stickiness
 
 SCHEMA_VERSION = 1
 STATUS_SCHEMA = "engagement-monitor/status/1"
 TOP_SCHEMA = "engagement-monitor/top/1"
 DAY_MS = 86_400_000
-
-PC = tuple[str, str]  # (platform, community)
 
 
 # -- keys ------------------------------------------------------------------------------
@@ -157,32 +156,22 @@ def sum_snapshots(snapshots: Iterable[Snapshot]) -> Totals:
         for label, width in snap.windows.items():
             windows.setdefault(label, width)
     windows = dict(sorted(windows.items(), key=lambda item: item[1]))
-    active: dict[PC, dict[str, int]] = {}
-    followers: dict[PC, int] = {}
+    gauges = Gauges()
     for snap in snaps:
-        for pc, counts in snap.active.items():
-            total = active.setdefault(pc, dict.fromkeys(windows, 0))
-            for label, n in counts.items():
-                total[label] += n
-        for pc, n in snap.followers.items():
-            followers[pc] = followers.get(pc, 0) + n
+        gauges.add_active(snap.active)
+        gauges.add_followers(snap.followers)
+    active = {pc: {w: counts.get(w, 0) for w in windows} for pc, counts in gauges.active.items()}
     clocks = [s.now_ms for s in snaps if s.now_ms is not None]
     return Totals(
         partitions_present=[s.partition for s in snaps],
         partitions_expected=max((s.partitions for s in snaps), default=0),
         windows=windows,
         active=active,
-        followers=followers,
+        followers=gauges.followers,
         as_of_ms=min(clocks) if clocks else None,
         newest_ms=max(clocks) if clocks else None,
         written_ms=min((s.written_ms for s in snaps), default=None),
     )
-
-
-def _ratio(numerator: int | None, denominator: int | None) -> float | None:
-    if numerator is None or not denominator:
-        return None
-    return round(numerator / denominator, 6)
 
 
 def community_row(
@@ -195,11 +184,8 @@ def community_row(
         "community": community,
         "active": counts,
         "followers": followers,
-        "active_per_follower": {label: _ratio(n, followers) for label, n in counts.items()},
-        "stickiness": {
-            "dau_mau": _ratio(counts.get("1d"), counts.get("30d")),
-            "dau_wau": _ratio(counts.get("1d"), counts.get("7d")),
-        },
+        "active_per_follower": {label: ratio(n, followers) for label, n in counts.items()},
+        "stickiness": stickiness(counts),
     }
 
 

@@ -38,7 +38,9 @@ from agents.top_users import (
     TopUsersTally,
     plan,
 )
+from streams import metric_names as names
 from streams.clock import Clock
+from streams.gauges import gauge_rows
 from streams.state import WorkerState
 
 log = logging.getLogger(__name__)
@@ -55,13 +57,13 @@ def build_snapshots(
     partitions: int,
     written_ms: int,
 ) -> list[Snapshot]:
-    """Snapshots of the partitions held now (pure: the state's own count methods)."""
+    """Snapshots of the partitions held now (pure: the gauge rows of each partition)."""
     out = []
     for partition, part in list(state.partitions.items()):
-        active = part.active_counts(now_ms, windows) if now_ms is not None else {}
+        rows = gauge_rows([part], now_ms, windows)
         out.append(
             Snapshot(
-                partition, partitions, now_ms, written_ms, windows, active, part.follower_counts()
+                partition, partitions, now_ms, written_ms, windows, rows.active, rows.followers
             )
         )
     return out
@@ -205,21 +207,14 @@ class ReadModelCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         w = self.writer
         failures = CounterMetricFamily(
-            "engagement_redis_write_failures",
-            "Read-model writes to Redis that failed or timed out.",
+            names.REDIS_WRITE_FAILURES, names.HELP[names.REDIS_WRITE_FAILURES]
         )
         failures.add_metric([], w.failures)
         yield failures
-        dropped = CounterMetricFamily(
-            "engagement_top_users_dropped_events",
-            "Active events left out of the top-users sets: pending buffer full.",
-        )
+        dropped = CounterMetricFamily(names.TOP_USERS_DROPPED, names.HELP[names.TOP_USERS_DROPPED])
         dropped.add_metric([], w.tally.dropped)
         yield dropped
-        last = GaugeMetricFamily(
-            "engagement_redis_last_write_seconds",
-            "Wall time of the last successful read-model write.",
-        )
+        last = GaugeMetricFamily(names.REDIS_LAST_WRITE, names.HELP[names.REDIS_LAST_WRITE])
         if w.last_ok_s is not None:
             last.add_metric([], w.last_ok_s)
         yield last

@@ -35,18 +35,13 @@ from typing import Any, TextIO
 
 from agents.labels import CommunityLabels
 from commands.sources import TimeRange, TopicSource, parse_time_bound
+from streams import metric_names as names
 from streams.durations import parse_duration_ms
 from streams.events import InvalidEvent, parse_event
+from streams.gauges import gauge_rows
 from streams.state import PartitionState
 
 SETTINGS = ("kafka_bootstrap_servers", "input_topic", "windows", "active_types", "community_cap")
-ACTIVE = "engagement_active_users"
-FOLLOWERS = "engagement_followers"
-HELP = {
-    ACTIVE: "Distinct users whose last active event is within the window.",
-    FOLLOWERS: "Users whose latest follow/unfollow event is a follow.",
-}
-LABELS = {ACTIVE: ("platform", "community", "window"), FOLLOWERS: ("platform", "community")}
 #: (ts_ms, platform, community, user_id, type)
 Row = tuple[int, str, str, str, str]
 _ABSENT = -1  # a series has no sample at this step (it appeared later)
@@ -100,12 +95,12 @@ def write_openmetrics(out: TextIO, families: Iterable[Family], steps: list[int])
     written = 0
     stamps = [format_seconds(t) for t in steps]
     for family in families:
-        out.write(f"# HELP {family.name} {HELP.get(family.name, family.name)}\n")
+        out.write(f"# HELP {family.name} {names.HELP.get(family.name, family.name)}\n")
         out.write(f"# TYPE {family.name} gauge\n")
-        names = LABELS.get(family.name, ())
+        label_names = names.LABELS.get(family.name, ())
         for labels in sorted(family.series):
             series = family.series[labels]
-            text = ",".join(f'{n}="{escape(v)}"' for n, v in zip(names, labels, strict=True))
+            text = ",".join(f'{n}="{escape(v)}"' for n, v in zip(label_names, labels, strict=True))
             prefix = f"{family.name}{{{text}}} "
             for offset, value in enumerate(series.values):
                 if value != _ABSENT:
@@ -136,8 +131,8 @@ class Sweep:
         self.windows = windows
         self.state = PartitionState(active_types)
         self.labels = CommunityLabels(community_cap)
-        self.active = Family(ACTIVE)
-        self.followers = Family(FOLLOWERS)
+        self.active = Family(names.ACTIVE_USERS)
+        self.followers = Family(names.FOLLOWERS)
 
     def run(self, rows: list[Row], steps: list[int], progress: Any = None) -> None:
         rows = sorted(rows)
@@ -154,21 +149,12 @@ class Sweep:
                 progress.update(index + 1)
 
     def record(self, index: int, t: int) -> None:
-        """The collector's arithmetic: counts summed per (platform, capped label)."""
-        active: dict[tuple[str, str, str], int] = {}
-        for (platform, community), counts in self.state.active_counts(t, self.windows).items():
-            label = self.labels(community)
-            for window, count in counts.items():
-                key = (platform, label, window)
-                active[key] = active.get(key, 0) + count
-        for key, value in active.items():
+        """The collector's gauge rows (:func:`streams.gauges.gauge_rows`) at step ``t``."""
+        rows = gauge_rows([self.state], t, self.windows, self.labels)
+        for key, value in rows.active_rows():
             self.active.put(index, key, value)
-        followers: dict[tuple[str, str], int] = {}
-        for (platform, community), count in self.state.follower_counts().items():
-            key2 = (platform, self.labels(community))
-            followers[key2] = followers.get(key2, 0) + count
-        for key2, value in followers.items():
-            self.followers.put(index, key2, value)
+        for pair, n in rows.follower_rows():
+            self.followers.put(index, pair, n)
 
 
 # Reading the topic -------------------------------------------------------------

@@ -27,6 +27,9 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from streams import metric_names as names
+from streams.durations import DEFAULT_WINDOWS
+
 REPO = Path(__file__).resolve().parents[1]
 STACK = REPO / "deploy" / "local" / "stack"
 
@@ -266,7 +269,7 @@ def run(args: argparse.Namespace) -> int:
             simulator = subprocess.Popen(sim_cmd, env=env, stdout=log, stderr=log)
         started.append((simulator, "simulator"))
         prom = env.get("PROMETHEUS_URL", "http://127.0.0.1:9090")
-        query = 'sum without (instance, job) (engagement_active_users{community="*"})'
+        query = f'sum without (instance, job) ({names.ACTIVE_USERS}{{community="*"}})'
         console.print(f"worker pid {worker.pid} → http://{target}/metrics (log {logs}/worker.log)")
         console.print(f"simulator pid {simulator.pid}, {args.rate:g} events/s")
         console.print(f"Prometheus: {prom}/graph?g0.expr={urllib.parse.quote(query)}")
@@ -274,7 +277,7 @@ def run(args: argparse.Namespace) -> int:
         console.print("Ctrl-C stops the worker and the simulator; `make down` stops the stack.")
         watch_args = argparse.Namespace(
             url=f"http://{target}/metrics",
-            windows=FAST_SHOWN if args.alerts else "5m,1h,1d,7d,30d",
+            windows=FAST_SHOWN if args.alerts else DEFAULT_WINDOWS,
             top=12,
             interval=1.0,
             seconds=args.seconds,

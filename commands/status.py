@@ -18,6 +18,7 @@ from typing import Any
 
 import orjson
 
+from streams import metric_names as names
 from streams import settings as settings_mod
 
 
@@ -90,18 +91,17 @@ def build_table(doc: dict[str, Any]) -> Any:
     for window in windows:
         table.add_column(f"active {window}", justify="right")
     table.add_column("followers", justify="right")
-    table.add_column("1d/followers", justify="right")
-    table.add_column("DAU/MAU", justify="right")
-    table.add_column("DAU/WAU", justify="right")
+    table.add_column(f"{names.DAU_WINDOW}/followers", justify="right")
+    for name in names.STICKINESS:  # dau_mau -> DAU/MAU
+        table.add_column(name.upper().replace("_", "/"), justify="right")
     for row in doc["communities"]:
         table.add_row(
             row["platform"],
             row["community"],
             *(f"{row['active'].get(w, 0):,}" for w in windows),
             f"{row['followers']:,}",
-            _pct(row["active_per_follower"].get("1d")),
-            _pct(row["stickiness"]["dau_mau"]),
-            _pct(row["stickiness"]["dau_wau"]),
+            _pct(row["active_per_follower"].get(names.DAU_WINDOW)),
+            *(_pct(row["stickiness"][name]) for name in names.STICKINESS),
         )
     return table
 

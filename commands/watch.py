@@ -13,6 +13,8 @@ import urllib.request
 from collections import defaultdict
 from typing import Any
 
+from streams import metric_names as names
+from streams.durations import DEFAULT_WINDOWS
 from streams.events import ALL_COMMUNITIES
 
 Counts = dict[tuple[str, str], dict[str, float]]
@@ -25,10 +27,10 @@ def parse(text: str) -> tuple[Counts, dict[tuple[str, str], float]]:
     active: defaultdict[tuple[str, str], dict[str, float]] = defaultdict(dict)
     followers: dict[tuple[str, str], float] = {}
     for family in text_string_to_metric_families(text):
-        if family.name == "engagement_active_users":
+        if family.name == names.ACTIVE_USERS:
             for s in family.samples:
                 active[(s.labels["platform"], s.labels["community"])][s.labels["window"]] = s.value
-        elif family.name == "engagement_followers":
+        elif family.name == names.FOLLOWERS:
             for s in family.samples:
                 followers[(s.labels["platform"], s.labels["community"])] = s.value
     return dict(active), followers
@@ -59,7 +61,7 @@ def build_table(
     for key in keys[:top]:
         counts = active.get(key, {})
         follow = followers.get(key, 0)
-        dau = counts.get("1d")
+        dau = counts.get(names.DAU_WINDOW)
         ratio = f"{dau / follow:.1%}" if dau is not None and follow else "–"
         table.add_row(
             key[0], key[1], *(f"{counts.get(w, 0):,.0f}" for w in windows), f"{follow:,.0f}", ratio
@@ -73,7 +75,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="http://127.0.0.1:6066/metrics",
         help="the worker's metrics page (default: %(default)s)",
     )
-    parser.add_argument("--windows", default="5m,1h,1d,7d,30d", help="columns to show")
+    parser.add_argument("--windows", default=DEFAULT_WINDOWS, help="columns to show")
     parser.add_argument("--top", type=int, default=12, help="rows (largest communities)")
     parser.add_argument("--interval", type=float, default=1.0, help="refresh every N seconds")
     parser.add_argument(

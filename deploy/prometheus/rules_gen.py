@@ -11,7 +11,8 @@ weeks) is for the end-to-end test, rendered into a temporary folder:
     python deploy/prometheus/rules_gen.py --profile fast --rules-out DIR --alertmanager-out FILE
     python deploy/prometheus/rules_gen.py --set drop_week_fraction=0.4 --rules-out DIR
 
-Standard library only (tomllib to read, YAML written as text), so it runs anywhere
+Standard library only (tomllib to read, YAML written as text), plus the metric names of
+streams/metric_names.py (plain constants, found from this file's path), so it runs anywhere
 Python 3.11 does. See docs/alerting.md.
 """
 
@@ -27,6 +28,11 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
+# The metric contract (names, DAU/WAU/MAU windows, stickiness pairs) is defined once, in
+# streams/metric_names.py: a module of plain constants, importable from the repository.
+sys.path.insert(0, str(HERE.parents[1]))
+from streams import metric_names as names  # noqa: E402
+
 THRESHOLDS = HERE / "thresholds.toml"
 RULES_DIR = HERE / "rules"
 ALERTMANAGER_YML = HERE.parent / "alertmanager" / "alertmanager.yml"
@@ -170,41 +176,35 @@ def _annotations(s: Settings, alert: str, summary: str, description: str) -> dic
 
 def recording_rules(s: Settings) -> list[dict[str, Any]]:
     w = s["events_rate_window"]
+    active = names.ACTIVE_USERS_SUM
+    # Ratios: a zero denominator gives no series (not 0, +Inf or NaN).
+    stickiness = [
+        {
+            "record": names.stickiness_record(name),
+            "expr": f'{active}{{window="{numerator}"}}\n'
+            "  / ignoring (window)\n"
+            f'({active}{{window="{denominator}"}} > 0)',
+        }
+        for name, (numerator, denominator) in names.STICKINESS.items()
+    ]
     return [
+        {"record": active, "expr": f"sum without (instance, job) ({names.ACTIVE_USERS})"},
         {
-            "record": "engagement:active_users:sum",
-            "expr": "sum without (instance, job) (engagement_active_users)",
+            "record": names.FOLLOWERS_SUM,
+            "expr": f"sum without (instance, job) ({names.FOLLOWERS})",
         },
         {
-            "record": "engagement:followers:sum",
-            "expr": "sum without (instance, job) (engagement_followers)",
+            "record": names.ACTIVE_FOLLOWERS_RATIO,
+            "expr": f"{active}\n  / ignoring (window) group_left ()\n({names.FOLLOWERS_SUM} > 0)",
         },
-        # Ratios: a zero denominator gives no series (not 0, +Inf or NaN).
+        *stickiness,
         {
-            "record": "engagement:active_followers_ratio",
-            "expr": "engagement:active_users:sum\n"
-            "  / ignoring (window) group_left ()\n"
-            "(engagement:followers:sum > 0)",
+            "record": names.EVENTS_RATE,
+            "expr": f"sum without (instance, job) (rate({names.EVENTS_TOTAL}[{w}]))",
         },
         {
-            "record": "engagement:stickiness_dau_mau",
-            "expr": f'engagement:active_users:sum{{window="{s["dau_window"]}"}}\n'
-            "  / ignoring (window)\n"
-            f'(engagement:active_users:sum{{window="{s["mau_window"]}"}} > 0)',
-        },
-        {
-            "record": "engagement:stickiness_dau_wau",
-            "expr": f'engagement:active_users:sum{{window="{s["dau_window"]}"}}\n'
-            "  / ignoring (window)\n"
-            f'(engagement:active_users:sum{{window="{s["wau_window"]}"}} > 0)',
-        },
-        {
-            "record": "engagement:events:rate5m",
-            "expr": f"sum without (instance, job) (rate(engagement_events_total[{w}]))",
-        },
-        {
-            "record": "engagement:invalid_events:rate5m",
-            "expr": f"sum without (instance, job) (rate(engagement_invalid_events_total[{w}]))",
+            "record": names.INVALID_EVENTS_RATE,
+            "expr": f"sum without (instance, job) (rate({names.INVALID_EVENTS_TOTAL}[{w}]))",
         },
     ]
 
@@ -212,7 +212,7 @@ def recording_rules(s: Settings) -> list[dict[str, Any]]:
 def engagement_alerts(s: Settings) -> list[dict[str, Any]]:
     def active(window: str, offset: str = "") -> str:
         off = f" offset {offset}" if offset else ""
-        return f'sum without (instance, job) (engagement_active_users{{window="{window}"}}{off})'
+        return f'sum without (instance, job) ({names.ACTIVE_USERS}{{window="{window}"}}{off})'
 
     ww, wo = s["drop_week_window"], s["drop_week_offset"]
     sw, so = s["drop_sudden_window"], s["drop_sudden_offset"]
@@ -260,11 +260,11 @@ def engagement_alerts(s: Settings) -> list[dict[str, Any]]:
             # when a community's series vanished (no sample in the last `after`).
             "alert": "EngagementStopped",
             "expr": "sum without (instance, job, type) "
-            f"(increase(engagement_events_total[{lookback}]))"
+            f"(increase({names.EVENTS_TOTAL}[{lookback}]))"
             f" >= {num(s['stopped_min_events'])}\n"
             "unless\n"
             "sum without (instance, job, type) "
-            f"(increase(engagement_events_total[{after}])) > 0",
+            f"(increase({names.EVENTS_TOTAL}[{after}])) > 0",
             "for": s["stopped_for"],
             "labels": {"severity": s["stopped_severity"], "component": "engagement"},
             "annotations": _annotations(
@@ -287,10 +287,9 @@ def pipeline_alerts(s: Settings) -> list[dict[str, Any]]:
     committed = f"{s['faust_metric_prefix']}_topic_partition_offset_commited"
     topics = f'topic=~{q(s["lag_topic_regex"])}, topic!~".*-changelog"'
     w = s["events_rate_window"]
-    invalid = f"sum without (instance, job, reason) (rate(engagement_invalid_events_total[{w}]))"
+    invalid = f"sum without (instance, job, reason) (rate({names.INVALID_EVENTS_TOTAL}[{w}]))"
     valid = (
-        "sum without (instance, job, platform, community, type) "
-        f"(rate(engagement_events_total[{w}]))"
+        f"sum without (instance, job, platform, community, type) (rate({names.EVENTS_TOTAL}[{w}]))"
     )
     return [
         # Consumer lag per topic from Faust's sensor: end offset - committed offset, per
@@ -298,7 +297,7 @@ def pipeline_alerts(s: Settings) -> list[dict[str, Any]]:
         # offsets of partitions it lost in a rebalance; offsets only grow. Recorded here,
         # in the group of the alert that reads it, so the alert sees this round's value.
         {
-            "record": "engagement:consumer_lag:sum",
+            "record": names.CONSUMER_LAG_SUM,
             "expr": "sum by (topic) (clamp_min(\n"
             f"    max without (instance, job) ({end}{{{topics}}})\n"
             f"  - max without (instance, job) ({committed}{{{topics}}}),\n"
@@ -334,7 +333,7 @@ def pipeline_alerts(s: Settings) -> list[dict[str, Any]]:
         {
             "alert": "EngagementWatermarkStale",
             "expr": "time() - max without (instance, job) "
-            "(engagement_watermark_seconds > 0)"
+            f"({names.WATERMARK} > 0)"
             f" > {num(duration_seconds(s['watermark_stale_after']))}",
             "for": s["watermark_for"],
             "labels": {"severity": s["watermark_severity"], "component": "pipeline"},
@@ -349,8 +348,8 @@ def pipeline_alerts(s: Settings) -> list[dict[str, Any]]:
         },
         {
             "alert": "EngagementConsumerLagGrowing",
-            "expr": f"engagement:consumer_lag:sum >= {num(s['lag_min_messages'])}\n"
-            f"and\nderiv(engagement:consumer_lag:sum[{s['lag_growth_window']}]) > 0",
+            "expr": f"{names.CONSUMER_LAG_SUM} >= {num(s['lag_min_messages'])}\n"
+            f"and\nderiv({names.CONSUMER_LAG_SUM}[{s['lag_growth_window']}]) > 0",
             "for": s["lag_for"],
             "labels": {"severity": s["lag_severity"], "component": "pipeline"},
             "annotations": _annotations(
@@ -377,7 +376,7 @@ def pipeline_alerts(s: Settings) -> list[dict[str, Any]]:
                 "{{ $value | humanizePercentage }} of the messages on the input topic are "
                 f"invalid (threshold {num(s['invalid_ratio'])}, and at least "
                 f"{num(s['invalid_min_rate'])}/s) for {s['invalid_for']}; they go to the "
-                "DLQ, see engagement:invalid_events:rate5m by reason.",
+                f"DLQ, see {names.INVALID_EVENTS_RATE} by reason.",
             ),
         },
         {

@@ -22,6 +22,8 @@ from grafana_foundation_sdk.models import common
 from grafana_foundation_sdk.models import dashboard as model
 from grafana_foundation_sdk.models.prometheus import PromQueryFormat
 
+from streams.metric_names import FAUST_METRIC_PREFIX
+
 #: uid of the provisioned Prometheus datasource; the only datasource panels use.
 DATASOURCE_UID = "engagement-prometheus"
 DATASOURCE = model.DataSourceRef(type_val="prometheus", uid=DATASOURCE_UID)
@@ -29,9 +31,8 @@ DATASOURCE = model.DataSourceRef(type_val="prometheus", uid=DATASOURCE_UID)
 #: Prometheus job of the workers (deploy/prometheus/prometheus.yml).
 JOB = "engagement-monitor"
 
-#: Prefix of Faust's own sensor families (faust.sensors.prometheus): the worker calls
-#: ``setup_prometheus_sensors(..., name_prefix="faust")`` (docs/metrics.md).
-FAUST_PREFIX = "faust"
+#: Prefix of Faust's own sensor families (faust.sensors.prometheus), as the worker sets it.
+FAUST_PREFIX = FAUST_METRIC_PREFIX
 
 #: Tag shared by the dashboards (links between them use it).
 TAG = "engagement-monitor"

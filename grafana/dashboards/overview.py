@@ -20,6 +20,17 @@ from grafana.dashboards.common import (
     targets,
     timeseries_panel,
 )
+from streams.metric_names import (
+    ACTIVE_FOLLOWERS_RATIO,
+    ACTIVE_USERS,
+    ACTIVE_USERS_SUM,
+    DAU_WINDOW,
+    EVENTS_RATE,
+    FOLLOWERS_SUM,
+    MAU_WINDOW,
+    WAU_WINDOW,
+    stickiness_record,
+)
 
 UID = "engagement-overview"
 TITLE = "Engagement overview"
@@ -36,9 +47,9 @@ SEL = 'platform="$platform", community="$community"'
 #: counted twice.
 EVENTS_BY_TYPE = (
     "(\n"
-    '  sum by (type, community) (engagement:events:rate5m{platform="$platform", community!="*"})\n'
+    f'  sum by (type, community) ({EVENTS_RATE}{{platform="$platform", community!="*"}})\n'
     "  or\n"
-    '  label_replace(sum by (type) (engagement:events:rate5m{platform="$platform", '
+    f'  label_replace(sum by (type) ({EVENTS_RATE}{{platform="$platform", '
     'community!="*"}), "community", "*", "", "")\n'
     ")\n"
     'and on (community) label_replace(vector(1), "community", "$community", "", "")'
@@ -46,16 +57,16 @@ EVENTS_BY_TYPE = (
 
 
 def active(window: str) -> str:
-    return f'engagement:active_users:sum{{{SEL}, window="{window}"}}'
+    return f'{ACTIVE_USERS_SUM}{{{SEL}, window="{window}"}}'
 
 
 def variables() -> list[db.QueryVariable]:
     platform = (
         db.QueryVariable("platform")
         .label("Platform")
-        .description("Platform (label platform of engagement_active_users)")
+        .description(f"Platform (label platform of {ACTIVE_USERS})")
         .datasource(DATASOURCE)
-        .query("label_values(engagement_active_users, platform)")
+        .query(f"label_values({ACTIVE_USERS}, platform)")
         .refresh(model.VariableRefresh.ON_TIME_RANGE_CHANGED)
         .sort(model.VariableSort.ALPHABETICAL_ASC)
         .include_all(False)
@@ -66,7 +77,7 @@ def variables() -> list[db.QueryVariable]:
         .label("Community")
         .description('Community; "*" is every community of the platform together')
         .datasource(DATASOURCE)
-        .query('label_values(engagement_active_users{platform="$platform"}, community)')
+        .query(f'label_values({ACTIVE_USERS}{{platform="$platform"}}, community)')
         .current(model.VariableOption(selected=True, text="*", value="*"))
         .refresh(model.VariableRefresh.ON_TIME_RANGE_CHANGED)
         .sort(model.VariableSort.ALPHABETICAL_ASC)
@@ -89,9 +100,9 @@ def build() -> model.Dashboard:
     dash = dash.with_row(row("Right now"))
     for title, window, what in (
         ("Active users (5m)", "5m", "in the last 5 minutes"),
-        ("DAU (1d)", "1d", "in the last 24 hours"),
-        ("WAU (7d)", "7d", "in the last 7 days"),
-        ("MAU (30d)", "30d", "in the last 30 days"),
+        (f"DAU ({DAU_WINDOW})", DAU_WINDOW, "in the last 24 hours"),
+        (f"WAU ({WAU_WINDOW})", WAU_WINDOW, "in the last 7 days"),
+        (f"MAU ({MAU_WINDOW})", MAU_WINDOW, "in the last 30 days"),
     ):
         dash = dash.with_panel(
             stat_panel(title, f"Distinct users with an active event {what}.", active(window))
@@ -101,16 +112,16 @@ def build() -> model.Dashboard:
             stat_panel(
                 "Followers",
                 "Users whose latest follow/unfollow is a follow.",
-                f"engagement:followers:sum{{{SEL}}}",
+                f"{FOLLOWERS_SUM}{{{SEL}}}",
                 width=8,
             )
         )
         .with_panel(
             stat_panel(
-                "Active (30d) / followers",
+                f"Active ({MAU_WINDOW}) / followers",
                 "Monthly active users as a share of followers: how much of the audience "
                 "actually engages (can exceed 100%: non-followers engage too).",
-                f'engagement:active_followers_ratio{{{SEL}, window="30d"}}',
+                f'{ACTIVE_FOLLOWERS_RATIO}{{{SEL}, window="{MAU_WINDOW}"}}',
                 unit="percentunit",
                 width=8,
                 decimals=1,
@@ -120,7 +131,7 @@ def build() -> model.Dashboard:
             stat_panel(
                 "Stickiness (DAU / MAU)",
                 "Share of the month's active users who were active today.",
-                f"engagement:stickiness_dau_mau{{{SEL}}}",
+                f"{stickiness_record('dau_mau')}{{{SEL}}}",
                 unit="percentunit",
                 width=8,
                 decimals=1,
@@ -134,7 +145,7 @@ def build() -> model.Dashboard:
             timeseries_panel(
                 "Active users per window",
                 "Distinct active users over each rolling window.",
-                [query(f"engagement:active_users:sum{{{SEL}}}", "{{window}}")],
+                [query(f"{ACTIVE_USERS_SUM}{{{SEL}}}", "{{window}}")],
             )
         )
         .with_panel(
@@ -142,9 +153,9 @@ def build() -> model.Dashboard:
                 "Followers against active users",
                 "Audience size next to the people who actually engage.",
                 targets(
-                    (f"engagement:followers:sum{{{SEL}}}", "followers"),
-                    (active("30d"), "active 30d"),
-                    (active("1d"), "active 1d"),
+                    (f"{FOLLOWERS_SUM}{{{SEL}}}", "followers"),
+                    (active(MAU_WINDOW), f"active {MAU_WINDOW}"),
+                    (active(DAU_WINDOW), f"active {DAU_WINDOW}"),
                 ),
             )
         )
@@ -162,8 +173,8 @@ def build() -> model.Dashboard:
                 "DAU against the same time last week",
                 "Daily active users now and 7 days earlier (offset 1w).",
                 targets(
-                    (active("1d"), "now"),
-                    (f"{active('1d')} offset 1w", "a week ago"),
+                    (active(DAU_WINDOW), "now"),
+                    (f"{active(DAU_WINDOW)} offset 1w", "a week ago"),
                 ),
             )
         )
@@ -173,14 +184,14 @@ def build() -> model.Dashboard:
         dash.with_row(row("Communities and alerts"))
         .with_panel(
             table_panel(
-                "Top communities by active users (1d)",
+                f"Top communities by active users ({DAU_WINDOW})",
                 "The 10 communities of the platform with the most daily active users "
                 '(the "*" total and the "_other" overflow excluded).',
-                "topk(10, engagement:active_users:sum"
-                '{platform="$platform", window="1d", community!~"[*]|_other"})',
+                f"topk(10, {ACTIVE_USERS_SUM}"
+                f'{{platform="$platform", window="{DAU_WINDOW}", community!~"[*]|_other"}})',
                 exclude=["Time", "__name__", "platform", "window"],
-                rename={"community": "Community", "Value": "Active users (1d)"},
-                sort_desc="Active users (1d)",
+                rename={"community": "Community", "Value": f"Active users ({DAU_WINDOW})"},
+                sort_desc=f"Active users ({DAU_WINDOW})",
             )
         )
         .with_panel(

@@ -23,28 +23,29 @@ from grafana.dashboards.common import (
     targets,
     timeseries_panel,
 )
+from streams.metric_names import EVENT_LAG, EVENTS_RATE, INVALID_EVENTS_RATE, WATERMARK
 
 UID = "engagement-pipeline"
 TITLE = "Pipeline health"
 
 #: Valid events/s per platform. Exclude community="*" (the all-communities total)
 #: so that communities are not counted twice.
-EVENTS_IN = 'sum by (platform) (engagement:events:rate5m{community!="*"})'
-INVALID_IN = "sum(engagement:invalid_events:rate5m)"
+EVENTS_IN = f'sum by (platform) ({EVENTS_RATE}{{community!="*"}})'
+INVALID_IN = f"sum({INVALID_EVENTS_RATE})"
 #: End offset minus committed offset per topic/partition; ``max without`` so that a
 #: partition briefly reported by two workers around a rebalance counts once.
 CONSUMER_LAG_PARTITIONS = (
     f"clamp_min(max without (instance, job) ({FAUST_PREFIX}_topic_partition_end_offset)"
     f" - max without (instance, job) ({FAUST_PREFIX}_topic_partition_offset_commited), 0)"
 )
-WATERMARK_AGE = "time() - max(engagement_watermark_seconds)"
+WATERMARK_AGE = f"time() - max({WATERMARK})"
 UP = f'up{{job="{JOB}"}}'
 
 
 def lag_quantile(q: str) -> str:
     return (
         f"histogram_quantile({q}, sum without (instance, job) "
-        "(rate(engagement_event_lag_seconds_bucket[$__rate_interval])))"
+        f"(rate({EVENT_LAG}_bucket[$__rate_interval])))"
     )
 
 
@@ -69,7 +70,7 @@ def build() -> model.Dashboard:
             stat_panel(
                 "Events/s in",
                 "Valid events per second, all platforms (5m rate).",
-                'sum(engagement:events:rate5m{community!="*"})',
+                f'sum({EVENTS_RATE}{{community!="*"}})',
                 unit="cps",
             )
         )
@@ -107,7 +108,7 @@ def build() -> model.Dashboard:
             timeseries_panel(
                 "Invalid events by reason",
                 "Messages sent to the dead-letter topic per second, by reason (5m rate).",
-                targets(("engagement:invalid_events:rate5m", "{{reason}}")),
+                targets((INVALID_EVENTS_RATE, "{{reason}}")),
                 unit="cps",
                 stacked=True,
             )
