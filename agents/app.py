@@ -20,6 +20,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from agents.changelog import ChangelogWriter
 from agents.ingest import IngestStage, Router
 from agents.kafka_admin import ensure_topics
+from agents.kafka_security import current as current_security
+from agents.kafka_security import faust_settings
 from agents.labels import CommunityLabels
 from agents.metrics import EngagementCollector, IngestStats
 from agents.producer import SharedProducer
@@ -27,6 +29,7 @@ from agents.redis_snapshots import install as install_read_model
 from agents.state_stage import BatchObserver, UsersTable, expire, make_apply_agent
 from streams.clock import Clock
 from streams.metric_names import FAUST_METRIC_PREFIX
+from streams.security import bearer_ok, pseudonymiser
 from streams.settings import Settings
 from streams.state import WorkerState
 from streams.topics import (
@@ -88,6 +91,13 @@ def _faust_app(settings: Settings) -> faust.App:
         topic_partitions=settings.partitions,
         topic_replication_factor=1,
         web_enabled=True,
+        # /metrics and / (health) only: Faust's table and router pages would hand out
+        # user records and the cluster layout to anyone who reaches the port.
+        web_tables_enabled=False,
+        web_router_enabled=False,
+        web_stats_enabled=False,
+        web_graph_enabled=False,
+        web_metrics_enabled=False,
         web_bind=settings.web_host,
         web_host=settings.web_host,
         web_port=settings.web_port,
@@ -98,6 +108,7 @@ def _faust_app(settings: Settings) -> faust.App:
         broker_commit_interval=1.0,
         table_standby_replicas=0,
         value_serializer="raw",
+        **faust_settings(),
     )
 
 
@@ -111,10 +122,16 @@ def _metrics_page(app: faust.App, registry: CollectorRegistry) -> FaustMetrics:
     faust_metrics = FaustMetrics.create(registry, FAUST_METRIC_PREFIX)
     app.monitor = PrometheusMonitor(metrics=faust_metrics)
 
+    token = current_security().http_token
+
     @app.page("/metrics")
     async def metrics(self: Any, request: Any) -> Any:
         from faust.web.drivers.aiohttp import Response
 
+        if not bearer_ok(request.headers.get("Authorization"), token):
+            return Response(
+                body=b"unauthorized\n", status=401, headers={"WWW-Authenticate": "Bearer"}
+            )
         return Response(
             body=generate_latest(registry),
             headers={"Content-Type": CONTENT_TYPE_LATEST},
@@ -170,7 +187,12 @@ def _ingest_task(
             input_topic=settings.input_topic,
             by_user_topic=by_user_topic(settings.app_id),
             dlq_topic=settings.dlq_topic,
-            router=Router(settings.partitions, settings.limits, stats),
+            router=Router(
+                settings.partitions,
+                settings.limits,
+                stats,
+                pseudonymiser(current_security().user_id_key),
+            ),
             producer=producer,
             consumer_settings={
                 "session_timeout_ms": settings.session_timeout_ms,

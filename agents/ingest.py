@@ -20,10 +20,12 @@ import logging
 import time
 from bisect import bisect_left
 from collections import defaultdict
+from collections.abc import Callable
 from typing import Any
 
 import orjson
 
+from agents.kafka_security import client_kwargs
 from agents.metrics import LAG_BUCKETS, IngestStats
 from agents.outage import Outage
 from streams.events import InvalidEvent, Limits, parse_event
@@ -59,10 +61,18 @@ def dlq_headers(reason: str, detail: str, topic: str, partition: int, offset: in
 class Router:
     """Pure part of stage 1: messages in, by-user batches and dead letters out."""
 
-    def __init__(self, partitions: int, limits: Limits, stats: IngestStats) -> None:
+    def __init__(
+        self,
+        partitions: int,
+        limits: Limits,
+        stats: IngestStats,
+        pseudonymise: Callable[[str], str] | None = None,
+    ) -> None:
         self.partitions = partitions
         self.limits = limits
         self.stats = stats
+        #: EM_USER_ID_KEY: ids are replaced here, before anything is stored or sent
+        self.pseudonymise = pseudonymise
 
     def route(
         self, messages: list[Any], now_ms: int
@@ -77,7 +87,12 @@ class Router:
         counts: dict[tuple[str, str, str], int] = {}
         lag_buckets = [0] * (len(LAG_BUCKETS) + 1)
         lag_sum = 0.0
-        n, limits, bounds = self.partitions, self.limits, LAG_BUCKETS
+        n, limits, bounds, pseudonymise = (
+            self.partitions,
+            self.limits,
+            LAG_BUCKETS,
+            self.pseudonymise,
+        )
         for message in messages:
             try:
                 _, ts_ms, platform, community, user_id, kind = parse_event(
@@ -87,6 +102,8 @@ class Router:
                 self.stats.count_invalid(exc.reason)
                 dead.append((message, exc))
                 continue
+            if pseudonymise is not None:
+                user_id = pseudonymise(user_id)
             by_partition[partition_for_user(user_id, n)].append(
                 [ts_ms, platform, community, user_id, kind]
             )
@@ -140,6 +157,7 @@ class IngestStage:
             max_partition_fetch_bytes=4 * 1024 * 1024,
             fetch_max_bytes=16 * 1024 * 1024,
             **self.consumer_settings,
+            **client_kwargs(),
         )
         await self.consumer.start()
         log.info("ingest: reading %s as group %s", self.input_topic, self.group_id)

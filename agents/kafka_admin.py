@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 
+from agents.kafka_security import client_kwargs
+
 log = logging.getLogger(__name__)
 
 
@@ -48,7 +50,9 @@ async def ensure_topics(
     from aiokafka.errors import TopicAlreadyExistsError
 
     admin = AIOKafkaAdminClient(
-        bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_s * 1000)
+        bootstrap_servers=bootstrap,
+        request_timeout_ms=int(timeout_s * 1000),
+        **client_kwargs(),
     )
     await admin.start()
     try:

@@ -29,6 +29,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from agents.kafka_admin import ensure_topics
+from agents.kafka_security import client_kwargs
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +115,7 @@ class BatchWriter:
             max_request_size=max(1024 * 1024, 2 * self.batch_bytes),
             compression_type=self.compression,
             request_timeout_ms=30_000,
+            **client_kwargs(),
         )
         await self._producer.start()
         await self.add_topic(self.topic)

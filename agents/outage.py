@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import time
 
+from streams.security import redact_url
+
 log = logging.getLogger(__name__)
 
 
@@ -22,7 +24,12 @@ class Outage:
         self.failures += 1
         if self.since is None:
             self.since = time.monotonic()
-            log.warning("%s (%s: %s); retrying", self.down, type(exc).__name__, exc or "timeout")
+            log.warning(
+                "%s (%s: %s); retrying",
+                self.down,
+                type(exc).__name__,
+                redact_url(str(exc)) or "timeout",
+            )
 
     def ok(self) -> None:
         if self.since is not None:

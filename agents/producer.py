@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from agents.kafka_security import client_kwargs
+
 
 class SharedProducer:
     def __init__(self, bootstrap: str) -> None:
@@ -57,6 +59,7 @@ class SharedProducer:
                     linger_ms=5,
                     max_batch_size=1024 * 1024,
                     max_request_size=4 * 1024 * 1024,
+                    **client_kwargs(),
                 )
                 await producer.start()
                 self._producer = producer

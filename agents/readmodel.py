@@ -23,6 +23,7 @@ from typing import Any
 
 import orjson
 
+from agents.kafka_security import redis_kwargs
 from streams.events import ALL_COMMUNITIES
 from streams.gauges import PC, Gauges, ratio, stickiness
 
@@ -263,6 +264,8 @@ def connect(url: str, timeout: float = 2.0) -> Any:
     """An asyncio Redis client for redis://, rediss:// (TLS) and password URLs
     (``redis://:PASSWORD@host:port/0``, ``rediss://user:PASSWORD@host:6380/0``).
 
+    A password (EM_REDIS_PASSWORD, or its file) and TLS files (EM_REDIS_SSL_*) come
+    from :func:`agents.kafka_security.redis_kwargs`, so the URL need not carry a secret.
     Short socket timeouts and no client-side retries: callers decide what a failure
     means (the worker skips one tick; a reader reports it).
     """
@@ -272,6 +275,7 @@ def connect(url: str, timeout: float = 2.0) -> Any:
 
     return aioredis.from_url(
         url,
+        **redis_kwargs(url),
         socket_timeout=timeout,
         socket_connect_timeout=timeout,
         retry=Retry(NoBackoff(), 0),

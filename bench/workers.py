@@ -23,6 +23,7 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from agents.kafka_security import client_kwargs
 from streams.topics import by_user_topic, ingest_group
 
 REPO = Path(__file__).resolve().parents[1]
@@ -164,7 +165,7 @@ async def _committed(admin: Any, group: str) -> dict[Any, int]:
 async def _end_offsets(bootstrap: str, topic: str) -> dict[Any, int]:
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, **client_kwargs())
     await consumer.start()
     try:
         parts = consumer.partitions_for_topic(topic) or set()
@@ -183,7 +184,7 @@ async def wait_caught_up(
     """Return when both stages have committed everything that was in the topics."""
     from aiokafka.admin import AIOKafkaAdminClient
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **client_kwargs())
     await admin.start()
     try:
         deadline = time.monotonic() + timeout
@@ -216,7 +217,9 @@ async def produce(bootstrap: str, topic: str, values: Iterable[bytes], partition
     from agents.kafka_admin import ensure_topics
 
     await ensure_topics(bootstrap, {topic: partitions})
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, acks="all")
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, linger_ms=5, acks="all", **client_kwargs()
+    )
     await producer.start()
     try:
         futures = [
@@ -235,7 +238,10 @@ async def read_all(bootstrap: str, topic: str) -> list[Any]:
 
     ends = await _end_offsets(bootstrap, topic)
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest"
+        bootstrap_servers=bootstrap,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        **client_kwargs(),
     )
     await consumer.start()
     records: list[Any] = []

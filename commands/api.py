@@ -17,18 +17,23 @@ parameter, 404 unknown community, 503 Redis unreachable.
 from __future__ import annotations
 
 import argparse
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
 from aiohttp import web
 
+from agents import kafka_security
 from agents.readmodel import check_day, connect, read_status, read_top, today
 from streams import settings as settings_mod
+from streams.security import bearer_ok, redact_url
 
 CLIENT: web.AppKey[Any] = web.AppKey("redis", object)
 APP_ID: web.AppKey[str] = web.AppKey("app_id", str)
 MAX_LIMIT = 1000
+
+log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -47,7 +52,10 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     except ValueError as exc:
         return _json({"error": str(exc)}, 400)
     except Exception as exc:  # noqa: BLE001 - redis errors and timeouts
-        return _json({"error": "redis unavailable", "detail": f"{type(exc).__name__}: {exc}"}, 503)
+        # the reason goes to the log, not to the client: an error text can name hosts,
+        # users and internals that an API caller has no business seeing
+        log.warning("api: Redis unavailable (%s: %s)", type(exc).__name__, redact_url(str(exc)))
+        return _json({"error": "redis unavailable"}, 503)
 
 
 async def communities(request: web.Request) -> web.Response:
@@ -91,8 +99,23 @@ async def health(request: web.Request) -> web.Response:
     return _json({"redis": "ok"})
 
 
-def make_app(redis_url: str, app_id: str, client: Any = None) -> web.Application:
-    app = web.Application(middlewares=[errors])
+def bearer(token: str) -> Any:
+    """Middleware: with a token set (EM_HTTP_TOKEN), 401 unless ``Authorization: Bearer``
+    carries it."""
+
+    @web.middleware
+    async def check(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if not bearer_ok(request.headers.get("Authorization"), token):
+            response = _json({"error": "unauthorized"}, 401)
+            response.headers["WWW-Authenticate"] = "Bearer"
+            return response
+        return await handler(request)
+
+    return check
+
+
+def make_app(redis_url: str, app_id: str, client: Any = None, token: str = "") -> web.Application:
+    app = web.Application(middlewares=[bearer(token), errors])
     app[APP_ID] = app_id
 
     async def redis_client(app: web.Application) -> Any:
@@ -120,5 +143,7 @@ def run(args: argparse.Namespace) -> int:
         f"(app id {args.app_id!r})",
         flush=True,
     )
-    web.run_app(make_app(args.redis_url, args.app_id), host=args.host, port=args.port, print=None)
+    token = kafka_security.current().http_token
+    app = make_app(args.redis_url, args.app_id, token=token)
+    web.run_app(app, host=args.host, port=args.port, print=None)
     return 0

@@ -33,6 +33,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
+from agents.kafka_security import failure
 from agents.labels import CommunityLabels
 from commands.sources import TimeRange, TopicSource, parse_time_bound
 from streams import metric_names as names
@@ -272,7 +273,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         summary = asyncio.run(backfill(args, conf, out))
     except KafkaError as exc:
-        print(f"backfill: Kafka at {conf.kafka_bootstrap_servers}: {exc!r}", file=sys.stderr)
+        print(f"backfill: Kafka at {conf.kafka_bootstrap_servers}: {failure(exc)}", file=sys.stderr)
         return 1
     finally:
         if out is not sys.stdout:

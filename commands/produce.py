@@ -19,6 +19,7 @@ from typing import Any
 
 import orjson
 
+from agents.kafka_security import failure
 from commands.interrupt import run_stoppable
 from commands.sources import open_binary
 from streams.events import InvalidEvent, parse_event, parse_timestamp_ms
@@ -177,7 +178,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         asyncio.run(run_stoppable(producer.run, producer.stop))
     except KafkaError as exc:
-        print(f"produce: Kafka at {conf.kafka_bootstrap_servers}: {exc}", file=sys.stderr)
+        print(f"produce: Kafka at {conf.kafka_bootstrap_servers}: {failure(exc)}", file=sys.stderr)
         return 1
     for text in producer.bad_lines:
         print(f"produce: {text}", file=sys.stderr)

@@ -34,6 +34,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from agents.kafka_security import client_kwargs, failure
 from commands.sources import TsFormatter, parse_time_bound, spans_from_offsets
 from streams.topics import TABLE_NAME, by_user_topic, changelog_topic, ingest_group
 
@@ -249,8 +250,10 @@ async def make_plan(settings: Any, time_ms: int) -> Plan:
 
     bootstrap = settings.kafka_bootstrap_servers
     app_id = settings.app_id
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **client_kwargs())
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, **client_kwargs()
+    )
     await admin.start()
     await consumer.start()
     try:
@@ -302,7 +305,7 @@ async def commit_offsets(bootstrap: str, group: str, topic: str, moves: list[Off
     if not moves:
         return
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False
+        bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False, **client_kwargs()
     )
     await consumer.start()
     try:
@@ -349,7 +352,7 @@ async def execute(settings: Any, plan: Plan) -> None:
     await commit_offsets(bootstrap, plan.state_group, plan.by_user_topic, plan.by_user_moves)
     await commit_offsets(bootstrap, plan.ingest_group, plan.input_topic, plan.ingest_moves)
     if plan.changelog_partitions:
-        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **client_kwargs())
         await admin.start()
         try:
             await recreate_topic(admin, plan.changelog, plan.changelog_partitions)
@@ -362,7 +365,9 @@ async def execute(settings: Any, plan: Plan) -> None:
 async def group_refusal(settings: Any) -> str | None:
     from aiokafka.admin import AIOKafkaAdminClient
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=settings.kafka_bootstrap_servers, **client_kwargs()
+    )
     await admin.start()
     try:
         groups = await describe_groups(admin, (ingest_group(settings.app_id), settings.app_id))
@@ -422,5 +427,5 @@ def run(args: argparse.Namespace) -> int:
     try:
         return asyncio.run(_run(args))
     except KafkaError as exc:
-        print(f"rebuild: Kafka at {args.kafka_bootstrap_servers}: {exc!r}", file=sys.stderr)
+        print(f"rebuild: Kafka at {args.kafka_bootstrap_servers}: {failure(exc)}", file=sys.stderr)
         return 1

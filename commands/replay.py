@@ -22,6 +22,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from agents.kafka_security import failure
 from commands.interrupt import run_stoppable
 from commands.sources import (
     FILE_FORMATS,
@@ -395,7 +396,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         tally = asyncio.run(run_stoppable(replay.run, replay.stop))
     except KafkaError as exc:
-        print(f"replay: Kafka at {conf.kafka_bootstrap_servers}: {exc}", file=sys.stderr)
+        print(f"replay: Kafka at {conf.kafka_bootstrap_servers}: {failure(exc)}", file=sys.stderr)
         return 1
     print(tally.summary(), file=sys.stderr)
     if tally.failed:

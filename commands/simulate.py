@@ -35,6 +35,7 @@ from typing import IO
 
 import orjson
 
+from agents.kafka_security import failure
 from commands.sources import TsFormatter, parse_time_bound
 from streams.durations import parse_duration_ms
 
@@ -442,7 +443,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         return asyncio.run(runner.to_kafka(conf.kafka_bootstrap_servers, conf.input_topic))
     except KafkaError as exc:
-        print(f"simulate: Kafka at {conf.kafka_bootstrap_servers}: {exc}", file=sys.stderr)
+        print(f"simulate: Kafka at {conf.kafka_bootstrap_servers}: {failure(exc)}", file=sys.stderr)
         return 1
 
 

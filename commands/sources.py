@@ -21,6 +21,7 @@ from typing import IO, Any
 
 import orjson
 
+from agents.kafka_security import client_kwargs
 from streams.durations import parse_duration_ms
 from streams.events import EVENT_TYPES, InvalidEvent, parse_timestamp_ms, validate
 
@@ -533,6 +534,7 @@ class TopicSource:
             auto_offset_reset="earliest",
             max_partition_fetch_bytes=4 * 1024 * 1024,
             fetch_max_bytes=16 * 1024 * 1024,
+            **client_kwargs(),
         )
         await consumer.start()
         try:

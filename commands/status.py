@@ -20,6 +20,7 @@ import orjson
 
 from streams import metric_names as names
 from streams import settings as settings_mod
+from streams.security import redact_url
 
 
 def _settings_args(parser: argparse.ArgumentParser) -> None:
@@ -136,7 +137,7 @@ def _render(args: argparse.Namespace) -> Any:
     try:
         doc = fetch_status(args)
     except Exception as exc:  # noqa: BLE001 - shown in the live view; retried next refresh
-        return Text(f"waiting for Redis at {args.redis_url} ({exc})", style="yellow")
+        return Text(f"waiting for Redis at {redact_url(args.redis_url)} ({exc})", style="yellow")
     notes = [Text(w, style="yellow") for w in warnings(doc)]
     return Group(build_table(doc), *notes)
 
@@ -157,7 +158,7 @@ def run(args: argparse.Namespace) -> int:
         doc = fetch_status(args)
     except Exception as exc:  # noqa: BLE001 - a one-line error, not a traceback
         print(
-            f"engagement-monitor status: cannot read Redis at {args.redis_url}: {exc}",
+            f"engagement-monitor status: cannot read Redis at {redact_url(args.redis_url)}: {exc}",
             file=sys.stderr,
         )
         return 1
@@ -212,7 +213,8 @@ def run_top(args: argparse.Namespace) -> int:
         raise
     except Exception as exc:  # noqa: BLE001 - a one-line error, not a traceback
         print(
-            f"engagement-monitor top: cannot read Redis at {args.redis_url}: {exc}", file=sys.stderr
+            f"engagement-monitor top: cannot read Redis at {redact_url(args.redis_url)}: {exc}",
+            file=sys.stderr,
         )
         return 1
     if args.json:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from streams import settings as settings_mod
 
@@ -22,11 +23,21 @@ def run(args: argparse.Namespace) -> int:
     settings = settings_mod.from_args(args)
     import asyncio
 
+    from aiokafka.errors import KafkaError
     from faust.worker import Worker
 
     from agents.app import build, prepare_topics
+    from agents.kafka_security import failure
 
-    asyncio.run(prepare_topics(settings))
+    try:  # the first connection: a wrong password or certificate fails here, in one line
+        asyncio.run(prepare_topics(settings))
+    except KafkaError as exc:
+        print(
+            f"engagement-monitor worker: Kafka at {settings.kafka_bootstrap_servers}: "
+            f"{failure(exc)}",
+            file=sys.stderr,
+        )
+        return 1
     pipeline = build(settings)
     level = {"warning": "warn"}.get(settings.log_level, settings.log_level)
     worker = Worker(pipeline.app, loglevel=level)

@@ -28,6 +28,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from streams import security
 from streams.durations import DEFAULT_WINDOWS, parse_duration_ms, parse_windows
 from streams.events import DEFAULT_ACTIVE_TYPES, EVENT_TYPES, Limits
 
@@ -349,16 +350,33 @@ def add_arguments(parser: argparse.ArgumentParser, names: tuple[str, ...] | None
     for f in fields(Settings):
         if names is not None and f.name not in names:
             continue
+        # a URL may carry a password (redis://:PASSWORD@host): help shows it redacted
+        shown = security.redact_url(str(getattr(defaults, f.name))).replace("%", "%%")
         kwargs: dict[str, object] = {
             "dest": f.name,
             "default": getattr(defaults, f.name),
-            "help": f"{f.metadata['help']} [{f.metadata['env']}] (default: %(default)s)",
+            "help": f"{f.metadata['help']} [{f.metadata['env']}] (default: {shown})",
         }
         if f.type in ("int", int):
             kwargs["type"] = int
         if "choices" in f.metadata:
             kwargs["choices"] = f.metadata["choices"]
         group.add_argument(flag(f.name), **kwargs)  # type: ignore[arg-type]
+    _add_security_help(parser, names)
+
+
+def _add_security_help(parser: argparse.ArgumentParser, names: tuple[str, ...] | None) -> None:
+    """List the security variables the command honours: environment only, values never
+    shown (see streams/security.py)."""
+    groups = {"kafka": "kafka_bootstrap_servers", "redis": "redis_url", "http": "web_port"}
+    wanted = [g for g, setting in groups.items() if names is None or setting in names]
+    if names is None:
+        wanted.append("worker")
+    if wanted:
+        parser.add_argument_group(
+            "security (environment only; secrets also as VAR_FILE; values never shown)",
+            security.describe(wanted),
+        )
 
 
 def from_args(args: argparse.Namespace) -> Settings:
@@ -366,4 +384,5 @@ def from_args(args: argparse.Namespace) -> Settings:
     given = {f.name: getattr(args, f.name) for f in fields(Settings) if hasattr(args, f.name)}
     settings = dataclasses.replace(from_env(), **given)
     settings.check()
+    security.from_env().check()
     return settings

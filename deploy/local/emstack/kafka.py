@@ -190,11 +190,18 @@ def _java_cmd(cfg: Config, jvm_opts: str, main: str, *args: str) -> list[str]:
     ]
 
 
-def format_storage(cfg: Config, props: Path) -> None:
-    """Format the log dir once (KRaft needs a cluster id before the first start)."""
+def format_storage(cfg: Config, props: Path, scram_users: dict[str, str] | None = None) -> None:
+    """Format the log dir once (KRaft needs a cluster id before the first start).
+
+    ``scram_users`` ({name: password}) are created as SCRAM-SHA-256 and -512 users at
+    format time: KRaft has no other way to have a first user before the broker runs.
+    """
     if (cfg.state_dir / "kafka" / "data" / "meta.properties").exists():
         return
     args = ["format", "-t", _cluster_id(), "-c", str(props)]
+    for name, password in (scram_users or {}).items():
+        for mechanism in ("SCRAM-SHA-256", "SCRAM-SHA-512"):
+            args += ["--add-scram", f"{mechanism}=[name={name},password={password}]"]
     if cfg.kafka_home is not None:
         cmd = [str(cfg.kafka_home / "bin" / "kafka-storage.sh"), *args]
     else:
