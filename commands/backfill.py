@@ -2,12 +2,19 @@
 
 Prometheus only has the gauges from the moment it scraped a worker. To show
 recomputed history (after a rebuild, or for a period before the monitor ran), this
-command reads the input topic's events up to ``--to`` — from the topic's beginning by
-default, because the follower gauge is not windowed (a follow from last year still
-counts); ``--history 30d`` reads only the longest window before ``--from``, which keeps
+command reads the input topic's events with ts <= ``--to`` — from every event ever
+by default, because the follower gauge is not windowed (a follow from last year still
+counts); ``--history 30d`` keeps only the longest window before ``--from``, which keeps
 every active-user gauge exact but counts only the follows made in it — and evaluates
 the gauges with the event clock at every ``--step``: the value at step t is computed
-over exactly the events with ts <= t.
+over exactly the events with ts <= t, which is what an event-clock worker that
+consumed the topic shows when its clock is at t.
+
+Events are chosen by their event time, never by Kafka record timestamps (produce
+time, append time, event time or a mix; a late event sits anywhere): every partition
+is read to its end offset, each value judged by the worker's own function and limits
+(:class:`commands.sources.TopicSource`); ``--trust-timestamps`` lets the record
+timestamps skip the records before ``--from - --history`` where that is safe.
 
 Offline there is one process and all users, so one :class:`PartitionState` holds
 everything; events are applied in event-time order (a sweep), which gives at each
@@ -38,11 +45,20 @@ from agents.labels import CommunityLabels
 from commands.sources import TimeRange, TopicSource, parse_time_bound
 from streams import metric_names as names
 from streams.durations import parse_duration_ms
-from streams.events import InvalidEvent, parse_event
+from streams.events import Limits
 from streams.gauges import gauge_rows
 from streams.state import PartitionState
+from streams.topics import partition_for_user
 
-SETTINGS = ("kafka_bootstrap_servers", "input_topic", "windows", "active_types", "community_cap")
+SETTINGS = (
+    "kafka_bootstrap_servers",
+    "input_topic",
+    "windows",
+    "active_types",
+    "community_cap",
+    "future_tolerance",
+    "max_message_bytes",
+)
 #: (ts_ms, platform, community, user_id, type)
 Row = tuple[int, str, str, str, str]
 _ABSENT = -1  # a series has no sample at this step (it appeared later)
@@ -123,6 +139,21 @@ def step_times(start_ms: int, end_ms: int, step_ms: int) -> list[int]:
     return list(range(start_ms, end_ms + 1, step_ms))
 
 
+def partition_states(
+    rows: list[Row], active_types: frozenset[str], partitions: int
+) -> dict[int, PartitionState]:
+    """The state of every by-user partition once a worker has applied ``rows`` (the
+    merge is order independent, so any order gives the worker's records)."""
+    states: dict[int, PartitionState] = {}
+    for ts_ms, platform, community, user_id, kind in rows:
+        p = partition_for_user(user_id, partitions)
+        state = states.get(p)
+        if state is None:
+            state = states[p] = PartitionState(active_types)
+        state.apply(platform, community, user_id, ts_ms, kind)
+    return states
+
+
 class Sweep:
     """Applies time-sorted events up to each step and records the gauges there."""
 
@@ -161,38 +192,39 @@ class Sweep:
 # Reading the topic -------------------------------------------------------------
 
 
-@dataclass
-class ReadTally:
-    records: int = 0
-    invalid: dict[str, int] = field(default_factory=dict)
-
-
 async def read_rows(
-    bootstrap: str,
-    topic: str,
-    time_range: TimeRange,
-    now_ms: int,
-    tally: ReadTally,
+    source: TopicSource,
     progress: Any = None,
 ) -> list[Row]:
-    """Valid events of the range, as the worker would parse them (invalid ones counted)."""
-    source = TopicSource(bootstrap, topic, time_range)
+    """The events of the source's range that the worker would apply (what it
+    refuses, and what is outside the range, is counted in ``source.tally``)."""
     rows: list[Row] = []
-    async for records in source.batches():
+    append = rows.append
+    async for decoded in source.batches():
         if progress is not None:
             progress.total = source.total
-        for record in records:
-            tally.records += 1
-            try:
-                e = parse_event(record.value, now_ms)
-            except InvalidEvent as exc:
-                tally.invalid[exc.reason] = tally.invalid.get(exc.reason, 0) + 1
-                continue
-            if time_range.contains(e.ts_ms):
-                rows.append((e.ts_ms, e.platform, e.community, e.user_id, e.type))
+        for e, _reason, _record in decoded:
+            if e is not None:
+                append((e.ts_ms, e.platform, e.community, e.user_id, e.type))
         if progress is not None:
-            progress.update(tally.records)
+            progress.update(source.read, outside=source.skipped)
     return rows
+
+
+def topic_source(
+    conf: Any, time_range: TimeRange, now_ms: int, trust: bool = False, **kw: Any
+) -> TopicSource:
+    """The input topic, read with the worker's settings (limits, future tolerance)."""
+    limits: Limits = conf.limits
+    return TopicSource(
+        conf.kafka_bootstrap_servers,
+        conf.input_topic,
+        time_range,
+        now_ms=now_ms,
+        limits=limits,
+        trust_timestamps=trust,
+        **kw,
+    )
 
 
 # CLI ---------------------------------------------------------------------------
@@ -227,6 +259,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--output", "-o", default="-", metavar="FILE", help="OpenMetrics file (default: stdout)"
     )
+    parser.add_argument(
+        "--trust-timestamps",
+        action="store_true",
+        help="no record is stamped earlier than its event time minus the future tolerance: "
+        "read each partition from the first record stamped at or after --from - --history "
+        "minus the tolerance (default: every record)",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
     settings.add_arguments(parser, names=SETTINGS)
 
@@ -240,27 +279,16 @@ async def backfill(args: argparse.Namespace, conf: Any, out: TextIO) -> str:
     steps = step_times(start, end, parse_duration_ms(args.step))
     windows = conf.window_ms
     first = None if args.history == "all" else start - parse_duration_ms(args.history)
-    tally = ReadTally()
+    source = topic_source(conf, TimeRange(first, end + 1), now_ms, args.trust_timestamps)
     reading = Progress("backfill: reading", unit="records", enabled=not args.quiet)
-    rows = await read_rows(
-        conf.kafka_bootstrap_servers,
-        conf.input_topic,
-        TimeRange(first, end + 1),
-        now_ms,
-        tally,
-        reading,
-    )
+    rows = await read_rows(source, reading)
     reading.close()
     sweep = Sweep(windows, conf.active_type_set, conf.community_cap)
     sweeping = Progress("backfill: steps", total=len(steps), unit="steps", enabled=not args.quiet)
     sweep.run(rows, steps, sweeping)
     sweeping.close()
     samples = write_openmetrics(out, (sweep.active, sweep.followers), steps)
-    invalid = sum(tally.invalid.values())
-    return (
-        f"backfill: {len(rows)} events ({tally.records} records read, {invalid} invalid), "
-        f"{len(steps)} steps, {samples} samples"
-    )
+    return f"backfill: {source.tally.summary()}; {len(steps)} steps, {samples} samples"
 
 
 def run(args: argparse.Namespace) -> int:

@@ -34,6 +34,11 @@ COMMANDS: tuple[tuple[str, str, str], ...] = (
     ),
     ("backfill", "commands.backfill", "write past gauges as OpenMetrics for promtool backfilling"),
     (
+        "audit",
+        "commands.audit",
+        "recompute every gauge from the input topic and compare with the live numbers",
+    ),
+    (
         "alerts-webhook",
         "commands.alerts_webhook",
         "receive Alertmanager webhooks: print and record them",

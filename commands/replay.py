@@ -1,15 +1,18 @@
 """``engagement-monitor replay``: copy the events of a time range into a topic.
 
-The source is a topic (``--from-topic``; the range is found on every partition with
-``offsets_for_times``) or a file (``--file``: JSONL in the event contract, the SNAP
-temporal edge list, or CSV/whitespace columns with a mapping; ``.gz`` is read as
-is). Event times are kept — each Kafka record's timestamp is the event time — unless
-``--shift-to-now`` moves the whole range so that it ends now. ``--speed`` paces the
+The source is a topic (``--from-topic``; every partition is read to its end offset
+and the range is chosen by event time, whatever the record timestamps — see
+:class:`commands.sources.TopicSource`) or a file (``--file``, ``-`` for stdin: JSONL
+in the event contract, the SNAP temporal edge list, or CSV/whitespace columns with a
+mapping; ``.gz`` is read as is). Every record sent is stamped with its event time
+(moved by ``--shift-to-now``, which makes the range end now). ``--speed`` paces the
 copy (1: as fast as it happened, 10: ten times faster, ``max``: no pacing).
 
-Bad lines never stop a replay: they are counted and go to the DLQ topic with their
-original bytes and ``reason``/``source`` headers. Ctrl-C stops cleanly: what was
-appended is flushed and a summary says what was sent.
+Every line or record is judged by the worker's own function and limits (future
+tolerance included); what the worker would refuse never stops a replay: it is
+counted and goes to the DLQ topic with its original bytes and ``reason``/``source``
+headers. Ctrl-C stops cleanly: what was appended is flushed and a summary says what
+was sent.
 """
 
 from __future__ import annotations
@@ -25,17 +28,27 @@ from typing import Any
 from agents.kafka_security import failure
 from commands.interrupt import run_stoppable
 from commands.sources import (
+    DEFAULT_LIMITS,
     FILE_FORMATS,
     ColumnFormat,
     FileSource,
     TimeRange,
     TopicSource,
+    by_reason,
     parse_columns,
     parse_type_map,
 )
-from streams.durations import parse_duration_ms
+from streams.events import EVENT_TYPES, Limits
 
 _YIELD_EVERY = 4096  # events between progress updates / event-loop yields
+#: the worker's settings a replay needs: where to write, and the rules it judges by
+SETTINGS = (
+    "kafka_bootstrap_servers",
+    "input_topic",
+    "dlq_topic",
+    "future_tolerance",
+    "max_message_bytes",
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -43,7 +56,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--from-topic", metavar="TOPIC", help="read the range from this topic")
-    source.add_argument("--file", metavar="FILE", help="read events from a file (.gz too)")
+    source.add_argument(
+        "--file", metavar="FILE", help="read events from a file (.gz too; - for stdin)"
+    )
     parser.add_argument(
         "--from",
         dest="start",
@@ -90,6 +105,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--platform", default="twitter", help="csv/snap: platform when there is no platform column"
     )
     parser.add_argument(
+        "--type",
+        dest="type_value",
+        choices=sorted(EVENT_TYPES),
+        metavar="TYPE",
+        help="csv/snap: the event type of every line (a file without a type column)",
+    )
+    parser.add_argument(
+        "--community",
+        dest="community_value",
+        metavar="NAME",
+        help="csv/snap: the community of every line (a file without a community column)",
+    )
+    parser.add_argument(
         "--delimiter",
         default=",",
         help="csv: column delimiter; 'space' for runs of whitespace (default: ,)",
@@ -102,10 +130,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--header", action="store_true", help="csv: skip the first line")
     parser.add_argument(
-        "--lateness",
-        default="5m",
-        help="topics: read on past --to until a record is this much later, so that "
-        "out-of-order events are kept (default: 5m)",
+        "--trust-timestamps",
+        action="store_true",
+        help="topics: no record is stamped earlier than its event time minus the future "
+        "tolerance, so each partition is read from the first record stamped at or after "
+        "--from minus the tolerance (default: from the beginning)",
     )
     parser.add_argument(
         "--partitions",
@@ -114,7 +143,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="partitions when the destination topic is created (default: 4)",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress line")
-    settings.add_arguments(parser, names=("kafka_bootstrap_servers", "input_topic", "dlq_topic"))
+    settings.add_arguments(parser, names=SETTINGS)
 
 
 def parse_speed(text: str) -> float | None:
@@ -132,21 +161,35 @@ def parse_speed(text: str) -> float | None:
 
 def column_format(args: argparse.Namespace) -> ColumnFormat | None:
     """The column mapping for --format csv/snap (flags override the SNAP preset)."""
+    type_value = getattr(args, "type_value", None)
+    community_value = getattr(args, "community_value", None)
     if args.format == "jsonl":
-        if args.columns or args.type_map:
-            raise ValueError("--columns/--type-map apply to --format csv or snap")
+        if args.columns or args.type_map or type_value or community_value:
+            raise ValueError(
+                "--columns/--type-map/--type/--community apply to --format csv or snap"
+            )
         return None
     if args.format == "snap":
         from commands.sources import SNAP_FORMAT
 
         extra = parse_type_map(args.type_map) if args.type_map else {}
+        columns = parse_columns(args.columns) if args.columns else dict(SNAP_FORMAT.columns)
+        if not args.columns:  # the preset's column gives way to a constant
+            columns = {
+                name: index
+                for name, index in columns.items()
+                if not (name == "type" and type_value)
+                and not (name == "community" and community_value)
+            }
         return ColumnFormat(
-            columns=parse_columns(args.columns) if args.columns else dict(SNAP_FORMAT.columns),
+            columns=columns,
             delimiter=None,
             type_map={**SNAP_FORMAT.type_map, **extra},
             platform=args.platform,
             ts_unit="s",
             id_prefix="snap",
+            type_value=type_value,
+            community_value=community_value,
         )
     if not args.columns:
         raise ValueError("--format csv needs --columns, e.g. user_id=0,community=1,ts=2,type=3")
@@ -159,6 +202,8 @@ def column_format(args: argparse.Namespace) -> ColumnFormat | None:
         ts_unit=args.ts_unit,
         id_prefix="line",
         header=args.header,
+        type_value=type_value,
+        community_value=community_value,
     )
 
 
@@ -176,18 +221,19 @@ class Tally:
     seconds: float = 0.0
     interrupted: bool = False
     reasons: Counter[str] = field(default_factory=Counter)
+    source: str = ""  # what a topic read saw, by event time
 
     @property
     def rate(self) -> float:
         return self.sent / self.seconds if self.seconds > 0 else 0.0
 
     def summary(self) -> str:
-        reasons = ", ".join(f"{r} {n}" for r, n in self.reasons.most_common())
         return (
             f"replay{' (interrupted)' if self.interrupted else ''}: sent {self.sent} events "
             f"({self.bytes / 1e6:.1f} MB) in {self.seconds:.1f}s, {self.rate:,.0f} events/s; "
-            f"bad {self.bad}{f' ({reasons})' if reasons else ''} -> DLQ; "
+            f"bad {self.bad}{by_reason(self.reasons)} -> DLQ; "
             f"outside the range {self.skipped}; failed {self.failed}"
+            + (f"\nreplay: {self.source}" if self.source else "")
         )
 
 
@@ -219,8 +265,16 @@ class Pacer:
 class Replay:
     """One replay run: a source, a writer, a pacer, a progress line, a tally."""
 
-    def __init__(self, args: argparse.Namespace, bootstrap: str, to_topic: str, dlq_topic: str):
+    def __init__(
+        self,
+        args: argparse.Namespace,
+        bootstrap: str,
+        to_topic: str,
+        dlq_topic: str,
+        limits: Limits = DEFAULT_LIMITS,
+    ):
         self.args = args
+        self.limits = limits
         self.bootstrap = bootstrap
         self.to_topic = to_topic
         self.dlq_topic = dlq_topic
@@ -282,7 +336,14 @@ class Replay:
 
     async def _from_file(self, writer: Any, progress: Any) -> None:
         fmt = column_format(self.args)
-        source = FileSource(self.args.file, self.args.format, fmt, self.time_range)
+        source = FileSource(
+            self.args.file,
+            self.args.format,
+            fmt,
+            self.time_range,
+            now_ms=self.now_ms,
+            limits=self.limits,
+        )
         if self.args.shift_to_now:
             end = self.time_range.end_ms
             if end is None:
@@ -291,7 +352,7 @@ class Replay:
             source.shift_ms = 0 if end is None else self.now_ms - end
         shift = source.shift_ms
         progress.total = source.size
-        name = str(self.args.file)
+        name = source.name
         paced = self.speed is not None
         tally = self.tally
         append = writer.append
@@ -327,50 +388,54 @@ class Replay:
             self.bootstrap,
             self.args.from_topic,
             self.time_range,
-            lateness_ms=parse_duration_ms(self.args.lateness),
+            now_ms=self.now_ms,
+            limits=self.limits,
+            trust_timestamps=self.args.trust_timestamps,
         )
         tally = self.tally
         paced = self.speed is not None
         reshape = _Reshaper(shift) if shift else None
-        # Paced: in timestamp order across partitions, or the pacer would replay the
+        # Paced: in event-time order across partitions, or the pacer would replay the
         # range one partition after the other. Unpaced: as consumed, the fast path.
-        async for records in source.batches(ordered=paced):
+        async for decoded in source.batches(ordered=paced):
             progress.total = source.total
-            for record in records:
+            for event, reason, record in decoded:
                 tally.read += 1
-                value = record.value
-                if reshape is not None:
-                    value, reason = reshape(value)
-                    if reason is not None:
-                        where = f"{self.args.from_topic}:{record.partition}:{record.offset}"
-                        if self._dead_letter(writer, record.value or b"", reason, where):
-                            await writer.drain()
-                        continue
+                if event is None:
+                    where = f"{self.args.from_topic}:{record.partition}:{record.offset}"
+                    if self._dead_letter(writer, record.value or b"", reason or "", where):
+                        await writer.drain()
+                    continue
+                value = record.value if reshape is None else reshape(record.value, event.ts_ms)
                 if paced:
-                    await self._pace(record.timestamp)
-                tally.bytes += len(value or b"")
-                if writer.append(value, record.key, record.timestamp + shift):
+                    await self._pace(event.ts_ms)
+                tally.bytes += len(value)
+                if writer.append(value, record.key, event.ts_ms + shift):
                     await writer.drain()
             tally.skipped = source.skipped
             progress.update(source.read, **self._counters())
             await asyncio.sleep(0)
             if self.stopping:
                 break
+        tally.read, tally.skipped = source.read, source.skipped
+        tally.source = f"{self.args.from_topic}: {source.tally.summary()}"
 
 
 class _Reshaper:
-    """Rewrites the ``ts`` of a contract message by ``shift_ms`` (for --shift-to-now)."""
+    """Rewrites the ``ts`` of a valid contract message by ``shift_ms`` (--shift-to-now)."""
 
     def __init__(self, shift_ms: int) -> None:
-        from commands.sources import JsonDecoder
+        from commands.sources import TsFormatter
 
-        self._decoder = JsonDecoder(shift_ms)
+        self.shift_ms = shift_ms
+        self._fmt_ts = TsFormatter()
 
-    def __call__(self, raw: bytes | None) -> tuple[bytes, str | None]:
-        if raw is None:
-            return b"", "not_json"
-        value, _ts, _key, reason = self._decoder.decode(raw)
-        return value, reason
+    def __call__(self, raw: bytes, ts_ms: int) -> bytes:
+        import orjson
+
+        obj = orjson.loads(raw)
+        obj["ts"] = self._fmt_ts(ts_ms + self.shift_ms)
+        return orjson.dumps(obj)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -379,7 +444,7 @@ def run(args: argparse.Namespace) -> int:
     from streams import settings
 
     conf = settings.from_args(args)
-    if args.file and not os.path.isfile(args.file):
+    if args.file and args.file != "-" and not os.path.isfile(args.file):
         raise ValueError(f"no such file: {args.file}")
     parse_speed(args.speed)
     column_format(args)
@@ -390,7 +455,7 @@ def run(args: argparse.Namespace) -> int:
             "up to the end offsets seen at start",
             file=sys.stderr,
         )
-    replay = Replay(args, conf.kafka_bootstrap_servers, to_topic, conf.dlq_topic)
+    replay = Replay(args, conf.kafka_bootstrap_servers, to_topic, conf.dlq_topic, conf.limits)
     from aiokafka.errors import KafkaError
 
     try:

@@ -14,6 +14,7 @@ import gzip
 import io
 import re
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +24,15 @@ import orjson
 
 from agents.kafka_security import client_kwargs
 from streams.durations import parse_duration_ms
-from streams.events import EVENT_TYPES, InvalidEvent, parse_timestamp_ms, validate
+from streams.events import (
+    EVENT_TYPES,
+    Event,
+    InvalidEvent,
+    Limits,
+    check_future,
+    parse_event,
+    parse_timestamp_ms,
+)
 
 #: A record ready to send: (value bytes, event time ms, key) — or, for a bad line,
 #: (original bytes, -1, None) with ``reason`` set. Tuples, not objects: they are
@@ -32,9 +41,6 @@ Item = tuple[bytes, int, bytes | None, str | None]
 
 _RELATIVE = re.compile(r"^\s*([+-])\s*(\d+\s*(?:ms|s|m|h|d|w))\s*$")
 _NUMBER = re.compile(r"^\s*\d+(\.\d+)?\s*$")
-# Checks in the contract that do not depend on the clock: future timestamps are the
-# worker's business (it knows "now"), a replay of history must not judge them.
-_NO_FUTURE_CHECK_MS = 2**62
 
 
 # Time bounds -------------------------------------------------------------------
@@ -126,8 +132,10 @@ COLUMN_FIELDS: tuple[str, ...] = ("event_id", "ts", "platform", "community", "us
 class ColumnFormat:
     """How a delimited line maps onto the event contract.
 
-    ``columns`` maps contract fields to 0-based column indexes; ``user_id``,
-    ``community``, ``ts`` and ``type`` are required. A missing ``platform`` column
+    ``columns`` maps contract fields to 0-based column indexes; ``user_id`` and
+    ``ts`` are required, ``community`` and ``type`` too unless ``community_value`` /
+    ``type_value`` give one constant for every line (a message log of "SRC DST
+    UNIXTS" lines has neither). A missing ``platform`` column
     uses ``platform``; a missing ``event_id`` column is synthesised as
     ``{id_prefix}-{line number}`` — deterministic, so a replay of the same file sends
     the same ids and downstream de-duplication works.
@@ -140,14 +148,24 @@ class ColumnFormat:
     ts_unit: str = "auto"  # s, ms, or auto (numbers ≥ 1e11 are ms)
     id_prefix: str = "line"
     header: bool = False  # skip the first line
+    type_value: str | None = None  # the type of every line (no type column)
+    community_value: str | None = None  # the community of every line (no column)
 
     def __post_init__(self) -> None:
         unknown = set(self.columns) - set(COLUMN_FIELDS)
         if unknown:
             raise ValueError(f"unknown column fields {sorted(unknown)}; known: {COLUMN_FIELDS}")
-        missing = {"user_id", "community", "ts", "type"} - set(self.columns)
+        constants = {"type": self.type_value, "community": self.community_value}
+        both = sorted(name for name, value in constants.items() if value and name in self.columns)
+        if both:
+            raise ValueError(f"{both} given both as a column and as a constant (--{both[0]})")
+        required = {"user_id", "ts"} | {name for name, value in constants.items() if not value}
+        missing = required - set(self.columns)
         if missing:
-            raise ValueError(f"column mapping lacks {sorted(missing)}")
+            hint = " (or --type/--community for a constant)" if missing & set(constants) else ""
+            raise ValueError(f"column mapping lacks {sorted(missing)}{hint}")
+        if self.type_value is not None and self.type_value not in EVENT_TYPES:
+            raise ValueError(f"--type {self.type_value!r} is not an event type")
         if any(index < 0 for index in self.columns.values()):
             raise ValueError("column indexes start at 0")
         bad = {v for v in self.type_map.values() if v not in EVENT_TYPES}
@@ -195,28 +213,44 @@ def parse_type_map(text: str) -> dict[str, str]:
 
 # Line decoders -----------------------------------------------------------------
 
+FUTURE = "future_timestamp"
+DEFAULT_LIMITS = Limits()
+
 
 class ColumnDecoder:
     """Turns one delimited line into contract JSON bytes (or a bad-line reason)."""
 
-    def __init__(self, fmt: ColumnFormat, shift_ms: int = 0) -> None:
+    def __init__(
+        self,
+        fmt: ColumnFormat,
+        shift_ms: int = 0,
+        now_ms: int | None = None,
+        limits: Limits = DEFAULT_LIMITS,
+    ) -> None:
         self.fmt = fmt
         self.shift_ms = shift_ms
+        self._check = WorkerCheck(now_ms, limits)
         self._fmt_ts = TsFormatter()
         cols = fmt.columns
         self._i_user = cols["user_id"]
-        self._i_comm = cols["community"]
+        self._i_comm = cols.get("community")
         self._i_ts = cols["ts"]
-        self._i_type = cols["type"]
+        self._i_type = cols.get("type")
         self._i_id = cols.get("event_id")
         self._i_platform = cols.get("platform")
         self._width = max(cols.values()) + 1
         self._types = {name: name for name in EVENT_TYPES} | dict(fmt.type_map)
         self._btypes = {k.encode(): v.encode() for k, v in self._types.items()}
         self._bdelim = None if fmt.delimiter is None else fmt.delimiter.encode()
+        self._kind = (fmt.type_value or "").encode()
+        self._community = (fmt.community_value or "").encode()
         # The fast path writes JSON with bytes formatting; it is taken only for lines
         # whose values need no escaping (alphanumeric ids), others go through orjson.
-        self._fast = self._i_id is None and self._i_platform is None
+        self._fast = (
+            self._i_id is None
+            and self._i_platform is None
+            and (self._i_comm is not None or self._community.isalnum())
+        )
         prefix = orjson.dumps(fmt.id_prefix)[1:-1].replace(b"%", b"%%")
         platform = orjson.dumps(fmt.platform).replace(b"%", b"%%")
         self._template = (
@@ -226,6 +260,9 @@ class ColumnDecoder:
             + platform
             + b',"community":"%s","user_id":"%s","type":"%s"}'
         )
+        # the fast path judges only size, lengths and time: the rest must hold already
+        probe = self._template % (1, b"1970-01-01T00:00:00.000Z", b"c", b"u", b"like")
+        self._fast = self._fast and self._check(probe, 0)[3] is None
 
     def _ts_ms(self, raw: str) -> int:
         unit = self.fmt.ts_unit
@@ -241,8 +278,9 @@ class ColumnDecoder:
             parts = raw.split(self._bdelim)
             if len(parts) >= self._width:
                 user = parts[self._i_user].strip()
-                community = parts[self._i_comm].strip()
-                kind = self._btypes.get(parts[self._i_type].strip())
+                i_comm, i_type = self._i_comm, self._i_type
+                community = self._community if i_comm is None else parts[i_comm].strip()
+                kind = self._kind if i_type is None else self._btypes.get(parts[i_type].strip())
                 stamp = parts[self._i_ts].strip()
                 if kind is not None and user.isalnum() and community.isalnum() and stamp.isdigit():
                     number = int(stamp)
@@ -259,7 +297,8 @@ class ColumnDecoder:
                         user,
                         kind,
                     )
-                    return value, ts_ms, None, None
+                    lengths = max(len(user), len(community))
+                    return self._check.plain(value, ts_ms, ts_ms + self.shift_ms, lengths)
         try:
             return self.decode(raw.decode(), line_no)
         except UnicodeDecodeError:
@@ -270,7 +309,8 @@ class ColumnDecoder:
         parts = line.split(self.fmt.delimiter)
         if len(parts) < self._width:
             return b"", -1, None, "missing_field"
-        kind = self._types.get(parts[self._i_type].strip())
+        i_type, i_comm = self._i_type, self._i_comm
+        kind = self.fmt.type_value if i_type is None else self._types.get(parts[i_type].strip())
         if kind is None:
             return b"", -1, None, "bad_type"
         try:
@@ -280,7 +320,7 @@ class ColumnDecoder:
         if ts_ms < 0:
             return b"", -1, None, "bad_timestamp"
         user = parts[self._i_user].strip()
-        community = parts[self._i_comm].strip()
+        community = self.fmt.community_value or "" if i_comm is None else parts[i_comm].strip()
         if not user or not community:
             return b"", -1, None, "bad_field"
         event_id = (
@@ -301,28 +341,67 @@ class ColumnDecoder:
                 "type": kind,
             }
         )
+        return self._check(value, ts_ms)
+
+
+class WorkerCheck:
+    """The worker's own judgement of a message about to be sent: the function the
+    ingest stage calls (:func:`streams.events.parse_event`), with its limits and
+    future tolerance, judged at ``now_ms`` (the replay's start; default: now). What
+    it refuses would reach the worker's DLQ anyway, so the replay sends it there."""
+
+    def __init__(self, now_ms: int | None = None, limits: Limits = DEFAULT_LIMITS) -> None:
+        self.now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+        self.limits = limits
+
+    def plain(self, value: bytes, ts_ms: int, sent_ts_ms: int, longest: int) -> Item:
+        """The same verdict for a line of the column fast path, faster: its ids are
+        ASCII letters and digits (no control character, no reserved community), its
+        type and platform are known good, so only the size, the lengths and the time
+        can be refused — and a line near a limit gets the full check."""
+        limits = self.limits
+        if len(value) > limits.max_message_bytes or longest > min(
+            limits.max_id_length, limits.max_community_length
+        ):
+            return self(value, ts_ms)
+        try:
+            check_future(sent_ts_ms, self.now_ms, limits)
+        except InvalidEvent:
+            return b"", ts_ms, None, FUTURE
+        return value, ts_ms, None, None
+
+    def __call__(self, value: bytes, ts_ms: int) -> Item:
+        try:
+            parse_event(value, self.now_ms, self.limits)
+        except InvalidEvent as exc:
+            # a future line keeps its time: outside the replayed range it is skipped
+            return b"", ts_ms if exc.reason == FUTURE else -1, None, exc.reason
         return value, ts_ms, None, None
 
 
 class JsonDecoder:
-    """JSONL in the event contract: checked (all but the clock-dependent future check)
-    so bad lines reach the DLQ with a reason; good lines go out byte-for-byte unless
-    timestamps are shifted."""
+    """JSONL in the event contract, judged by the worker's rules (:class:`WorkerCheck`)
+    so refused lines reach the DLQ with a reason; good lines go out byte-for-byte
+    unless timestamps are shifted (then the shifted ``ts`` is what is judged)."""
 
-    def __init__(self, shift_ms: int = 0) -> None:
+    def __init__(
+        self, shift_ms: int = 0, now_ms: int | None = None, limits: Limits = DEFAULT_LIMITS
+    ) -> None:
         self.shift_ms = shift_ms
+        self._check = WorkerCheck(now_ms, limits)
         self._fmt_ts = TsFormatter()
 
     def decode(self, line: bytes) -> Item:
+        check = self._check
         try:
-            obj: Any = orjson.loads(line)
-        except orjson.JSONDecodeError:
-            return b"", -1, None, "not_json"
-        try:
-            event = validate(obj, _NO_FUTURE_CHECK_MS)
+            event = parse_event(line, check.now_ms - self.shift_ms, check.limits)
         except InvalidEvent as exc:
-            return b"", -1, None, exc.reason
+            ts_ms = -1
+            if exc.reason == FUTURE:
+                ts_ms = parse_timestamp_ms(orjson.loads(line)["ts"])
+            return b"", ts_ms, None, exc.reason
         if self.shift_ms:
+            obj = orjson.loads(line)
             obj["ts"] = self._fmt_ts(event.ts_ms + self.shift_ms)
             return orjson.dumps(obj), event.ts_ms, None, None
         return line, event.ts_ms, None, None
@@ -335,20 +414,34 @@ FILE_FORMATS = ("jsonl", "snap", "csv")
 
 def open_binary(path: str | Path) -> tuple[IO[bytes], IO[bytes]]:
     """(reader, raw file): gzip is detected by magic bytes; progress uses the raw
-    file's position, which for .gz is the compressed offset (and the size too)."""
-    raw = open(path, "rb")  # noqa: SIM115 - closed by FileSource
+    file's position, which for .gz is the compressed offset (and the size too).
+    ``-`` is standard input (gzip too)."""
+    if str(path) == "-":
+        import sys
+
+        raw: IO[bytes] = sys.stdin.buffer
+    else:
+        raw = open(path, "rb")  # noqa: SIM115 - closed by FileSource
     magic = raw.peek(2)[:2] if isinstance(raw, io.BufferedReader) else b""
     if magic == b"\x1f\x8b":
         return gzip.GzipFile(fileobj=raw, mode="rb"), raw  # type: ignore[return-value]
     return raw, raw
 
 
+class FileFormatError(ValueError):
+    """A file that is not in the format asked for: one error, naming the line."""
+
+
 class FileSource:
     """Iterates a file's lines as :data:`Item` tuples, filtered by a time range.
 
-    Bad lines are yielded too (with a reason) so the caller sends them to the DLQ;
-    ``line_no`` is the 1-based number of the line just yielded. Lines outside the
-    time range are skipped and counted in ``skipped``; blank lines are ignored.
+    ``path`` ``-`` is standard input. Lines the worker would refuse are yielded too
+    (with a reason) so the caller sends them to the DLQ; ``line_no`` is the 1-based
+    number of the line just yielded. Lines outside the time range (future ones
+    included) are skipped and counted in ``skipped``; blank lines are ignored. A
+    JSONL file whose first line is not JSON is not JSONL at all (a csv or snap file
+    without a column mapping): that stops the read with one :class:`FileFormatError`
+    instead of a DLQ full of ``not_json``.
     """
 
     def __init__(
@@ -358,24 +451,32 @@ class FileSource:
         columns: ColumnFormat | None = None,
         time_range: TimeRange = TimeRange(),
         shift_ms: int = 0,
+        now_ms: int | None = None,
+        limits: Limits = DEFAULT_LIMITS,
     ) -> None:
         if fmt not in FILE_FORMATS:
             raise ValueError(f"unknown format {fmt!r}; known: {', '.join(FILE_FORMATS)}")
         if fmt == "csv" and columns is None:
             raise ValueError("--format csv needs --columns, e.g. user_id=0,community=1,ts=2,type=3")
         self.path = Path(path)
+        self.stdin = str(path) == "-"
+        self.name = "<stdin>" if self.stdin else str(path)
         self.fmt = fmt
         self.columns = SNAP_FORMAT if fmt == "snap" and columns is None else columns
         self.time_range = time_range
         self.shift_ms = shift_ms
+        self.now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+        self.limits = limits
         self.line_no = 0
         self.skipped = 0
-        self.size = self.path.stat().st_size
+        self.size = 0 if self.stdin else self.path.stat().st_size
         self._raw: IO[bytes] | None = None
 
     @property
     def position(self) -> int:
         """Bytes of the (possibly compressed) file consumed so far."""
+        if self.stdin:
+            return 0
         if self._raw is None or self._raw.closed:
             return self.size if self.line_no else 0
         return self._raw.tell()
@@ -384,52 +485,26 @@ class FileSource:
         reader, self._raw = open_binary(self.path)
         try:
             if self.fmt == "jsonl":
-                yield from self._jsonl(reader)
+                decoder = JsonDecoder(self.shift_ms, self.now_ms, self.limits)
+                yield from self._lines(_jsonl_lines(reader, decoder, self.name))
             else:
                 assert self.columns is not None
-                yield from self._columns(reader, self.columns)
+                yield from self._lines(_column_lines(reader, self.columns, self))
         finally:
             reader.close()
             self._raw.close()
 
-    def _jsonl(self, reader: IO[bytes]) -> Iterator[Item]:
-        decode = JsonDecoder(self.shift_ms).decode
+    def _lines(self, numbered: Iterator[tuple[int, bytes, Item]]) -> Iterator[Item]:
+        """Range filter and line numbers over (line number, line, decoded item)."""
         contains = self.time_range.contains
         unbounded = self.time_range == TimeRange()
         line_no = 0
-        for raw_line in reader:
-            line_no += 1
-            line = raw_line.rstrip(b"\r\n")
-            if not line.strip():
-                continue
-            item = decode(line)
-            if item[3] is not None:
+        for line_no, line, item in numbered:
+            reason = item[3]
+            if reason is not None and (reason != FUTURE or unbounded or contains(item[1])):
                 self.line_no = line_no
-                yield line, -1, None, item[3]
-            elif unbounded or contains(item[1]):
-                self.line_no = line_no
-                yield item
-            else:
-                self.skipped += 1
-        self.line_no = line_no
-
-    def _columns(self, reader: IO[bytes], fmt: ColumnFormat) -> Iterator[Item]:
-        decode = ColumnDecoder(fmt, self.shift_ms).decode_bytes
-        contains = self.time_range.contains
-        unbounded = self.time_range == TimeRange()
-        line_no = 0
-        for raw_line in reader:
-            line_no += 1
-            if line_no == 1 and fmt.header:
-                continue
-            item = decode(raw_line, line_no)
-            if item[3] is not None:
-                line = raw_line.rstrip(b"\r\n")
-                if not line.strip():
-                    continue
-                self.line_no = line_no
-                yield line, -1, None, item[3]
-            elif unbounded or contains(item[1]):
+                yield line, -1, None, reason
+            elif reason is None and (unbounded or contains(item[1])):
                 self.line_no = line_no
                 yield item
             else:
@@ -439,12 +514,52 @@ class FileSource:
     def max_ts_ms(self) -> int | None:
         """The newest event time in the file (a full pass): where the range ends when
         ``--shift-to-now`` is given without ``--to``."""
+        if self.stdin:
+            raise ValueError("--shift-to-now with --file - needs --to (stdin is read once)")
         newest: int | None = None
-        probe = FileSource(self.path, self.fmt, self.columns, self.time_range, 0)
+        probe = FileSource(
+            self.path, self.fmt, self.columns, self.time_range, 0, self.now_ms, self.limits
+        )
         for _value, ts_ms, _key, reason in probe:
             if reason is None and (newest is None or ts_ms > newest):
                 newest = ts_ms
         return newest
+
+
+def _jsonl_lines(
+    reader: IO[bytes], decoder: JsonDecoder, name: str
+) -> Iterator[tuple[int, bytes, Item]]:
+    decode = decoder.decode
+    first = True
+    for line_no, raw_line in enumerate(reader, start=1):
+        line = raw_line.rstrip(b"\r\n")
+        if not line.strip():
+            continue
+        item = decode(line)
+        if first and item[3] == "not_json":
+            raise FileFormatError(
+                f"{name} line {line_no} is not JSON ({line[:60]!r}): a JSONL file of events "
+                "was expected; for delimited files give --format csv --columns "
+                "user_id=0,ts=1,... (with --type/--community for constants) or --format snap"
+            )
+        first = False
+        yield line_no, line, item
+
+
+def _column_lines(
+    reader: IO[bytes], fmt: ColumnFormat, source: FileSource
+) -> Iterator[tuple[int, bytes, Item]]:
+    decode = ColumnDecoder(fmt, source.shift_ms, source.now_ms, source.limits).decode_bytes
+    for line_no, raw_line in enumerate(reader, start=1):
+        if line_no == 1 and fmt.header:
+            continue
+        item = decode(raw_line, line_no)
+        line = raw_line
+        if item[3] is not None:
+            line = raw_line.rstrip(b"\r\n")
+            if not line.strip():
+                continue
+        yield line_no, line, item
 
 
 # Topics ------------------------------------------------------------------------
@@ -452,7 +567,7 @@ class FileSource:
 
 @dataclass
 class PartitionSpan:
-    """Offsets [start, stop) of one partition that the time range selects."""
+    """Offsets [start, stop) of one partition that the read plan selects."""
 
     partition: int
     start: int
@@ -486,46 +601,103 @@ def spans_from_offsets(
     return spans
 
 
-class TopicSource:
-    """Reads the records of a time range from every partition of a topic.
+#: A record read from a topic and judged by the worker's rules: (the event, or None
+#: for a record the worker would refuse; the refusal reason or None; the Kafka record).
+Decoded = tuple[Event | None, str | None, Any]
 
-    Each partition is read from the first offset whose timestamp is ≥ ``--from``
-    (``offsets_for_times``; no record at or after ``--from`` sits before it), and
-    records are kept when their timestamp is in [from, to). Event-time timestamps are
-    not monotonic within a partition, so reading does not stop at the first offset
-    whose timestamp is ≥ ``--to``: it goes on until a record is ``lateness`` past
-    ``--to`` (a late event more out of order than that is left out), and never beyond
-    the end offset seen at start — so a replay into its own source topic terminates.
+
+@dataclass
+class TopicTally:
+    """What a topic read saw, by event time: the summary of every topic command."""
+
+    read: int = 0
+    in_range: int = 0
+    before: int = 0  # valid events older than the range
+    after: int = 0  # valid events at or after its end
+    invalid: Counter[str] = field(default_factory=Counter)
+
+    def summary(self) -> str:
+        return (
+            f"{self.read} records read: {self.in_range} events in the range, "
+            f"{self.before + self.after} outside it ({self.before} before, {self.after} after), "
+            f"{sum(self.invalid.values())} refused by the worker's rules" + by_reason(self.invalid)
+        )
+
+
+def by_reason(counts: Counter[str]) -> str:
+    """`` (not_json 3, bad_type 1)``, most frequent first; empty when there are none."""
+    text = ", ".join(f"{reason} {n}" for reason, n in counts.most_common())
+    return f" ({text})" if text else ""
+
+
+class TopicSource:
+    """Reads a topic the way the worker does, and selects a range by *event* time.
+
+    Kafka record timestamps are produce time, append time, event time or a mix, and
+    a late event can sit anywhere in a partition, so they cannot tell where a range
+    of event times ends: every partition is read up to its end offset taken at start
+    (``stop_offsets`` lowers that, e.g. to a group's committed offsets) — which also
+    makes a replay into its own source topic terminate. Each value is parsed with
+    the worker's function and limits (:func:`streams.events.parse_event`, future
+    tolerance included, judged at ``now_ms``); the event time decides whether it is
+    in the range.
+
+    Record timestamps narrow the read in one case only, when the caller says they
+    are safe (``trust_timestamps``: no record is stamped earlier than its event time
+    minus the future tolerance — true for produce time, append time and event time
+    by producers that send no future events): each partition then starts at the
+    first record stamped at or after ``--from`` minus the tolerance, since every
+    record before it has an event time before ``--from``.
     """
 
     def __init__(
-        self, bootstrap: str, topic: str, time_range: TimeRange, lateness_ms: int = 300_000
+        self,
+        bootstrap: str,
+        topic: str,
+        time_range: TimeRange,
+        *,
+        now_ms: int,
+        limits: Limits = DEFAULT_LIMITS,
+        trust_timestamps: bool = False,
+        stop_offsets: dict[int, int] | None = None,
     ) -> None:
         self.bootstrap = bootstrap
         self.topic = topic
         self.time_range = time_range
-        self.lateness_ms = lateness_ms
+        self.now_ms = now_ms
+        self.limits = limits
+        self.trust_timestamps = trust_timestamps
+        self.stop_offsets = stop_offsets
         self.spans: list[PartitionSpan] = []
-        self.skipped = 0
-        self.read = 0
+        self.tally = TopicTally()
 
     @property
     def total(self) -> int:
-        """Records between the --from and --to offsets: the progress bar's 100 %."""
+        """Records the plan reads: the progress bar's 100 %."""
         return sum(span.count for span in self.spans)
+
+    @property
+    def read(self) -> int:
+        return self.tally.read
+
+    @property
+    def skipped(self) -> int:
+        return self.tally.before + self.tally.after
 
     async def batches(
         self, ordered: bool = False, max_buffered: int = 10_000
-    ) -> AsyncIterator[list[Any]]:
-        """Yield lists of ConsumerRecords (key, value, timestamp, headers...).
+    ) -> AsyncIterator[list[Decoded]]:
+        """Yield lists of :data:`Decoded`: the events in the range and every refused
+        record (the caller dead-letters or counts them); events outside the range
+        are only counted.
 
-        Unordered (the default, for ``--speed max``): in consumption order, a chunk of
-        one partition at a time. ``ordered`` (for paced replays): in timestamp order
-        across partitions, by a :class:`~streams.merge.TimestampMerge` of the
-        partitions (within one partition, partition order); a partition holding more
-        than ``max_buffered`` records is paused until the merge has drained it.
+        Unordered (the default): in consumption order, a chunk of one partition at a
+        time. ``ordered`` (for paced replays): in event-time order across partitions,
+        by a :class:`~streams.merge.TimestampMerge` (within one partition, partition
+        order); a partition holding more than ``max_buffered`` records is paused
+        until the merge has drained it.
         """
-        from aiokafka import AIOKafkaConsumer, TopicPartition
+        from aiokafka import AIOKafkaConsumer
 
         consumer = AIOKafkaConsumer(
             bootstrap_servers=self.bootstrap,
@@ -538,30 +710,9 @@ class TopicSource:
         )
         await consumer.start()
         try:
-            partitions = sorted(await consumer._client._wait_on_metadata(self.topic) or [])
-            if not partitions:
-                raise ValueError(f"topic {self.topic!r} does not exist or has no partitions")
-            tps = [TopicPartition(self.topic, p) for p in partitions]
-            consumer.assign(tps)
-            beginning = {
-                tp.partition: o for tp, o in (await consumer.beginning_offsets(tps)).items()
-            }
-            end = {tp.partition: o for tp, o in (await consumer.end_offsets(tps)).items()}
-            start_at = await self._offsets_at(consumer, tps, self.time_range.start_ms)
-            stop_at = await self._offsets_at(consumer, tps, self.time_range.end_ms)
-            self.spans = spans_from_offsets(partitions, beginning, end, start_at, stop_at)
-            starts = {span.partition: span.start for span in self.spans}
-            # (soft stop: the --to offset, hard stop: the end offset at start)
-            active = {
-                tp: (span.stop, end[tp.partition])
-                for span, tp in zip(self.spans, tps, strict=True)
-                if span.start < end[tp.partition]
-            }
+            active = await self._plan(consumer)
             if not active:
                 return
-            consumer.assign(list(active))
-            for tp in active:
-                consumer.seek(tp, starts[tp.partition])
             if ordered:
                 reader = self._read_ordered(consumer, active, max_buffered)
             else:
@@ -571,9 +722,33 @@ class TopicSource:
         finally:
             await consumer.stop()
 
-    async def _read(
-        self, consumer: Any, active: dict[Any, tuple[int, int]]
-    ) -> AsyncIterator[list[Any]]:
+    async def _plan(self, consumer: Any) -> dict[Any, int]:
+        """Compute the spans, assign and seek; return {partition: stop offset} to read."""
+        from aiokafka import TopicPartition
+
+        partitions = sorted(await consumer._client._wait_on_metadata(self.topic) or [])
+        if not partitions:
+            raise ValueError(f"topic {self.topic!r} does not exist or has no partitions")
+        tps = [TopicPartition(self.topic, p) for p in partitions]
+        consumer.assign(tps)
+        beginning = {tp.partition: o for tp, o in (await consumer.beginning_offsets(tps)).items()}
+        end = {tp.partition: o for tp, o in (await consumer.end_offsets(tps)).items()}
+        start_at: dict[int, int | None] = {}
+        if self.trust_timestamps and self.time_range.start_ms is not None:
+            earliest = self.time_range.start_ms - self.limits.future_tolerance_ms
+            start_at = await self._offsets_at(consumer, tps, earliest)
+        stop_at: dict[int, int | None] = {}
+        if self.stop_offsets is not None:  # a partition never committed: nothing of it
+            stop_at = {p: self.stop_offsets.get(p, beginning[p]) for p in partitions}
+        self.spans = spans_from_offsets(partitions, beginning, end, start_at, stop_at)
+        active = {tp: span.stop for span, tp in zip(self.spans, tps, strict=True) if span.count > 0}
+        consumer.assign(list(active))
+        for span, tp in zip(self.spans, tps, strict=True):
+            if tp in active:
+                consumer.seek(tp, span.start)
+        return active
+
+    async def _read(self, consumer: Any, active: dict[Any, int]) -> AsyncIterator[list[Decoded]]:
         while active:
             fetched = await consumer.getmany(*active, timeout_ms=1000, max_records=20000)
             for _tp, chosen in self._select(consumer, active, fetched):
@@ -582,13 +757,13 @@ class TopicSource:
             await self._drop_ended(consumer, active)
 
     async def _read_ordered(
-        self, consumer: Any, active: dict[Any, tuple[int, int]], max_buffered: int
-    ) -> AsyncIterator[list[Any]]:
+        self, consumer: Any, active: dict[Any, int], max_buffered: int
+    ) -> AsyncIterator[list[Decoded]]:
         from streams.merge import TimestampMerge
 
         max_buffered = max(1, max_buffered)
-        merge: TimestampMerge[Any] = TimestampMerge(
-            (tp.partition for tp in active), _record_timestamp
+        merge: TimestampMerge[Decoded] = TimestampMerge(
+            (tp.partition for tp in active), _event_time
         )
         paused: set[Any] = set()
         while active:
@@ -618,42 +793,48 @@ class TopicSource:
             yield rest
 
     def _select(
-        self, consumer: Any, active: dict[Any, tuple[int, int]], fetched: dict[Any, list[Any]]
-    ) -> Iterator[tuple[Any, list[Any]]]:
-        """(partition, records in the range) per fetched chunk; a partition that has
-        reached its stop is removed from ``active`` (and paused) before it is yielded."""
-        contains = self.time_range.contains
-        cutoff = (
-            None if self.time_range.end_ms is None else self.time_range.end_ms + self.lateness_ms
-        )
+        self, consumer: Any, active: dict[Any, int], fetched: dict[Any, list[Any]]
+    ) -> Iterator[tuple[Any, list[Decoded]]]:
+        """(partition, decoded records to hand on) per fetched chunk; a partition that
+        has reached its stop is removed from ``active`` (and paused) before it is
+        yielded."""
+        tally, now_ms, limits = self.tally, self.now_ms, self.limits
+        start = self.time_range.start_ms
+        end = self.time_range.end_ms
         for tp, records in fetched.items():
             if tp not in active:
                 continue
-            soft, hard = active[tp]
-            chosen, finished = [], False
+            stop = active[tp]
+            chosen: list[Decoded] = []
             for record in records:
-                if record.offset >= hard or (
-                    cutoff is not None and record.offset >= soft and record.timestamp >= cutoff
-                ):
-                    finished = True
+                if record.offset >= stop:
                     break
-                self.read += 1
-                if contains(record.timestamp):
-                    chosen.append(record)
+                tally.read += 1
+                try:
+                    event = parse_event(record.value, now_ms, limits)
+                except InvalidEvent as exc:
+                    tally.invalid[exc.reason] += 1
+                    chosen.append((None, exc.reason, record))
+                    continue
+                if start is not None and event.ts_ms < start:
+                    tally.before += 1
+                elif end is not None and event.ts_ms >= end:
+                    tally.after += 1
                 else:
-                    self.skipped += 1
-            if finished or (records and records[-1].offset >= hard - 1):
+                    tally.in_range += 1
+                    chosen.append((event, None, record))
+            if records and records[-1].offset >= stop - 1:
                 del active[tp]
                 consumer.pause(tp)
             yield tp, chosen
 
     @staticmethod
-    async def _drop_ended(consumer: Any, active: dict[Any, tuple[int, int]]) -> list[Any]:
-        """Remove (and return) the partitions whose position reached the hard stop: a
-        span may end on offsets that hold no record (transaction markers)."""
+    async def _drop_ended(consumer: Any, active: dict[Any, int]) -> list[Any]:
+        """Remove (and return) the partitions whose position reached the stop: a span
+        may end on offsets that hold no record (transaction markers)."""
         ended = []
         for tp in list(active):
-            if await consumer.position(tp) >= active[tp][1]:
+            if await consumer.position(tp) >= active[tp]:
                 del active[tp]
                 ended.append(tp)
         return ended
@@ -668,5 +849,6 @@ class TopicSource:
         return {tp.partition: (None if meta is None else meta.offset) for tp, meta in found.items()}
 
 
-def _record_timestamp(record: Any) -> int:
-    return int(record.timestamp)
+def _event_time(item: Decoded) -> int:
+    """Merge key: the event time; a refused record goes out at once."""
+    return -1 if item[0] is None else item[0].ts_ms

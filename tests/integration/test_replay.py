@@ -154,6 +154,18 @@ async def produce_events(bootstrap: str, topic: str, events: list[Event]) -> Non
             await writer.send(event_to_json(event), event.user_id.encode(), event.ts_ms)
 
 
+async def produce_stamped_now(bootstrap: str, topic: str, events: list[Event]) -> None:
+    from aiokafka import AIOKafkaProducer
+
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    await producer.start()
+    try:
+        for event in events:
+            await producer.send_and_wait(topic, event_to_json(event), key=event.user_id.encode())
+    finally:
+        await producer.stop()
+
+
 def test_topic_time_range_replays_exactly_the_events_in_range(stack: Any) -> None:
     source, topic, dlq = (stack.unique_name(p) for p in ("replay-src", "replay-dst", "replay-dlq"))
     base = T0 * 1000
@@ -170,6 +182,15 @@ def test_topic_time_range_replays_exactly_the_events_in_range(stack: Any) -> Non
         for i in range(3000)
     ]
     asyncio.run(produce_events(stack.kafka_bootstrap, source, events))
+    # Appended later, stamped with the produce time (now): events of the range all the
+    # same, and one before it — a read that trusted record timestamps would stop early.
+    late = [
+        Event(f"late-{i}", base + 100_000 + i, "twitter", "c-late", f"u-{i}", "like")
+        for i in range(3)
+    ]
+    late.append(Event("older", base - 3_600_000, "twitter", "c-late", "u-1", "like"))
+    asyncio.run(produce_stamped_now(stack.kafka_bootstrap, source, late))
+    events += late
     start, end = base + 60_000, base + 180_000
 
     tally = replay(
@@ -183,7 +204,8 @@ def test_topic_time_range_replays_exactly_the_events_in_range(stack: Any) -> Non
     records = asyncio.run(read_topic(stack.kafka_bootstrap, topic))
     assert sorted(r.value for r in records) == expected
     assert tally.sent == len(expected) and tally.failed == 0
-    assert all(start <= r.timestamp < end for r in records)
+    assert all(start <= r.timestamp < end for r in records)  # stamped with the event time
+    assert tally.skipped == len(events) - len(expected)
     assert {r.key for r in records} <= {f"u-{i}".encode() for i in range(211)}
     assert orjson.loads(records[0].value)["platform"] == "twitter"
 
@@ -218,3 +240,66 @@ def test_topic_replay_paced_sends_in_timestamp_order_across_partitions(stack: An
     stamps = [r.timestamp for r in sorted(records, key=lambda r: r.offset)]
     assert stamps == sorted(stamps)
     assert stamps == [e.ts_ms for e in events]
+
+
+def test_file_replay_sends_what_the_worker_would_refuse_to_the_dlq(stack: Any) -> None:
+    """From stdin through the CLI: lines the worker would refuse (bad, too far ahead)
+    go to the DLQ, exactly those; every record sent is stamped with its event time."""
+    import subprocess
+    import sys
+    import time
+
+    from bench.workers import REPO
+    from streams.events import format_ts
+
+    topic, dlq = stack.unique_name("replay-rules"), stack.unique_name("replay-rules-dlq")
+    now_ms = int(time.time() * 1000)
+
+    def line(i: int, ts_ms: int, **extra: str) -> str:
+        fields = {"event_id": f"e-{i}", "ts": format_ts(ts_ms), "platform": "x"}
+        return orjson.dumps(
+            {**fields, "community": "c", "user_id": f"u{i}", "type": "like", **extra}
+        ).decode()
+
+    good = [line(i, now_ms - i * 60_000) for i in range(200)]
+    good.append(line(900, now_ms + 240_000))  # 4 minutes ahead: within the tolerance
+    refused = {
+        line(901, now_ms + 86_400_000): "future_timestamp",  # a day ahead
+        line(902, now_ms + 600_000): "future_timestamp",  # 10 minutes ahead
+        line(903, now_ms, type="poke"): "bad_type",
+        line(904, now_ms, community="*"): "bad_field",
+        "{not json": "not_json",
+    }
+    lines = good[:100] + list(refused) + good[100:]
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "commands.cli",
+            "replay",
+            "--file",
+            "-",
+            "--speed",
+            "max",
+            "--to-topic",
+            topic,
+            "--dlq-topic",
+            dlq,
+            "--quiet",
+        ],  # fmt: skip
+        input="\n".join(lines) + "\n",
+        env=stack.worker_env(),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    records = asyncio.run(read_topic(stack.kafka_bootstrap, topic))
+    assert sorted(r.value.decode() for r in records) == sorted(good)
+    assert all(r.timestamp == parse_event(r.value, 2**62).ts_ms for r in records)
+    dead = asyncio.run(read_topic(stack.kafka_bootstrap, dlq))
+    got = {r.value.decode(): dict(r.headers)["reason"].decode() for r in dead}
+    assert got == refused and len(dead) == len(refused)
+    sources = sorted(dict(r.headers)["source"].decode() for r in dead)
+    assert sources == [f"<stdin>:{n}" for n in range(101, 106)]

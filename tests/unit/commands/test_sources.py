@@ -183,11 +183,15 @@ def test_jsonl_lines_go_out_byte_for_byte_and_bad_lines_get_reasons(tmp_path: Pa
     good = '{"event_id":"e1","ts":"2026-11-25T16:00:00.000Z","platform":"x","community":"c","user_id":"u","type":"like"}'  # noqa: E501
     far = good.replace("e1", "e2").replace("2026-11-25T16", "2099-01-01T00")
     lines = [good, "{not json", '{"event_id":"e3"}', good.replace("like", "poke"), far]
-    items = list(FileSource(write(tmp_path / "e.jsonl", lines), "jsonl"))
+    items = list(FileSource(write(tmp_path / "e.jsonl", lines), "jsonl", now_ms=NOW))
     assert items[0] == (good.encode(), NOW - 3_600_000, None, None)
-    assert [reason for *_, reason in items] == [None, "not_json", "missing_field", "bad_type", None]
+    reasons = [None, "not_json", "missing_field", "bad_type", "future_timestamp"]
+    assert [reason for *_, reason in items] == reasons
     assert items[1][0] == b"{not json"  # the original bytes, for the DLQ
-    shifted = list(FileSource(write(tmp_path / "f.jsonl", [good]), "jsonl", shift_ms=60_000))
+    assert items[4][0] == far.encode()
+    shifted = list(
+        FileSource(write(tmp_path / "f.jsonl", [good]), "jsonl", shift_ms=60_000, now_ms=NOW)
+    )
     assert orjson.loads(shifted[0][0])["ts"] == "2026-11-25T16:01:00.000Z"
 
 
@@ -298,3 +302,139 @@ def test_progress_prints_plain_lines_when_not_a_tty() -> None:
     assert len(lines) == 2 and "\r" not in sink.text
     assert "25.0%" in lines[0] and "bad 3" in lines[0] and "ETA" in lines[0]
     assert progress.line().startswith("replay: 250 events")
+
+
+def jsonl_event(event_id: str, ts: str, **extra: str) -> str:
+    fields = {"event_id": event_id, "ts": ts, "platform": "x", "community": "c"}
+    return orjson.dumps({**fields, "user_id": "u", "type": "like", **extra}).decode()
+
+
+def test_file_lines_are_judged_by_the_worker_rules_future_tolerance_included(
+    tmp_path: Path,
+) -> None:
+    from streams.events import Limits
+
+    lines = [
+        jsonl_event("ok", "2026-11-25T17:04:59.000Z"),  # within the 5m tolerance
+        jsonl_event("ahead", "2026-11-25T17:05:00.001Z"),  # just past it
+        jsonl_event("big", "2026-11-25T16:00:00.000Z", user_id="u" * 100),
+        jsonl_event("star", "2026-11-25T16:00:00.000Z", community="*"),
+    ]
+    path = write(tmp_path / "e.jsonl", lines)
+    limits = Limits(max_message_bytes=150)
+    items = list(FileSource(path, "jsonl", now_ms=NOW, limits=limits))
+    assert [reason for *_, reason in items] == [None, "future_timestamp", "too_large", "bad_field"]
+    # the same lines as csv: the line built from the columns is what is judged
+    csv = write(tmp_path / "e.csv", [f"u,c,{NOW + 299_000}", f"u,c,{NOW + 301_000}", "u,*,1000"])
+    fmt = ColumnFormat(
+        columns=parse_columns("user_id=0,community=1,ts=2"), delimiter=",", type_value="like"
+    )
+    reasons = [r for *_, r in FileSource(csv, "csv", fmt, now_ms=NOW)]
+    assert reasons == [None, "future_timestamp", "bad_field"]
+
+
+def test_future_lines_outside_the_range_are_skipped_not_dead_lettered(tmp_path: Path) -> None:
+    lines = [jsonl_event("a", "2026-11-25T16:00:00Z"), jsonl_event("b", "2026-11-30T00:00:00Z")]
+    path = write(tmp_path / "e.jsonl", lines)
+    source = FileSource(path, "jsonl", time_range=TimeRange(None, NOW), now_ms=NOW)
+    assert [r for *_, r in source] == [None]
+    assert source.skipped == 1
+
+
+def test_constant_type_and_community_for_files_without_those_columns(tmp_path: Path) -> None:
+    path = write(tmp_path / "log.txt", [f"alice bob {T0}", f"carol dave {T0 + 1}", "x y z"])
+    fmt = ColumnFormat(
+        columns=parse_columns("user_id=0,ts=2"),
+        delimiter=None,
+        type_value="post",
+        community_value="msgs",
+    )
+    items = list(FileSource(path, "csv", fmt, now_ms=NOW))
+    events = [parse_event(v, NOW) for v, _, _, reason in items if reason is None]
+    assert [(e.user_id, e.community, e.type, e.ts_ms) for e in events] == [
+        ("alice", "msgs", "post", T0 * 1000),
+        ("carol", "msgs", "post", (T0 + 1) * 1000),
+    ]
+    assert [r for *_, r in items if r] == ["bad_timestamp"]
+    spaced = ColumnFormat(columns={"user_id": 0, "ts": 2}, type_value="like", community_value="a b")
+    [(value, *_)] = list(FileSource(write(tmp_path / "one.txt", [f"u v {T0}"]), "csv", spaced))
+    assert parse_event(value, NOW).community == "a b"  # not alphanumeric: the orjson path
+    with pytest.raises(ValueError, match="--type/--community"):
+        ColumnFormat(columns={"user_id": 0, "ts": 2})
+    with pytest.raises(ValueError, match="both"):
+        ColumnFormat(columns={"user_id": 0, "ts": 2, "type": 3}, type_value="like")
+    with pytest.raises(ValueError, match="not an event type"):
+        ColumnFormat(columns={"user_id": 0, "ts": 2, "community": 1}, type_value="poke")
+
+
+def test_snap_preset_with_constants_from_flags() -> None:
+    import argparse
+
+    from commands.replay import add_arguments
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = ["--file", "f", "--format", "snap", "--community", "higgs", "--type", "share"]
+    fmt = column_format(parser.parse_args(args))
+    assert fmt is not None and fmt.columns == {"user_id": 0, "ts": 2}
+    assert (fmt.type_value, fmt.community_value) == ("share", "higgs")
+    with pytest.raises(ValueError, match="apply to --format csv or snap"):
+        column_format(parser.parse_args(["--file", "f", "--type", "like"]))
+
+
+def test_a_delimited_file_read_as_jsonl_is_one_error_naming_the_line(tmp_path: Path) -> None:
+    from commands.sources import FileFormatError
+
+    path = write(tmp_path / "log.txt", ["", f"alice bob {T0}", f"carol dave {T0}"])
+    with pytest.raises(FileFormatError, match=r"log.txt line 2 is not JSON.*--format csv"):
+        list(FileSource(path, "jsonl"))
+    # a JSONL file with a bad line later on: that line goes to the DLQ, the rest goes on
+    good = jsonl_event("a", "2026-11-25T16:00:00Z")
+    items = list(FileSource(write(tmp_path / "e.jsonl", [good, "oops", good]), "jsonl"))
+    assert [r for *_, r in items] == [None, "not_json", None]
+
+
+def test_stdin_is_a_file_too(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+    import sys
+
+    data = gzip.compress("\n".join(SNAP_LINES).encode() + b"\n")
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BufferedReader(io.BytesIO(data))))
+    source = FileSource("-", "snap", now_ms=NOW)
+    items = list(source)
+    assert source.name == "<stdin>" and source.size == 0
+    assert [r for *_, r in items] == [
+        r for *_, r in FileSource(write(tmp_path / "s", SNAP_LINES), "snap")
+    ]
+    with pytest.raises(ValueError, match="needs --to"):
+        source.max_ts_ms()
+
+
+def test_the_column_fast_path_judges_exactly_as_the_worker_function() -> None:
+    """Random plain lines near every limit: the fast path's verdict and value equal
+    those of the full path, which calls the worker's parse_event."""
+    import random
+
+    from commands.sources import ColumnDecoder
+    from streams.events import Limits
+
+    rng = random.Random(7)
+    for limits in (Limits(), Limits(max_message_bytes=190, future_tolerance_ms=60_000)):
+        for shift in (0, 3_600_000):
+            fmt = ColumnFormat(columns={"user_id": 0, "community": 1, "ts": 2, "type": 3})
+            fast = ColumnDecoder(fmt, shift, NOW, limits)
+            full = ColumnDecoder(fmt, shift, NOW, limits)
+            full._fast = False  # noqa: SLF001 - the reference path
+            assert fast._fast  # noqa: SLF001
+            for n in range(3000):
+                user = "u" * rng.choice([1, 5, 60, 127, 128, 129, 140])
+                community = "c" * rng.choice([1, 30, 128, 129])
+                ts = (
+                    NOW
+                    - shift
+                    + rng.choice([-1, 0, 1]) * 1000
+                    + rng.choice([0, 59, 60, 61, 300, 301]) * 1000
+                )
+                kind = rng.choice(["like", "RT", "view"])
+                raw = f"{user} {community} {ts // 1000} {kind}\n".encode()
+                assert fast.decode_bytes(raw, n) == full.decode_bytes(raw, n), raw

@@ -1,0 +1,508 @@
+"""``engagement-monitor audit``: prove the live numbers against the input topic.
+
+After an incident (a crash, a lost changelog record, a restore) an operator needs
+more than "the numbers look plausible". This command recomputes every gauge offline
+from the input topic — exactly the records the workers' ingest group has committed,
+judged by the worker's own rules, through the back-fill's arithmetic
+(:func:`commands.backfill.partition_states`, :func:`commands.backfill.gauge_rows`)
+— at the workers' clock, reads the live numbers (the Redis snapshots, and each
+worker's ``/metrics`` given with ``--metrics``), and prints the series that differ
+with both values. Exit status 0: all equal; 1: some differ; 2: could not audit.
+
+Which clock: each Redis snapshot carries the clock of the worker that wrote it
+(event or wall), so each partition is recomputed at exactly that time. ``/metrics``
+is summed over the workers given (give all of them: each holds a share of the
+partitions); with the event clock each partition is recomputed at the clock its
+snapshot reports (or, without the read model, at the one worker's watermark); with
+the wall clock at the scrape time, and a series counts as equal if its value lies
+between the values recomputed just before and just after the scrapes.
+
+Live numbers lag the input by a snapshot tick or a scrape: the audit first waits
+(``--wait``) until both consumer groups have committed the ends of their topics, and
+a difference must persist for ``--settle`` before it is reported. ``--at`` waits for
+a chosen wall-clock time first (with the wall clock the numbers depend on when they
+are looked at).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+import urllib.request
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from agents.labels import CommunityLabels
+from commands.backfill import Row, escape, partition_states
+from commands.sources import TimeRange, parse_time_bound
+from streams import metric_names as names
+from streams.durations import parse_duration_ms
+from streams.gauges import Gauges, gauge_rows
+from streams.state import PartitionState
+from streams.topics import by_user_topic, ingest_group
+
+SETTINGS = (
+    "kafka_bootstrap_servers",
+    "redis_url",
+    "app_id",
+    "input_topic",
+    "partitions",
+    "clock",
+    "windows",
+    "active_types",
+    "community_cap",
+    "future_tolerance",
+    "max_message_bytes",
+    "read_model",
+)
+#: series name with labels -> value; a series absent on one side counts 0 there
+Series = dict[str, int]
+#: the families compared: every gauge computed from the state
+AUDITED = (names.ACTIVE_USERS, names.FOLLOWERS)
+
+
+# Pure: series, comparison, report ------------------------------------------------
+
+
+def series_name(metric: str, labels: Iterable[str]) -> str:
+    label_names = names.LABELS[metric]
+    text = ",".join(f'{n}="{escape(v)}"' for n, v in zip(label_names, labels, strict=True))
+    return f"{metric}{{{text}}}"
+
+
+def to_series(gauges: Gauges) -> Series:
+    out = {series_name(names.ACTIVE_USERS, key): n for key, n in gauges.active_rows()}
+    out.update((series_name(names.FOLLOWERS, pair), n) for pair, n in gauges.follower_rows())
+    return out
+
+
+def add_series(total: Series, part: Series) -> None:
+    for name, n in part.items():
+        total[name] = total.get(name, 0) + n
+
+
+@dataclass
+class Difference:
+    series: str
+    live: int
+    expected: int | tuple[int, int]  # a pair: the values just before and after a scrape
+
+
+@dataclass
+class SourceReport:
+    """One live source (the Redis snapshots, or the workers' /metrics) against the input."""
+
+    source: str
+    series: int = 0
+    differences: list[Difference] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)  # e.g. a partition without snapshot
+
+    @property
+    def equal(self) -> bool:
+        return not self.differences and not self.problems
+
+
+def compare(
+    source: str, live: Series, expected: Series, later: Series | None = None
+) -> SourceReport:
+    """Every series of either side; ``later`` (wall clock) widens ``expected`` to the
+    range between the two recomputations."""
+    report = SourceReport(source)
+    names = sorted(set(live) | set(expected) | set(later or {}))
+    report.series = len(names)
+    for name in names:
+        got, want = live.get(name, 0), expected.get(name, 0)
+        if later is None:
+            if got != want:
+                report.differences.append(Difference(name, got, want))
+            continue
+        other = later.get(name, 0)
+        if not min(want, other) <= got <= max(want, other):
+            report.differences.append(
+                Difference(name, got, (want, other) if want != other else want)
+            )
+    return report
+
+
+def render(reports: list[SourceReport], header: str) -> str:
+    lines = [header]
+    for r in reports:
+        lines.append(f"{r.source}: {r.series} series, {len(r.differences)} differ")
+        lines.extend(f"  {p}" for p in r.problems)
+        for d in r.differences:
+            want = (
+                d.expected if isinstance(d.expected, int) else f"{d.expected[0]}..{d.expected[1]}"
+            )
+            lines.append(f"  {d.series}: live {d.live}, expected {want}")
+    equal = all(r.equal for r in reports)
+    lines.append("audit: all equal" if equal else "audit: DIFFERENCES")
+    return "\n".join(lines)
+
+
+def document(reports: list[SourceReport], info: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "schema": "engagement-monitor/audit/1",
+        **info,
+        "equal": all(r.equal for r in reports),
+        "sources": [
+            {
+                "source": r.source,
+                "series": r.series,
+                "problems": r.problems,
+                "differences": [
+                    {"series": d.series, "live": d.live, "expected": d.expected}
+                    for d in r.differences
+                ],
+            }
+            for r in reports
+        ],
+    }
+
+
+# Pure: expected values -------------------------------------------------------------
+
+
+@dataclass
+class Expected:
+    """The recomputed state: one :class:`PartitionState` per by-user partition."""
+
+    states: dict[int, PartitionState]
+    windows: dict[str, int]
+    labels: CommunityLabels
+    active_types: frozenset[str]
+
+    def partition(self, p: int) -> PartitionState:
+        return self.states.get(p) or PartitionState(self.active_types)
+
+    def rows_at(self, p: int, now_ms: int | None, capped: bool) -> Series:
+        """One partition's series at ``now_ms`` (None: the event clock has no time
+        yet, so only followers, as the worker's snapshot has)."""
+        state = self.partition(p)
+        if capped:
+            return to_series(gauge_rows([state], now_ms, self.windows, self.labels))
+        return to_series(gauge_rows([state], now_ms, self.windows))
+
+
+def expected_state(
+    rows: list[Row], partitions: int, windows: dict[str, int], types: frozenset[str], cap: int
+) -> Expected:
+    labels = CommunityLabels(cap)
+    for row in sorted(rows):  # communities admitted in event-time order, as backfill does
+        labels(row[2])
+    return Expected(partition_states(rows, types, partitions), windows, labels, types)
+
+
+def snapshot_series(snap: Any) -> Series:
+    gauges = Gauges()
+    gauges.add_active(snap.active)
+    gauges.add_followers(snap.followers)
+    return to_series(gauges)
+
+
+def audit_redis(expected: Expected, snapshots: list[Any], partitions: int) -> SourceReport:
+    """Sum of the snapshots against the sum of each partition at its snapshot's clock."""
+    live: Series = {}
+    want: Series = {}
+    held = {s.partition for s in snapshots}
+    for snap in snapshots:
+        add_series(live, snapshot_series(snap))
+        add_series(want, expected.rows_at(snap.partition, snap.now_ms, capped=False))
+    report = compare(f"redis ({len(snapshots)} partition snapshots)", live, want)
+    for p in sorted(set(range(partitions)) - held):
+        if expected.states.get(p) is not None and len(expected.states[p]):
+            report.problems.append(f"partition {p} has no snapshot in Redis")
+    return report
+
+
+def audit_metrics(
+    expected: Expected,
+    scraped: list[tuple[str, Series, int | None]],
+    clocks: dict[int, int | None],
+    partitions: int,
+    wall: tuple[int, int] | None,
+) -> SourceReport:
+    """The workers' /metrics summed, against every partition at its clock (``clocks``,
+    event clock) or at the scrape times (``wall``: before, after)."""
+    live: Series = {}
+    for _url, series, _watermark in scraped:
+        add_series(live, series)
+    name = "metrics (" + ", ".join(url for url, _s, _w in scraped) + ")"
+    if wall is not None:
+        before: Series = {}
+        after: Series = {}
+        for p in range(partitions):
+            add_series(before, expected.rows_at(p, wall[0], capped=True))
+            add_series(after, expected.rows_at(p, wall[1], capped=True))
+        return compare(name, live, before, after)
+    want: Series = {}
+    for p in range(partitions):
+        add_series(want, expected.rows_at(p, clocks.get(p), capped=True))
+    return compare(name, live, want)
+
+
+def metric_series(text: str) -> tuple[Series, int | None]:
+    """The gauges of one /metrics page, and its watermark (ms)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    series: Series = {}
+    watermark = None
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            if s.name in AUDITED:
+                labels = [s.labels[n] for n in names.LABELS[s.name]]
+                series[series_name(s.name, labels)] = int(s.value)
+            elif s.name == names.WATERMARK:
+                watermark = round(s.value * 1000)
+    return series, watermark
+
+
+# I/O -------------------------------------------------------------------------------
+
+
+async def _group_offsets(admin: Any, group: str, topic: str) -> dict[int, int]:
+    from aiokafka.errors import GroupCoordinatorNotAvailableError
+
+    try:
+        offsets = await admin.list_consumer_group_offsets(group)
+    except GroupCoordinatorNotAvailableError:  # the coordinator is still loading
+        return {}
+    return {
+        tp.partition: m.offset for tp, m in offsets.items() if tp.topic == topic and m.offset >= 0
+    }
+
+
+async def _end_offsets(consumer: Any, topic: str) -> dict[int, int]:
+    from aiokafka import TopicPartition
+
+    partitions = await consumer._client._wait_on_metadata(topic) or set()  # noqa: SLF001
+    tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+    return {tp.partition: o for tp, o in (await consumer.end_offsets(tps)).items()} if tps else {}
+
+
+async def lag(
+    bootstrap: str, app_id: str, input_topic: str
+) -> tuple[dict[int, int], dict[str, int]]:
+    """(the ingest group's committed input offsets, records not yet committed per
+    group): the groups have caught up when the second is all zeros."""
+    from aiokafka import AIOKafkaConsumer
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    from agents.kafka_security import client_kwargs
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **client_kwargs())
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, **client_kwargs())
+    await admin.start()
+    await consumer.start()
+    try:
+        behind: dict[str, int] = {}
+        committed: dict[int, int] = {}
+        for group, topic in ((ingest_group(app_id), input_topic), (app_id, by_user_topic(app_id))):
+            ends = await _end_offsets(consumer, topic)
+            done = await _group_offsets(admin, group, topic)
+            behind[group] = sum(max(0, end - done.get(p, 0)) for p, end in ends.items())
+            if topic == input_topic:
+                committed = {p: done.get(p, 0) for p in ends}
+        return committed, behind
+    finally:
+        await consumer.stop()
+        await admin.close()
+
+
+async def wait_caught_up(conf: Any, wait_s: float) -> dict[int, int]:
+    """The committed input offsets once no group lags; ValueError after ``wait_s``."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        committed, behind = await lag(conf.kafka_bootstrap_servers, conf.app_id, conf.input_topic)
+        if not any(behind.values()):
+            return committed
+        if time.monotonic() > deadline:
+            text = ", ".join(f"{g} {n}" for g, n in behind.items())
+            raise NotCaughtUp(
+                f"the workers have not caught up in {wait_s:g}s (records behind: {text})"
+            )
+        await asyncio.sleep(0.5)
+
+
+class NotCaughtUp(RuntimeError):
+    """Nothing comparable to read: the groups lag, or a live source does not answer."""
+
+
+def _scrape(url: str, token: str) -> str:
+    """One /metrics page; with EM_HTTP_TOKEN set the workers want it as a bearer token."""
+    request = urllib.request.Request(url)
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 - given URL
+        return str(response.read().decode())
+
+
+async def read_live(
+    conf: Any, urls: list[str]
+) -> tuple[list[Any], list[tuple[str, Series, int | None]], tuple[int, int]]:
+    """(Redis snapshots, [(url, series, watermark)], wall ms just before and after the scrapes)."""
+    from agents.readmodel import connect, read_snapshots
+
+    snapshots: list[Any] = []
+    if conf.read_model != "off":
+        from streams.security import redact_url
+
+        client = connect(conf.redis_url)
+        try:
+            snapshots = await read_snapshots(client, conf.app_id)
+        except Exception as exc:  # noqa: BLE001 - one clear line, not a traceback
+            raise NotCaughtUp(f"cannot read Redis at {redact_url(conf.redis_url)}: {exc}") from None
+        finally:
+            await client.aclose()
+    from agents.kafka_security import current
+
+    token = current().http_token if urls else ""
+    before = int(time.time() * 1000)
+    scraped = []
+    for url in urls:
+        try:
+            page = await asyncio.to_thread(_scrape, url, token)
+        except OSError as exc:
+            raise NotCaughtUp(f"cannot read {url}: {exc}") from None
+        series, watermark = metric_series(page)
+        scraped.append((url, series, watermark))
+    return snapshots, scraped, (before, int(time.time() * 1000))
+
+
+async def compare_live(conf: Any, expected: Expected, urls: list[str]) -> list[SourceReport]:
+    snapshots, scraped, wall = await read_live(conf, urls)
+    partitions = conf.partitions
+    reported = {s.partitions for s in snapshots}
+    if reported and reported != {partitions}:
+        raise ValueError(
+            f"the workers' snapshots say {sorted(reported)} partitions: give --partitions"
+        )
+    reports = []
+    if snapshots:
+        reports.append(audit_redis(expected, snapshots, partitions))
+    if scraped:
+        clocks: dict[int, int | None] = {s.partition: s.now_ms for s in snapshots}
+        if conf.clock == "event" and not snapshots:
+            if len(scraped) > 1:
+                raise ValueError(
+                    "several workers on the event clock: the audit needs their Redis "
+                    "snapshots (each partition's clock)"
+                )
+            clocks = dict.fromkeys(range(partitions), scraped[0][2])
+        window = wall if conf.clock == "wall" else None
+        reports.append(audit_metrics(expected, scraped, clocks, partitions, window))
+    if not reports:
+        raise NotCaughtUp(
+            f"nothing to audit: no snapshot of {conf.app_id!r} in Redis and no --metrics"
+        )
+    return reports
+
+
+async def recompute(conf: Any, committed: dict[int, int], quiet: bool) -> tuple[Expected, str]:
+    """The input topic up to the committed offsets, as the workers applied it."""
+    from commands.backfill import read_rows, topic_source
+    from commands.progress import Progress
+
+    source = topic_source(conf, TimeRange(), int(time.time() * 1000), stop_offsets=committed)
+    reading = Progress("audit: reading", unit="records", enabled=not quiet)
+    rows = await read_rows(source, reading)
+    reading.close()
+    from agents.kafka_security import current
+    from streams.security import pseudonymiser
+
+    pseudonymise = pseudonymiser(current().user_id_key)  # EM_USER_ID_KEY, as at ingest
+    if pseudonymise is not None:
+        rows = [(ts, p, c, pseudonymise(u), k) for ts, p, c, u, k in rows]
+    expected = expected_state(
+        rows, conf.partitions, conf.window_ms, conf.active_type_set, conf.community_cap
+    )
+    return expected, source.tally.summary()
+
+
+async def audit(args: argparse.Namespace, conf: Any) -> tuple[list[SourceReport], dict[str, Any]]:
+    if args.at:
+        at_ms = parse_time_bound(args.at, int(time.time() * 1000))
+        await asyncio.sleep(max(0.0, at_ms / 1000 - time.time()))
+    committed = await wait_caught_up(conf, parse_duration_ms(args.wait) / 1000)
+    expected, read = await recompute(conf, committed, args.quiet or args.json)
+    deadline = time.monotonic() + parse_duration_ms(args.settle) / 1000
+    while True:
+        reports = await compare_live(conf, expected, args.metrics)
+        if all(r.equal for r in reports) or time.monotonic() >= deadline:
+            break
+        await asyncio.sleep(1.0)  # a snapshot tick or a scrape behind: look again
+    after, _behind = await lag(conf.kafka_bootstrap_servers, conf.app_id, conf.input_topic)
+    info = {
+        "app_id": conf.app_id,
+        "input_topic": conf.input_topic,
+        "clock": conf.clock,
+        "committed": {str(p): o for p, o in sorted(committed.items())},
+        "read": read,
+        "input_moved": after != committed,
+    }
+    if after != committed:
+        reports[0].problems.append(
+            "the input moved during the audit (stop the producers, or audit again)"
+        )
+    return reports, info
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from streams import settings
+
+    parser.add_argument(
+        "--metrics",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="a worker's /metrics URL (repeat for each worker; give all of them)",
+    )
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    parser.add_argument(
+        "--at",
+        metavar="TIME",
+        help="wait for this wall-clock time first (RFC 3339, epoch s, +10m)",
+    )
+    parser.add_argument(
+        "--wait",
+        default="60s",
+        help="how long to wait for the workers to catch up (default: 60s)",
+    )
+    parser.add_argument(
+        "--settle",
+        default="10s",
+        help="how long a difference must last to be reported (default: 10s)",
+    )
+    parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    settings.add_arguments(parser, names=SETTINGS)
+
+
+def run(args: argparse.Namespace) -> int:
+    import json
+
+    from aiokafka.errors import KafkaError
+
+    from agents.kafka_security import failure
+    from streams import settings as settings_mod
+
+    conf = settings_mod.from_args(args)
+    parse_duration_ms(args.wait), parse_duration_ms(args.settle)
+    try:
+        reports, info = asyncio.run(audit(args, conf))
+    except NotCaughtUp as exc:
+        print(f"audit: {exc}", file=sys.stderr)
+        return 2
+    except KafkaError as exc:
+        print(f"audit: Kafka at {conf.kafka_bootstrap_servers}: {failure(exc)}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(document(reports, info), indent=2))
+    else:
+        header = (
+            f"audit of {info['app_id']} ({info['clock']} clock): {info['input_topic']} up to the "
+            f"committed offsets {info['committed']}: {info['read']}"
+        )
+        print(render(reports, header))
+    return 0 if all(r.equal for r in reports) else 1
