@@ -9,7 +9,6 @@ prometheus_client ``inc()``), turned into metric families here.
 
 from __future__ import annotations
 
-import bisect
 from collections import defaultdict
 from collections.abc import Iterator
 
@@ -55,12 +54,6 @@ class IngestStats:
         self.invalid: dict[str, int] = dict.fromkeys(REASONS, 0)
         self.lag_buckets = [0] * (len(LAG_BUCKETS) + 1)
         self.lag_sum = 0.0
-
-    def count_event(self, platform: str, community: str, event_type: str, lag_s: float) -> None:
-        """One event (the ingest stage tallies a whole poll and calls :meth:`add`)."""
-        buckets = [0] * (len(LAG_BUCKETS) + 1)
-        buckets[bisect.bisect_left(LAG_BUCKETS, lag_s)] = 1
-        self.add({(platform, community, event_type): 1}, buckets, lag_s)
 
     def add(
         self, counts: dict[tuple[str, str, str], int], lag_buckets: list[int], lag_sum: float

@@ -103,16 +103,3 @@ def plan(deltas: dict[TallyKey, int]) -> list[SetDelta]:
             label = days[day] = utc_day(day * DAY_MS)
         out.append(SetDelta(label, platform, community, incs))
     return out
-
-
-def apply_locally(
-    current: dict[str, float], increments: dict[str, int], top_n: int
-) -> dict[str, float]:
-    """What Redis does with one set on flush (ZUNIONSTORE SUM, then keep the top N by
-    score, ties broken like ZREMRANGEBYRANK: the lexicographically smallest go first).
-    The reference for tests and the documentation of the trimming rule."""
-    merged = dict(current)
-    for user, n in increments.items():
-        merged[user] = merged.get(user, 0) + n
-    ranked = sorted(merged.items(), key=lambda us: (us[1], us[0]))
-    return dict(ranked[-top_n:]) if top_n else {}

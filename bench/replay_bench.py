@@ -31,7 +31,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from agents.kafka_out import DEFAULT_BATCH_BYTES, DEFAULT_LINGER_MS, ensure_topics  # noqa: E402
+from agents.kafka_admin import ensure_topics  # noqa: E402
+from agents.kafka_out import DEFAULT_BATCH_BYTES, DEFAULT_LINGER_MS  # noqa: E402
+from commands.replay import Replay, add_arguments  # noqa: E402
 from streams import settings  # noqa: E402
 
 KINDS = ("RT", "RT", "RT", "RT", "MT", "MT", "RE")  # the Higgs mix is mostly retweets
@@ -58,8 +60,6 @@ def count_lines(path: Path) -> int:
 
 async def run_replay(bootstrap: str, path: Path, topic: str) -> float:
     """Events/s of one ``replay --speed max --format snap`` run (acks included)."""
-    from commands.replay import Replay, add_arguments
-
     parser = argparse.ArgumentParser()
     add_arguments(parser)
     args = parser.parse_args(

@@ -23,7 +23,9 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from agents.kafka_admin import ensure_topics
 from agents.kafka_security import client_kwargs
+from streams import metric_names as names
 from streams.topics import by_user_topic, ingest_group
 
 REPO = Path(__file__).resolve().parents[1]
@@ -142,12 +144,12 @@ class Worker:
 def gauges(samples: dict[str, dict[Any, float]]) -> tuple[dict, dict]:
     """(active {(platform, community): {window: n}}, followers {(platform, community): n})."""
     active: dict[tuple[str, str], dict[str, int]] = defaultdict(dict)
-    for labels, value in samples.get("engagement_active_users", {}).items():
+    for labels, value in samples.get(names.ACTIVE_USERS, {}).items():
         d = dict(labels)
         active[(d["platform"], d["community"])][d["window"]] = int(value)
     followers = {
         (dict(labels)["platform"], dict(labels)["community"]): int(value)
-        for labels, value in samples.get("engagement_followers", {}).items()
+        for labels, value in samples.get(names.FOLLOWERS, {}).items()
     }
     return dict(active), followers
 
@@ -213,8 +215,6 @@ async def wait_caught_up(
 async def produce(bootstrap: str, topic: str, values: Iterable[bytes], partitions: int = 4) -> int:
     """Send raw values round-robin over the topic's partitions; return how many."""
     from aiokafka import AIOKafkaProducer
-
-    from agents.kafka_admin import ensure_topics
 
     await ensure_topics(bootstrap, {topic: partitions})
     producer = AIOKafkaProducer(

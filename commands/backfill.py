@@ -42,8 +42,10 @@ from typing import Any, TextIO
 
 from agents.kafka_security import failure
 from agents.labels import CommunityLabels
+from commands.progress import Progress
 from commands.sources import TimeRange, TopicSource, parse_time_bound
 from streams import metric_names as names
+from streams import settings as settings_mod
 from streams.durations import parse_duration_ms
 from streams.events import Limits
 from streams.gauges import gauge_rows
@@ -231,8 +233,6 @@ def topic_source(
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from streams import settings
-
     parser.add_argument(
         "--from",
         dest="start",
@@ -267,13 +267,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "minus the tolerance (default: every record)",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
-    settings.add_arguments(parser, names=SETTINGS)
+    settings_mod.add_arguments(parser, names=SETTINGS)
 
 
 async def backfill(args: argparse.Namespace, conf: Any, out: TextIO) -> str:
     """Read, sweep, write; return the summary line."""
-    from commands.progress import Progress
-
     now_ms = int(time.time() * 1000)
     start, end = parse_time_bound(args.start, now_ms), parse_time_bound(args.end, now_ms)
     steps = step_times(start, end, parse_duration_ms(args.step))
@@ -293,8 +291,6 @@ async def backfill(args: argparse.Namespace, conf: Any, out: TextIO) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from aiokafka.errors import KafkaError
-
-    from streams import settings as settings_mod
 
     conf = settings_mod.from_args(args)
     out = sys.stdout if args.output == "-" else open(args.output, "w")  # noqa: SIM115

@@ -27,6 +27,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from commands import watch
+from commands.alerts_webhook import summary_lines
 from streams import metric_names as names
 from streams.durations import DEFAULT_WINDOWS
 
@@ -162,8 +164,6 @@ def alerts_view(url: str, since: str, lines: int = 8) -> Any:
     each: Alertmanager may still hold alerts of an earlier run and send them here."""
     from rich.text import Text
 
-    from commands.alerts_webhook import summary_lines
-
     try:
         with urllib.request.urlopen(url, timeout=2) as response:
             received = [
@@ -192,8 +192,6 @@ def show(watch_args: argparse.Namespace, alerts_url: str, since: str) -> None:
     from rich.console import Console, Group
     from rich.live import Live
 
-    from commands import watch
-
     def view() -> Any:
         return Group(watch.render(watch_args), alerts_view(alerts_url, since))
 
@@ -209,8 +207,6 @@ def show(watch_args: argparse.Namespace, alerts_url: str, since: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
-
-    from commands import watch
 
     console = Console()
     env = {**os.environ, **stack_env()}

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 import time
 from collections import Counter
@@ -19,17 +20,18 @@ from typing import Any
 
 import orjson
 
+from agents.kafka_out import BatchWriter
 from agents.kafka_security import failure
 from commands.interrupt import run_stoppable
+from commands.progress import Progress
 from commands.sources import open_binary
+from streams import settings as settings_mod
 from streams.events import InvalidEvent, parse_event, parse_timestamp_ms
 
 _SHOW_BAD = 10
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from streams import settings
-
     parser.add_argument("file", metavar="FILE", help="JSONL file of events (.gz too)")
     parser.add_argument(
         "--validate", action="store_true", help="check lines against the contract and report"
@@ -40,7 +42,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--topic", help="destination (default: the input topic)")
     parser.add_argument("--partitions", type=int, default=4, help="partitions if created")
     parser.add_argument("--quiet", action="store_true", help="no progress line")
-    settings.add_arguments(parser, names=("kafka_bootstrap_servers", "input_topic", "dlq_topic"))
+    settings_mod.add_arguments(
+        parser, names=("kafka_bootstrap_servers", "input_topic", "dlq_topic")
+    )
 
 
 def event_time_ms(line: bytes) -> int | None:
@@ -83,8 +87,6 @@ class Producer:
             return False
 
     async def run(self) -> None:
-        from agents.kafka_out import BatchWriter
-        from commands.progress import Progress
 
         started = time.monotonic()
         reader, raw = open_binary(self.args.file)
@@ -155,25 +157,19 @@ class Producer:
 
 def _size(raw: Any) -> int | None:
     try:
-        import os
-
         return os.fstat(raw.fileno()).st_size
     except (OSError, AttributeError):
         return None
 
 
 def run(args: argparse.Namespace) -> int:
-    import os
-
     from aiokafka.errors import KafkaError
-
-    from streams import settings
 
     if not os.path.isfile(args.file):
         raise ValueError(f"no such file: {args.file}")
     if args.skip_invalid and not args.validate:
         raise ValueError("--skip-invalid needs --validate")
-    conf = settings.from_args(args)
+    conf = settings_mod.from_args(args)
     producer = Producer(args, conf.kafka_bootstrap_servers, args.topic or conf.input_topic)
     try:
         asyncio.run(run_stoppable(producer.run, producer.stop))

@@ -35,7 +35,8 @@ from pathlib import Path
 from typing import Any
 
 from agents.kafka_security import client_kwargs, failure
-from commands.sources import TsFormatter, parse_time_bound, spans_from_offsets
+from commands.sources import TopicSource, TsFormatter, parse_time_bound, spans_from_offsets
+from streams import settings as settings_mod
 from streams.topics import TABLE_NAME, by_user_topic, changelog_topic, ingest_group
 
 SETTINGS = ("kafka_bootstrap_servers", "app_id", "input_topic", "datadir", "partitions")
@@ -232,8 +233,6 @@ async def _topic_offsets(
     """(beginning, end, offsets_for_times(time_ms)) per partition; empty if no topic."""
     from aiokafka import TopicPartition
 
-    from commands.sources import TopicSource
-
     partitions = sorted(await consumer._client._wait_on_metadata(topic) or [])  # noqa: SLF001
     tps = [TopicPartition(topic, p) for p in partitions]
     if not tps:
@@ -380,8 +379,6 @@ async def group_refusal(settings: Any) -> str | None:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from streams import settings
-
     parser.add_argument(
         "--from",
         dest="start",
@@ -393,13 +390,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--execute", action="store_true", help="do it (default: print the plan and change nothing)"
     )
     parser.add_argument("--json", action="store_true", help="print the plan as JSON")
-    settings.add_arguments(parser, names=SETTINGS)
+    settings_mod.add_arguments(parser, names=SETTINGS)
 
 
 async def _run(args: argparse.Namespace) -> int:
     import json
-
-    from streams import settings as settings_mod
 
     conf = settings_mod.from_args(args)
     time_ms = parse_time_bound(args.start, int(time.time() * 1000))

@@ -35,8 +35,11 @@ from typing import IO
 
 import orjson
 
+from agents.kafka_out import BatchWriter
 from agents.kafka_security import failure
+from commands.progress import Progress
 from commands.sources import TsFormatter, parse_time_bound
+from streams import settings as settings_mod
 from streams.durations import parse_duration_ms
 
 #: (type, weight) of live events: likes ≫ views > comments > shares/replies > …
@@ -325,8 +328,6 @@ class Simulator:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from streams import settings
-
     parser.add_argument("--communities", type=int, default=50, help="communities (default: 50)")
     parser.add_argument("--users", type=int, default=20_000, help="users (default: 20000)")
     parser.add_argument(
@@ -398,7 +399,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--output", metavar="FILE.jsonl", help="write events to a file instead of Kafka"
     )
     parser.add_argument("--quiet", action="store_true", help="no progress line")
-    settings.add_arguments(parser, names=("kafka_bootstrap_servers", "input_topic", "dlq_topic"))
+    settings_mod.add_arguments(
+        parser, names=("kafka_bootstrap_servers", "input_topic", "dlq_topic")
+    )
 
 
 def config_from_args(args: argparse.Namespace) -> SimConfig:
@@ -416,9 +419,7 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
 
 
 def run(args: argparse.Namespace) -> int:
-    from streams import settings
-
-    conf = settings.from_args(args)
+    conf = settings_mod.from_args(args)
     now_ms = int(time.time() * 1000)
     start_ms = now_ms if args.start is None else parse_time_bound(args.start, now_ms)
     if args.speed <= 0:
@@ -451,8 +452,6 @@ class _Runner:
     """Drives a :class:`Simulator`: pacing, stop conditions, progress, output."""
 
     def __init__(self, sim: Simulator, args: argparse.Namespace, end_ms: int | None) -> None:
-        from commands.progress import Progress
-
         self.sim = sim
         self.args = args
         self.end_ms = end_ms
@@ -513,8 +512,6 @@ class _Runner:
         return 0
 
     async def to_kafka(self, bootstrap: str, topic: str) -> int:
-        from agents.kafka_out import BatchWriter
-
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGINT, self._stop)
         loop.add_signal_handler(signal.SIGTERM, self._stop)

@@ -18,6 +18,7 @@ from typing import Any
 
 import orjson
 
+from agents.readmodel import check_day, connect, read_status, read_top, today
 from streams import metric_names as names
 from streams import settings as settings_mod
 from streams.security import redact_url
@@ -108,8 +109,6 @@ def build_table(doc: dict[str, Any]) -> Any:
 
 
 async def _with_client(url: str, fn: Callable[[Any], Any]) -> Any:
-    from agents.readmodel import connect
-
     client = connect(url)
     try:
         return await fn(client)
@@ -118,8 +117,6 @@ async def _with_client(url: str, fn: Callable[[Any], Any]) -> Any:
 
 
 def fetch_status(args: argparse.Namespace) -> dict[str, Any]:
-    from agents.readmodel import read_status
-
     return dict(
         asyncio.run(
             _with_client(
@@ -188,8 +185,6 @@ def add_top_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def fetch_top(args: argparse.Namespace) -> dict[str, Any]:
-    from agents.readmodel import check_day, read_top, today
-
     day = check_day(args.day) if args.day else today()
     if args.limit < 1:
         raise ValueError("--limit must be at least 1")

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import sys
 
+from agents.kafka_security import failure
 from streams import settings as settings_mod
 
 
@@ -21,13 +23,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     settings = settings_mod.from_args(args)
-    import asyncio
-
+    # Faust and aiokafka (and agents.app, which imports them) take seconds to import:
+    # only here, so that --help and argument errors stay instant.
     from aiokafka.errors import KafkaError
     from faust.worker import Worker
 
     from agents.app import build, prepare_topics
-    from agents.kafka_security import failure
 
     try:  # the first connection: a wrong password or certificate fails here, in one line
         asyncio.run(prepare_topics(settings))

@@ -119,3 +119,16 @@ def expected_followers(events: Iterable[Event | Mapping[str, Any]]) -> dict[Key,
     for platform, users in followers_all.items():
         out[(platform, ALL_COMMUNITIES)] = len(users)
     return out
+
+
+def top_users_after_flush(
+    current: dict[str, float], increments: dict[str, int], top_n: int
+) -> dict[str, float]:
+    """What Redis must hold for one top-users set after a flush of ``increments``
+    (ZINCRBY per user, then ZREMRANGEBYRANK keeping the top N by score; ties broken
+    like ZREMRANGEBYRANK: the lexicographically smallest go first)."""
+    merged = dict(current)
+    for user, n in increments.items():
+        merged[user] = merged.get(user, 0) + n
+    ranked = sorted(merged.items(), key=lambda us: (us[1], us[0]))
+    return dict(ranked[-top_n:]) if top_n else {}

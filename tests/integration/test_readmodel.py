@@ -410,11 +410,12 @@ async def test_password_url_reaches_a_protected_redis(tmp_path: Path) -> None:
 
 
 async def test_writer_trims_sets_in_redis_like_the_reference(tmp_path: Path) -> None:
-    """The Lua flush against a real Redis, with a small N: equal to apply_locally."""
+    """The Lua flush against a real Redis, with a small N: equal to the oracle."""
     from agents.redis_snapshots import ReadModelWriter
-    from agents.top_users import TopUsersTally, apply_locally
+    from agents.top_users import TopUsersTally
     from streams.clock import Clock
     from streams.state import WorkerState
+    from tests.oracle import top_users_after_flush
 
     redis = RedisServer(tmp_path).start()
     state = WorkerState(DEFAULT_ACTIVE_TYPES)
@@ -444,7 +445,7 @@ async def test_writer_trims_sets_in_redis_like_the_reference(tmp_path: Path) -> 
                 ],
             )
             assert await writer.tick()
-            want = apply_locally(want, increments, 3)
+            want = top_users_after_flush(want, increments, 3)
         client = connect(redis.url)
         try:
             doc = await read_top(client, "trim", "acme", utc_day(day0), 10, "x")

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import bisect
 import time
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from agents.labels import CommunityLabels
-from agents.metrics import EngagementCollector, IngestStats
+from agents.metrics import LAG_BUCKETS, EngagementCollector, IngestStats
 from commands.watch import build_table, parse
 from streams.clock import Clock
 from streams.events import DEFAULT_ACTIVE_TYPES, REASONS
@@ -26,6 +27,13 @@ def scrape(state: WorkerState, stats: IngestStats, clock: Clock) -> dict:
         for s in family.samples:
             out[(s.name, tuple(sorted(s.labels.items())))] = s.value
     return out
+
+
+def count_event(stats: IngestStats, platform: str, community: str, kind: str, lag_s: float) -> None:
+    """One event, as the ingest stage tallies it (a poll's worth at a time, via add)."""
+    buckets = [0] * (len(LAG_BUCKETS) + 1)
+    buckets[bisect.bisect_left(LAG_BUCKETS, lag_s)] = 1
+    stats.add({(platform, community, kind): 1}, buckets, lag_s)
 
 
 def make_state() -> WorkerState:
@@ -59,8 +67,8 @@ def test_cap_folds_later_communities_into_other() -> None:
 def test_every_reason_is_exposed_and_counters_count() -> None:
     state = make_state()
     stats = IngestStats(CommunityLabels(cap=10))
-    stats.count_event("tw", "a", "like", 0.2)
-    stats.count_event("tw", "a", "like", 400.0)
+    count_event(stats, "tw", "a", "like", 0.2)
+    count_event(stats, "tw", "a", "like", 400.0)
     stats.count_invalid("not_json")
     samples = scrape(state, stats, Clock("event", state.watermark_ms))
     invalid = {

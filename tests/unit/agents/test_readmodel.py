@@ -21,14 +21,20 @@ from agents.readmodel import (
     utc_day,
 )
 from agents.redis_snapshots import build_snapshots, snapshot_ttl_ms
-from agents.top_users import DAY_MS, TopUsersTally, apply_locally, plan
+from agents.top_users import DAY_MS, TopUsersTally, plan
 from commands.status import build_table, warnings
 from streams.durations import parse_windows
 from streams.events import DEFAULT_ACTIVE_TYPES
 from streams.state import WorkerState
 from streams.topics import partition_for_user
 from tests.eventgen import make_traffic
-from tests.oracle import event_clock, expected_active, expected_followers, fields
+from tests.oracle import (
+    event_clock,
+    expected_active,
+    expected_followers,
+    fields,
+    top_users_after_flush,
+)
 
 WINDOWS = parse_windows("5m,1h,1d,7d,30d")
 NOW = 1_780_000_000_000
@@ -173,11 +179,11 @@ def test_tally_buffer_is_bounded_and_restores_failed_writes() -> None:
 
 def test_trimming_keeps_the_top_n_like_zremrangebyrank() -> None:
     current: dict[str, float] = {}
-    current = apply_locally(current, {"a": 5, "b": 1, "c": 3}, top_n=2)
+    current = top_users_after_flush(current, {"a": 5, "b": 1, "c": 3}, top_n=2)
     assert current == {"a": 5, "c": 3}
-    current = apply_locally(current, {"b": 4, "d": 3}, top_n=2)  # b restarts at 4
+    current = top_users_after_flush(current, {"b": 4, "d": 3}, top_n=2)  # b restarts at 4
     assert current == {"a": 5, "b": 4}
-    assert apply_locally({}, {"x": 1, "y": 1, "z": 1}, top_n=2) == {"y": 1, "z": 1}
+    assert top_users_after_flush({}, {"x": 1, "y": 1, "z": 1}, top_n=2) == {"y": 1, "z": 1}
 
 
 def test_top_document_lists_users_per_platform() -> None:
