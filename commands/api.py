@@ -1,7 +1,7 @@
 """``engagement-monitor api``: a small JSON HTTP API over the Redis read model.
 
 A separate process rather than routes on the worker's web server: readers read
-Redis, never the workers (DESIGN), so the API keeps answering while workers
+Redis, never the workers (docs/readmodel.md), so the API keeps answering while workers
 restart or rebalance, scales apart from them, and adds nothing to a worker's
 event loop. It serves the same documents as ``status --json`` and ``top --json``:
 

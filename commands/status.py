@@ -1,6 +1,6 @@
 """``engagement-monitor status`` and ``engagement-monitor top``: read the Redis read model.
 
-Both read Redis only (DESIGN: readers never ask the workers), so they work with
+Both read Redis only (readers never ask the workers, docs/readmodel.md), so they work with
 any number of workers and while workers restart. ``status`` sums the partition
 snapshots present and warns when some are missing (a worker down for longer than
 the snapshot TTL, or not started yet). ``--json`` prints the documents described
