@@ -7,7 +7,7 @@ VENV := .venv
 STACK := deploy/local/stack
 LINT_PATHS := streams agents commands tests grafana bench deploy/local/emstack deploy/prometheus/rules_gen.py
 
-.PHONY: venv demo demo-drop test up down status logs lint constraints
+.PHONY: venv demo demo-drop test up down reset status logs lint constraints
 
 # The venv is (re)installed when missing or when pyproject.toml/constraints.txt change.
 $(VENV)/.installed: pyproject.toml constraints.txt
@@ -41,6 +41,17 @@ up: venv
 
 down:
 	$(STACK) down
+
+# A full local reset: the stack stopped, its state folder deleted (topics, consumer
+# offsets, Prometheus data, logs) and the table stores in the worker's data folder
+# (EM_DATA_DIR, as the worker resolves it). Stop the workers first; `make up` then
+# starts from nothing.
+reset: venv
+	$(STACK) down
+	rm -rf "$${EM_STATE_DIR:-.state}"
+	datadir=$$($(VENV)/bin/python -c 'from streams.settings import from_env; print(from_env().datadir)') \
+		&& echo "removing the worker's table stores: $$datadir/v*/tables" \
+		&& rm -rf "$$datadir"/v*/tables
 
 status:
 	$(STACK) status

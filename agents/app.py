@@ -27,6 +27,7 @@ from agents.metrics import EngagementCollector, IngestStats
 from agents.producer import SharedProducer
 from agents.redis_snapshots import install as install_read_model
 from agents.state_stage import BatchObserver, UsersTable, expire, make_apply_agent
+from agents.store_guard import GuardedTableManager
 from streams.clock import Clock
 from streams.metric_names import FAUST_METRIC_PREFIX
 from streams.security import bearer_ok, pseudonymiser
@@ -108,6 +109,7 @@ def _faust_app(settings: Settings) -> faust.App:
         broker_commit_interval=1.0,
         table_standby_replicas=0,
         value_serializer="raw",
+        TableManager=GuardedTableManager,  # discards stale local stores before recovery
         **faust_settings(),
     )
 

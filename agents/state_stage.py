@@ -57,6 +57,12 @@ class UsersTable(faust.Table):
         if missing:
             rebuild(self.worker_state, missing, self.data.items(), self.partitions_total)
 
+    def on_store_discarded(self, partitions: set[int]) -> None:
+        """The store check (agents/store_guard) wiped these partitions' stores: drop
+        their mirrors too, so recovery rebuilds them from the changelog."""
+        for partition in partitions & set(self.worker_state.partitions):
+            self.worker_state.revoke(partition)
+
     def ensure_partition(self, partition: int) -> PartitionState:
         part = self.worker_state.partitions.get(partition)
         if part is None:  # a batch arrived before recovery told us; build it now

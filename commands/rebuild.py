@@ -10,11 +10,11 @@ from the first offset whose timestamp is at or after TIME. Concretely:
 * the state group (the Faust app id) skips to the end of the by-user topic, so
   batches derived from the old offsets are never applied twice;
 * the changelog topic is deleted and recreated empty (compacted, same partitions).
-  Recreating, rather than ``delete_records`` to the end, starts its offsets at 0
-  again: a RocksDB copy that was *not* cleared (another host's data dir) then holds a
-  persisted offset above the new highwater, and Faust's recovery stops with its
-  "persisted offset is higher than the last offset" error instead of silently
-  serving the stale records;
+  Recreating, rather than ``delete_records`` to the end, gives it a new topic id and
+  starts its offsets at 0 again: a RocksDB copy that was *not* cleared (another
+  host's data dir) is then recognised as stale by the worker's store check
+  (agents/store_guard.py), discarded and recovered, instead of silently serving the
+  stale records;
 * the users table's RocksDB folders under this host's data dir are deleted.
 
 Without ``--execute`` it only prints that plan. With it, it refuses while any

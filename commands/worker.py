@@ -29,6 +29,7 @@ def run(args: argparse.Namespace) -> int:
     from faust.worker import Worker
 
     from agents.app import build, prepare_topics
+    from agents.store_guard import crash_advice  # imports Faust too
 
     try:  # the first connection: a wrong password or certificate fails here, in one line
         asyncio.run(prepare_topics(settings))
@@ -46,5 +47,10 @@ def run(args: argparse.Namespace) -> int:
     # above, so every library debug call builds a LogRecord: a quarter of the CPU
     # at full rate. The spinner is decoration; drop it.
     worker.spinner = None
-    worker.execute_from_commandline()
+    try:
+        worker.execute_from_commandline()
+    finally:
+        advice = crash_advice(pipeline.app.crash_reason, settings.datadir)
+        if advice:
+            print(advice, file=sys.stderr)
     return 0
