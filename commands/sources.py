@@ -29,7 +29,6 @@ from streams.events import (
     Event,
     InvalidEvent,
     Limits,
-    check_future,
     parse_event,
     parse_timestamp_ms,
 )
@@ -260,9 +259,15 @@ class ColumnDecoder:
             + platform
             + b',"community":"%s","user_id":"%s","type":"%s"}'
         )
-        # the fast path judges only size, lengths and time: the rest must hold already
+        # The fast path's lines have ASCII letter-and-digit ids (no control character,
+        # no reserved community) and a known type; if the platform passes too, only the
+        # size, the lengths and the time can make the worker refuse one. A line within
+        # those bounds is accepted here; any other gets parse_event's verdict.
         probe = self._template % (1, b"1970-01-01T00:00:00.000Z", b"c", b"u", b"like")
         self._fast = self._fast and self._check(probe, 0)[3] is None
+        self._latest_ms = self._check.now_ms + limits.future_tolerance_ms - shift_ms
+        self._max_bytes = limits.max_message_bytes
+        self._max_length = min(limits.max_id_length, limits.max_community_length)
 
     def _ts_ms(self, raw: str) -> int:
         unit = self.fmt.ts_unit
@@ -297,8 +302,14 @@ class ColumnDecoder:
                         user,
                         kind,
                     )
-                    lengths = max(len(user), len(community))
-                    return self._check.plain(value, ts_ms, ts_ms + self.shift_ms, lengths)
+                    if (
+                        ts_ms <= self._latest_ms
+                        and len(value) <= self._max_bytes
+                        and len(user) <= self._max_length
+                        and len(community) <= self._max_length
+                    ):
+                        return value, ts_ms, None, None
+                    return self._check(value, ts_ms)  # near a limit: the full verdict
         try:
             return self.decode(raw.decode(), line_no)
         except UnicodeDecodeError:
@@ -353,22 +364,6 @@ class WorkerCheck:
     def __init__(self, now_ms: int | None = None, limits: Limits = DEFAULT_LIMITS) -> None:
         self.now_ms = int(time.time() * 1000) if now_ms is None else now_ms
         self.limits = limits
-
-    def plain(self, value: bytes, ts_ms: int, sent_ts_ms: int, longest: int) -> Item:
-        """The same verdict for a line of the column fast path, faster: its ids are
-        ASCII letters and digits (no control character, no reserved community), its
-        type and platform are known good, so only the size, the lengths and the time
-        can be refused — and a line near a limit gets the full check."""
-        limits = self.limits
-        if len(value) > limits.max_message_bytes or longest > min(
-            limits.max_id_length, limits.max_community_length
-        ):
-            return self(value, ts_ms)
-        try:
-            check_future(sent_ts_ms, self.now_ms, limits)
-        except InvalidEvent:
-            return b"", ts_ms, None, FUTURE
-        return value, ts_ms, None, None
 
     def __call__(self, value: bytes, ts_ms: int) -> Item:
         try:
