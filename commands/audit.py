@@ -17,6 +17,9 @@ snapshot reports (or, without the read model, at the one worker's watermark); wi
 the wall clock at the scrape time, and a series counts as equal if its value lies
 between the values recomputed just before and just after the scrapes.
 
+A record the workers refused as ``future_timestamp`` was judged at the time they read
+it, not now: the audit takes those from the DLQ and leaves them out.
+
 Live numbers lag the input by a snapshot tick or a scrape: the audit first waits
 (``--wait``) until both consumer groups have committed the ends of their topics, and
 a difference must persist for ``--settle`` before it is reported. ``--at`` waits for
@@ -31,17 +34,21 @@ import asyncio
 import sys
 import time
 import urllib.request
-from collections.abc import Iterable
-from dataclasses import dataclass, field
 from typing import Any
 
-from agents.labels import CommunityLabels
-from commands.backfill import Row, escape, partition_states
+from commands.audit_compare import (
+    Expected,
+    Series,
+    SourceReport,
+    audit_metrics,
+    audit_redis,
+    document,
+    expected_state,
+    metric_series,
+    render,
+)
 from commands.sources import TimeRange, parse_time_bound
-from streams import metric_names as names
 from streams.durations import parse_duration_ms
-from streams.gauges import Gauges, gauge_rows
-from streams.state import PartitionState
 from streams.topics import by_user_topic, ingest_group
 
 SETTINGS = (
@@ -57,208 +64,8 @@ SETTINGS = (
     "future_tolerance",
     "max_message_bytes",
     "read_model",
+    "dlq_topic",
 )
-#: series name with labels -> value; a series absent on one side counts 0 there
-Series = dict[str, int]
-#: the families compared: every gauge computed from the state
-AUDITED = (names.ACTIVE_USERS, names.FOLLOWERS)
-
-
-# Pure: series, comparison, report ------------------------------------------------
-
-
-def series_name(metric: str, labels: Iterable[str]) -> str:
-    label_names = names.LABELS[metric]
-    text = ",".join(f'{n}="{escape(v)}"' for n, v in zip(label_names, labels, strict=True))
-    return f"{metric}{{{text}}}"
-
-
-def to_series(gauges: Gauges) -> Series:
-    out = {series_name(names.ACTIVE_USERS, key): n for key, n in gauges.active_rows()}
-    out.update((series_name(names.FOLLOWERS, pair), n) for pair, n in gauges.follower_rows())
-    return out
-
-
-def add_series(total: Series, part: Series) -> None:
-    for name, n in part.items():
-        total[name] = total.get(name, 0) + n
-
-
-@dataclass
-class Difference:
-    series: str
-    live: int
-    expected: int | tuple[int, int]  # a pair: the values just before and after a scrape
-
-
-@dataclass
-class SourceReport:
-    """One live source (the Redis snapshots, or the workers' /metrics) against the input."""
-
-    source: str
-    series: int = 0
-    differences: list[Difference] = field(default_factory=list)
-    problems: list[str] = field(default_factory=list)  # e.g. a partition without snapshot
-
-    @property
-    def equal(self) -> bool:
-        return not self.differences and not self.problems
-
-
-def compare(
-    source: str, live: Series, expected: Series, later: Series | None = None
-) -> SourceReport:
-    """Every series of either side; ``later`` (wall clock) widens ``expected`` to the
-    range between the two recomputations."""
-    report = SourceReport(source)
-    names = sorted(set(live) | set(expected) | set(later or {}))
-    report.series = len(names)
-    for name in names:
-        got, want = live.get(name, 0), expected.get(name, 0)
-        if later is None:
-            if got != want:
-                report.differences.append(Difference(name, got, want))
-            continue
-        other = later.get(name, 0)
-        if not min(want, other) <= got <= max(want, other):
-            report.differences.append(
-                Difference(name, got, (want, other) if want != other else want)
-            )
-    return report
-
-
-def render(reports: list[SourceReport], header: str) -> str:
-    lines = [header]
-    for r in reports:
-        lines.append(f"{r.source}: {r.series} series, {len(r.differences)} differ")
-        lines.extend(f"  {p}" for p in r.problems)
-        for d in r.differences:
-            want = (
-                d.expected if isinstance(d.expected, int) else f"{d.expected[0]}..{d.expected[1]}"
-            )
-            lines.append(f"  {d.series}: live {d.live}, expected {want}")
-    equal = all(r.equal for r in reports)
-    lines.append("audit: all equal" if equal else "audit: DIFFERENCES")
-    return "\n".join(lines)
-
-
-def document(reports: list[SourceReport], info: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "schema": "engagement-monitor/audit/1",
-        **info,
-        "equal": all(r.equal for r in reports),
-        "sources": [
-            {
-                "source": r.source,
-                "series": r.series,
-                "problems": r.problems,
-                "differences": [
-                    {"series": d.series, "live": d.live, "expected": d.expected}
-                    for d in r.differences
-                ],
-            }
-            for r in reports
-        ],
-    }
-
-
-# Pure: expected values -------------------------------------------------------------
-
-
-@dataclass
-class Expected:
-    """The recomputed state: one :class:`PartitionState` per by-user partition."""
-
-    states: dict[int, PartitionState]
-    windows: dict[str, int]
-    labels: CommunityLabels
-    active_types: frozenset[str]
-
-    def partition(self, p: int) -> PartitionState:
-        return self.states.get(p) or PartitionState(self.active_types)
-
-    def rows_at(self, p: int, now_ms: int | None, capped: bool) -> Series:
-        """One partition's series at ``now_ms`` (None: the event clock has no time
-        yet, so only followers, as the worker's snapshot has)."""
-        state = self.partition(p)
-        if capped:
-            return to_series(gauge_rows([state], now_ms, self.windows, self.labels))
-        return to_series(gauge_rows([state], now_ms, self.windows))
-
-
-def expected_state(
-    rows: list[Row], partitions: int, windows: dict[str, int], types: frozenset[str], cap: int
-) -> Expected:
-    labels = CommunityLabels(cap)
-    for row in sorted(rows):  # communities admitted in event-time order, as backfill does
-        labels(row[2])
-    return Expected(partition_states(rows, types, partitions), windows, labels, types)
-
-
-def snapshot_series(snap: Any) -> Series:
-    gauges = Gauges()
-    gauges.add_active(snap.active)
-    gauges.add_followers(snap.followers)
-    return to_series(gauges)
-
-
-def audit_redis(expected: Expected, snapshots: list[Any], partitions: int) -> SourceReport:
-    """Sum of the snapshots against the sum of each partition at its snapshot's clock."""
-    live: Series = {}
-    want: Series = {}
-    held = {s.partition for s in snapshots}
-    for snap in snapshots:
-        add_series(live, snapshot_series(snap))
-        add_series(want, expected.rows_at(snap.partition, snap.now_ms, capped=False))
-    report = compare(f"redis ({len(snapshots)} partition snapshots)", live, want)
-    for p in sorted(set(range(partitions)) - held):
-        if expected.states.get(p) is not None and len(expected.states[p]):
-            report.problems.append(f"partition {p} has no snapshot in Redis")
-    return report
-
-
-def audit_metrics(
-    expected: Expected,
-    scraped: list[tuple[str, Series, int | None]],
-    clocks: dict[int, int | None],
-    partitions: int,
-    wall: tuple[int, int] | None,
-) -> SourceReport:
-    """The workers' /metrics summed, against every partition at its clock (``clocks``,
-    event clock) or at the scrape times (``wall``: before, after)."""
-    live: Series = {}
-    for _url, series, _watermark in scraped:
-        add_series(live, series)
-    name = "metrics (" + ", ".join(url for url, _s, _w in scraped) + ")"
-    if wall is not None:
-        before: Series = {}
-        after: Series = {}
-        for p in range(partitions):
-            add_series(before, expected.rows_at(p, wall[0], capped=True))
-            add_series(after, expected.rows_at(p, wall[1], capped=True))
-        return compare(name, live, before, after)
-    want: Series = {}
-    for p in range(partitions):
-        add_series(want, expected.rows_at(p, clocks.get(p), capped=True))
-    return compare(name, live, want)
-
-
-def metric_series(text: str) -> tuple[Series, int | None]:
-    """The gauges of one /metrics page, and its watermark (ms)."""
-    from prometheus_client.parser import text_string_to_metric_families
-
-    series: Series = {}
-    watermark = None
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            if s.name in AUDITED:
-                labels = [s.labels[n] for n in names.LABELS[s.name]]
-                series[series_name(s.name, labels)] = int(s.value)
-            elif s.name == names.WATERMARK:
-                watermark = round(s.value * 1000)
-    return series, watermark
-
-
 # I/O -------------------------------------------------------------------------------
 
 
@@ -400,14 +207,62 @@ async def compare_live(conf: Any, expected: Expected, urls: list[str]) -> list[S
     return reports
 
 
+async def refused_as_future(conf: Any) -> set[tuple[int, int]]:
+    """(partition, offset) of the input records the workers dead-lettered as
+    ``future_timestamp``: the worker judged them at the time it read them, which the
+    audit can't know, and a record two minutes ahead then may be in the past now."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    from agents.kafka_security import client_kwargs
+
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=conf.kafka_bootstrap_servers,
+        group_id=None,
+        enable_auto_commit=False,
+        **client_kwargs(),
+    )
+    await consumer.start()
+    try:
+        ends = await _end_offsets(consumer, conf.dlq_topic)
+        tps = [TopicPartition(conf.dlq_topic, p) for p, end in ends.items() if end > 0]
+        if not tps:
+            return set()
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        found: set[tuple[int, int]] = set()
+        left = {tp: ends[tp.partition] for tp in tps}
+        while left:
+            for records in (await consumer.getmany(*left, timeout_ms=1000)).values():
+                found.update(filter(None, (_future_source(r, conf.input_topic) for r in records)))
+            for tp in list(left):
+                if await consumer.position(tp) >= left[tp]:
+                    del left[tp]
+        return found
+    finally:
+        await consumer.stop()
+
+
+def _future_source(record: Any, input_topic: str) -> tuple[int, int] | None:
+    headers = {key: value for key, value in record.headers or ()}
+    if headers.get("reason") != b"future_timestamp":
+        return None
+    if headers.get("source_topic", b"").decode(errors="replace") != input_topic:
+        return None
+    try:
+        return int(headers["source_partition"]), int(headers["source_offset"])
+    except (KeyError, ValueError):
+        return None
+
+
 async def recompute(conf: Any, committed: dict[int, int], quiet: bool) -> tuple[Expected, str]:
     """The input topic up to the committed offsets, as the workers applied it."""
     from commands.backfill import read_rows, topic_source
     from commands.progress import Progress
 
+    refused = await refused_as_future(conf)
     source = topic_source(conf, TimeRange(), int(time.time() * 1000), stop_offsets=committed)
     reading = Progress("audit: reading", unit="records", enabled=not quiet)
-    rows = await read_rows(source, reading)
+    rows = await read_rows(source, reading, refused)
     reading.close()
     from agents.kafka_security import current
     from streams.security import pseudonymiser

@@ -36,7 +36,7 @@ import asyncio
 import sys
 import time
 from array import array
-from collections.abc import Iterable
+from collections.abc import Container, Iterable
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
@@ -197,17 +197,28 @@ class Sweep:
 async def read_rows(
     source: TopicSource,
     progress: Any = None,
+    refused: Container[tuple[int, int]] = frozenset(),
 ) -> list[Row]:
     """The events of the source's range that the worker would apply (what it
-    refuses, and what is outside the range, is counted in ``source.tally``)."""
+    refuses, and what is outside the range, is counted in ``source.tally``).
+
+    ``refused``: (partition, offset) of records the workers refused as
+    ``future_timestamp`` when they read them (the audit takes them from the DLQ) —
+    no longer ahead of the clock now, but never applied."""
     rows: list[Row] = []
     append = rows.append
+    tally = source.tally
     async for decoded in source.batches():
         if progress is not None:
             progress.total = source.total
-        for e, _reason, _record in decoded:
-            if e is not None:
-                append((e.ts_ms, e.platform, e.community, e.user_id, e.type))
+        for e, _reason, record in decoded:
+            if e is None:
+                continue
+            if refused and (record.partition, record.offset) in refused:
+                tally.in_range -= 1
+                tally.invalid["future_timestamp"] += 1
+                continue
+            append((e.ts_ms, e.platform, e.community, e.user_id, e.type))
         if progress is not None:
             progress.update(source.read, outside=source.skipped)
     return rows

@@ -84,6 +84,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="move event times so that the range ends now (for demos)",
     )
+    add_file_arguments(parser)
+    parser.add_argument(
+        "--trust-timestamps",
+        action="store_true",
+        help="topics: no record is stamped earlier than its event time minus the future "
+        "tolerance, so each partition is read from the first record stamped at or after "
+        "--from minus the tolerance (default: from the beginning)",
+    )
+    parser.add_argument(
+        "--partitions",
+        type=int,
+        default=4,
+        help="partitions when the destination topic is created (default: 4)",
+    )
+    parser.add_argument("--quiet", action="store_true", help="no progress line")
+    settings.add_arguments(parser, names=SETTINGS)
+
+
+def add_file_arguments(parser: argparse.ArgumentParser) -> None:
+    """How lines of a --file source map onto the event contract."""
     parser.add_argument(
         "--format",
         choices=FILE_FORMATS,
@@ -129,21 +149,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="csv: unit of numeric timestamps (default: auto)",
     )
     parser.add_argument("--header", action="store_true", help="csv: skip the first line")
-    parser.add_argument(
-        "--trust-timestamps",
-        action="store_true",
-        help="topics: no record is stamped earlier than its event time minus the future "
-        "tolerance, so each partition is read from the first record stamped at or after "
-        "--from minus the tolerance (default: from the beginning)",
-    )
-    parser.add_argument(
-        "--partitions",
-        type=int,
-        default=4,
-        help="partitions when the destination topic is created (default: 4)",
-    )
-    parser.add_argument("--quiet", action="store_true", help="no progress line")
-    settings.add_arguments(parser, names=SETTINGS)
 
 
 def parse_speed(text: str) -> float | None:

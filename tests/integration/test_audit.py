@@ -1,11 +1,13 @@
 """Back-fill and audit against real event-clock workers, on a topic whose record
 timestamps say nothing reliable about event time: half stamped with the event time,
 half with the produce time, one stamped 30 days ahead, one event two days in the
-future (the worker refuses it), one follow older than everything, produced last.
+future and one a minute ahead (the worker refuses both: its future tolerance is 2s),
+one follow older than everything, produced last.
 
 The back-fill at the worker's clock equals the worker's gauges and the oracle; the
-audit finds 0 differences with one worker and after a second joins, and names
-exactly the series a tombstone in the changelog broke."""
+audit finds 0 differences with one worker and, once the minute-ahead event is in the
+past, with two (it knows from the DLQ that the workers refused it); it names exactly
+the series a tombstone in the changelog broke."""
 
 from __future__ import annotations
 
@@ -35,6 +37,8 @@ WINDOWS = parse_windows("5m,1h,1d,7d,30d")
 HOUR, DAY = 3_600_000, 86_400_000
 TYPES = ["like", "comment", "view", "follow", "unfollow", "post", "share"]
 ANCIENT = {"platform": "twitter", "community": "c-old", "user_id": "u-ancient", "type": "follow"}
+SOON = {"platform": "twitter", "community": "c-soon", "user_id": "u-soon", "type": "like"}
+TOLERANCE = "2s"  # the workers', the back-fill's and the audit's future tolerance
 
 
 def mixed_records(now_ms: int) -> tuple[list[tuple[bytes, int | None]], list[dict[str, Any]]]:
@@ -61,6 +65,7 @@ def mixed_records(now_ms: int) -> tuple[list[tuple[bytes, int | None]], list[dic
     future = {**events[1], "event_id": "two-days-ahead", "ts_ms": now_ms + 2 * DAY}
     records.insert(900, (value_of(future), None))
     records.insert(1100, (b"{not json", None))
+    records.insert(1300, (value_of({**SOON, "event_id": "soon", "ts_ms": now_ms + 60_000}), None))
     ancient = {**ANCIENT, "event_id": "ancient", "ts_ms": now_ms - 400 * DAY}
     records.append((value_of(ancient), None))
     valid = [*events, {**events[0], "event_id": "f30"}, ancient]
@@ -114,7 +119,7 @@ async def tombstone(bootstrap: str, app_id: str, key: str) -> None:
 
 def cli(stack: Any, *argv: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "commands.cli", *argv, "--quiet"],
+        [sys.executable, "-m", "commands.cli", *argv, "--quiet", "--future-tolerance", TOLERANCE],
         env=stack.worker_env(),
         cwd=REPO,
         capture_output=True,
@@ -132,6 +137,8 @@ def audit(stack: Any, app_id: str, topic: str, workers: list[Worker], settle: st
         app_id,
         "--input-topic",
         topic,
+        "--dlq-topic",
+        workers[0].env["EM_DLQ_TOPIC"],
         "--clock",
         "event",
         "--json",
@@ -169,7 +176,13 @@ def test_backfill_and_audit_agree_with_the_workers_whatever_the_record_timestamp
         expected_active(valid, clock, WINDOWS, DEFAULT_ACTIVE_TYPES),
         expected_followers(valid),
     )
-    workers = [Worker(stack.kafka_bootstrap, app, topic, dlq, tmp_path / "w1").start()]
+
+    def start_worker(name: str) -> Worker:
+        return Worker(
+            stack.kafka_bootstrap, app, topic, dlq, tmp_path / name, EM_FUTURE_TOLERANCE=TOLERANCE
+        ).start()
+
+    workers = [start_worker("w1")]
     try:
         workers[0].wait_metrics()
         asyncio.run(wait_caught_up(stack.kafka_bootstrap, app, topic, workers[0]))
@@ -182,19 +195,24 @@ def test_backfill_and_audit_agree_with_the_workers_whatever_the_record_timestamp
         assert result.returncode == 0, result.stderr
         assert parse_output(out.read_text())[clock] == live
         assert result.stderr.startswith(
-            "backfill: 3004 records read: 3002 events in the range, 0 outside it (0 before, "
-            "0 after), 2 refused by the worker's rules (future_timestamp 1, not_json 1)"
+            "backfill: 3005 records read: 3002 events in the range, 0 outside it (0 before, "
+            "0 after), 3 refused by the worker's rules (future_timestamp 2, not_json 1)"
         )
 
         code, doc = audit(stack, app, topic, workers, "20s")
         assert code == 0 and doc["equal"], doc
         assert [s["series"] for s in doc["sources"]] == [series_count(valid, clock)] * 2
 
-        workers.append(Worker(stack.kafka_bootstrap, app, topic, dlq, tmp_path / "w2").start())
+        workers.append(start_worker("w2"))
         workers[1].wait_metrics()
         wait_for(lambda: all(gauges(w.scrape())[1] for w in workers), "both workers to hold state")
+        soon_ms = now_ms + 60_000  # refused by the workers; no longer ahead of the clock:
+        wait_for(lambda: time.time() * 1000 > soon_ms + 3_000, "the refused event to be past")
         code, doc = audit(stack, app, topic, workers, "30s")
         assert code == 0 and doc["equal"], doc
+        assert doc["read"].endswith(
+            "3 refused by the worker's rules (future_timestamp 2, not_json 1)"
+        )
         assert [s["series"] for s in doc["sources"]] == [series_count(valid, clock)] * 2
     finally:
         for worker in workers:
@@ -202,7 +220,7 @@ def test_backfill_and_audit_agree_with_the_workers_whatever_the_record_timestamp
 
     key = make_key(ANCIENT["platform"], ANCIENT["community"], ANCIENT["user_id"])
     asyncio.run(tombstone(stack.kafka_bootstrap, app, key))
-    fresh = Worker(stack.kafka_bootstrap, app, topic, dlq, tmp_path / "w3").start()
+    fresh = start_worker("w3")
     try:
         fresh.wait_metrics()
         wait_for(lambda: gauges(fresh.scrape())[1], "the fresh worker to recover")

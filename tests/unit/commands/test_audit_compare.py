@@ -1,4 +1,4 @@
-"""audit's pure parts: per-partition recomputation at each snapshot's clock, the sum
+"""commands/audit_compare: each partition at its snapshot's clock, the sum
 over the workers' /metrics, and the comparison (absent = 0, wall-clock bounds)."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import random
 
 from agents.readmodel import Snapshot
-from commands.audit import (
+from commands.audit_compare import (
     Difference,
     audit_metrics,
     audit_redis,
