@@ -31,11 +31,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import sys
 import time
 import urllib.request
 from typing import Any
 
+from agents.kafka_security import client_kwargs, current, failure
+from agents.readmodel import connect, read_snapshots
 from commands.audit_compare import (
     Expected,
     Series,
@@ -47,8 +50,12 @@ from commands.audit_compare import (
     metric_series,
     render,
 )
+from commands.backfill import read_rows, topic_source
+from commands.progress import Progress
 from commands.sources import TimeRange, parse_time_bound
+from streams import settings
 from streams.durations import parse_duration_ms
+from streams.security import pseudonymiser, redact_url
 from streams.topics import by_user_topic, ingest_group
 
 SETTINGS = (
@@ -96,8 +103,6 @@ async def lag(
     group): the groups have caught up when the second is all zeros."""
     from aiokafka import AIOKafkaConsumer
     from aiokafka.admin import AIOKafkaAdminClient
-
-    from agents.kafka_security import client_kwargs
 
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **client_kwargs())
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, **client_kwargs())
@@ -150,12 +155,8 @@ async def read_live(
     conf: Any, urls: list[str]
 ) -> tuple[list[Any], list[tuple[str, Series, int | None]], tuple[int, int]]:
     """(Redis snapshots, [(url, series, watermark)], wall ms just before and after the scrapes)."""
-    from agents.readmodel import connect, read_snapshots
-
     snapshots: list[Any] = []
     if conf.read_model != "off":
-        from streams.security import redact_url
-
         client = connect(conf.redis_url)
         try:
             snapshots = await read_snapshots(client, conf.app_id)
@@ -163,8 +164,6 @@ async def read_live(
             raise NotCaughtUp(f"cannot read Redis at {redact_url(conf.redis_url)}: {exc}") from None
         finally:
             await client.aclose()
-    from agents.kafka_security import current
-
     token = current().http_token if urls else ""
     before = int(time.time() * 1000)
     scraped = []
@@ -213,8 +212,6 @@ async def refused_as_future(conf: Any) -> set[tuple[int, int]]:
     audit can't know, and a record two minutes ahead then may be in the past now."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
-    from agents.kafka_security import client_kwargs
-
     consumer = AIOKafkaConsumer(
         bootstrap_servers=conf.kafka_bootstrap_servers,
         group_id=None,
@@ -256,17 +253,11 @@ def _future_source(record: Any, input_topic: str) -> tuple[int, int] | None:
 
 async def recompute(conf: Any, committed: dict[int, int], quiet: bool) -> tuple[Expected, str]:
     """The input topic up to the committed offsets, as the workers applied it."""
-    from commands.backfill import read_rows, topic_source
-    from commands.progress import Progress
-
     refused = await refused_as_future(conf)
     source = topic_source(conf, TimeRange(), int(time.time() * 1000), stop_offsets=committed)
     reading = Progress("audit: reading", unit="records", enabled=not quiet)
     rows = await read_rows(source, reading, refused)
     reading.close()
-    from agents.kafka_security import current
-    from streams.security import pseudonymiser
-
     pseudonymise = pseudonymiser(current().user_id_key)  # EM_USER_ID_KEY, as at ingest
     if pseudonymise is not None:
         rows = [(ts, p, c, pseudonymise(u), k) for ts, p, c, u, k in rows]
@@ -305,8 +296,6 @@ async def audit(args: argparse.Namespace, conf: Any) -> tuple[list[SourceReport]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from streams import settings
-
     parser.add_argument(
         "--metrics",
         action="append",
@@ -335,14 +324,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import json
 
     from aiokafka.errors import KafkaError
 
-    from agents.kafka_security import failure
-    from streams import settings as settings_mod
-
-    conf = settings_mod.from_args(args)
+    conf = settings.from_args(args)
     parse_duration_ms(args.wait), parse_duration_ms(args.settle)
     try:
         reports, info = asyncio.run(audit(args, conf))

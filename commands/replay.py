@@ -19,25 +19,33 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
+from agents.kafka_out import BatchWriter
 from agents.kafka_security import failure
 from commands.interrupt import run_stoppable
+from commands.progress import Progress
 from commands.sources import (
     DEFAULT_LIMITS,
     FILE_FORMATS,
+    SNAP_FORMAT,
     ColumnFormat,
     FileSource,
     TimeRange,
     TopicSource,
+    TsFormatter,
     by_reason,
     parse_columns,
     parse_type_map,
 )
+from streams import settings
 from streams.events import EVENT_TYPES, Limits
 
 _YIELD_EVERY = 4096  # events between progress updates / event-loop yields
@@ -52,8 +60,6 @@ SETTINGS = (
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from streams import settings
-
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--from-topic", metavar="TOPIC", help="read the range from this topic")
     source.add_argument(
@@ -175,8 +181,6 @@ def column_format(args: argparse.Namespace) -> ColumnFormat | None:
             )
         return None
     if args.format == "snap":
-        from commands.sources import SNAP_FORMAT
-
         extra = parse_type_map(args.type_map) if args.type_map else {}
         columns = parse_columns(args.columns) if args.columns else dict(SNAP_FORMAT.columns)
         if not args.columns:  # the preset's column gives way to a constant
@@ -294,9 +298,6 @@ class Replay:
         self.stopping = True
 
     async def run(self) -> Tally:
-        from agents.kafka_out import BatchWriter
-        from commands.progress import Progress
-
         started = time.monotonic()
         async with BatchWriter(
             self.bootstrap,
@@ -430,24 +431,16 @@ class _Reshaper:
     """Rewrites the ``ts`` of a valid contract message by ``shift_ms`` (--shift-to-now)."""
 
     def __init__(self, shift_ms: int) -> None:
-        from commands.sources import TsFormatter
-
         self.shift_ms = shift_ms
         self._fmt_ts = TsFormatter()
 
     def __call__(self, raw: bytes, ts_ms: int) -> bytes:
-        import orjson
-
         obj = orjson.loads(raw)
         obj["ts"] = self._fmt_ts(ts_ms + self.shift_ms)
         return orjson.dumps(obj)
 
 
 def run(args: argparse.Namespace) -> int:
-    import os
-
-    from streams import settings
-
     conf = settings.from_args(args)
     if args.file and args.file != "-" and not os.path.isfile(args.file):
         raise ValueError(f"no such file: {args.file}")
