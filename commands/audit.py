@@ -58,6 +58,8 @@ from streams.durations import parse_duration_ms
 from streams.security import pseudonymiser, redact_url
 from streams.topics import by_user_topic, ingest_group
 
+#: an audit is not latency-bound: a busy Redis (a SCAN over many keys) gets time
+REDIS_TIMEOUT_S = 10.0
 SETTINGS = (
     "kafka_bootstrap_servers",
     "redis_url",
@@ -157,7 +159,7 @@ async def read_live(
     """(Redis snapshots, [(url, series, watermark)], wall ms just before and after the scrapes)."""
     snapshots: list[Any] = []
     if conf.read_model != "off":
-        client = connect(conf.redis_url)
+        client = connect(conf.redis_url, REDIS_TIMEOUT_S)
         try:
             snapshots = await read_snapshots(client, conf.app_id)
         except Exception as exc:  # noqa: BLE001 - one clear line, not a traceback
@@ -275,7 +277,13 @@ async def audit(args: argparse.Namespace, conf: Any) -> tuple[list[SourceReport]
     expected, read = await recompute(conf, committed, args.quiet or args.json)
     deadline = time.monotonic() + parse_duration_ms(args.settle) / 1000
     while True:
-        reports = await compare_live(conf, expected, args.metrics)
+        try:
+            reports = await compare_live(conf, expected, args.metrics)
+        except NotCaughtUp:
+            if time.monotonic() >= deadline:
+                raise
+            await asyncio.sleep(1.0)  # a source did not answer: once more, until --settle
+            continue
         if all(r.equal for r in reports) or time.monotonic() >= deadline:
             break
         await asyncio.sleep(1.0)  # a snapshot tick or a scrape behind: look again
