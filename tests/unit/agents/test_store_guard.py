@@ -50,6 +50,16 @@ def test_the_worker_app_uses_the_guarded_table_manager(table: Any) -> None:
     assert isinstance(table.app.tables, GuardedTableManager)
 
 
+def test_a_discarded_store_drops_the_live_mirror_of_that_partition_only(table: Any) -> None:
+    """Recovery then rebuilds the mirror from the store it refilled (the changelog is
+    the truth), instead of keeping records the new changelog doesn't have."""
+    state = table.worker_state
+    for partition in (1, 2):
+        state.assign(partition)
+    table.on_store_discarded({2, 3})
+    assert set(state.partitions) == {1}
+
+
 def test_a_store_beyond_the_changelog_is_discarded_once_with_one_warning(
     table: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
