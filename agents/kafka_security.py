@@ -163,3 +163,13 @@ def failure(exc: BaseException) -> str:
     if reason is not None and reason is not exc:
         return f"{text} ({reason})"
     return text
+
+
+async def start_or_close(client: Any) -> None:
+    """Start an aiokafka client; if that fails (a wrong password, say), close it before
+    raising, or aiokafka adds "Unclosed AIOKafkaConsumer" lines to the one error line."""
+    try:
+        await client.start()
+    except BaseException:
+        await (client.stop() if hasattr(client, "stop") else client.close())
+        raise

@@ -120,7 +120,10 @@ class Worker:
 
     def scrape(self) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
         """{sample name: {sorted label items: value}} from /metrics."""
-        with urllib.request.urlopen(self.metrics_url, timeout=10) as response:
+        request = urllib.request.Request(self.metrics_url)
+        if self.env.get("EM_HTTP_TOKEN"):  # a worker that requires the bearer token
+            request.add_header("Authorization", f"Bearer {self.env['EM_HTTP_TOKEN']}")
+        with urllib.request.urlopen(request, timeout=10) as response:
             text = response.read().decode()
         samples: dict[str, dict[tuple[tuple[str, str], ...], float]] = defaultdict(dict)
         for family in text_string_to_metric_families(text):

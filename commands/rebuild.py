@@ -34,7 +34,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agents.kafka_security import client_kwargs, failure
+from agents.kafka_security import client_kwargs, failure, start_or_close
 from commands.sources import TopicSource, TsFormatter, parse_time_bound, spans_from_offsets
 from streams import settings as settings_mod
 from streams.topics import TABLE_NAME, by_user_topic, changelog_topic, ingest_group
@@ -253,9 +253,9 @@ async def make_plan(settings: Any, time_ms: int) -> Plan:
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap, enable_auto_commit=False, **client_kwargs()
     )
-    await admin.start()
-    await consumer.start()
-    try:
+    try:  # started inside: a failed start (e.g. a wrong password) still closes both
+        await admin.start()
+        await consumer.start()
         topics = set(await admin.list_topics())
         if settings.input_topic not in topics:
             raise ValueError(f"input topic {settings.input_topic!r} does not exist")
@@ -306,7 +306,7 @@ async def commit_offsets(bootstrap: str, group: str, topic: str, moves: list[Off
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False, **client_kwargs()
     )
-    await consumer.start()
+    await start_or_close(consumer)
     try:
         tps = {TopicPartition(topic, m.partition): m.target for m in moves}
         consumer.assign(list(tps))

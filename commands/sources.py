@@ -22,7 +22,7 @@ from typing import IO, Any
 
 import orjson
 
-from agents.kafka_security import client_kwargs
+from agents.kafka_security import client_kwargs, start_or_close
 from streams.durations import parse_duration_ms
 from streams.events import (
     EVENT_TYPES,
@@ -703,7 +703,7 @@ class TopicSource:
             fetch_max_bytes=16 * 1024 * 1024,
             **client_kwargs(),
         )
-        await consumer.start()
+        await start_or_close(consumer)
         try:
             active = await self._plan(consumer)
             if not active:

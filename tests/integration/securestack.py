@@ -114,6 +114,11 @@ class SecureKafka:
         while True:
             if self.proc is None or self.proc.poll() is not None:
                 raise RuntimeError(f"secure Kafka exited:\n{self.log_tail()}")
+            if not _port_open(self.sasl_port):  # quietly, until the JVM listens
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"secure Kafka not listening:\n{self.log_tail()}")
+                await asyncio.sleep(0.5)
+                continue
             producer = AIOKafkaProducer(
                 bootstrap_servers=self.sasl_bootstrap, request_timeout_ms=5000, **self.sasl_kwargs()
             )
@@ -177,6 +182,14 @@ class SecureKafka:
 
     def stop(self) -> None:
         stop_process(self.proc)
+
+
+def _port_open(port: int) -> bool:
+    import socket
+
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
 def stop_process(proc: subprocess.Popen[bytes] | None, timeout: float = 30) -> None:
