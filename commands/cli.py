@@ -33,6 +33,7 @@ COMMANDS: tuple[tuple[str, str, str], ...] = (
         "recompute the state from a point in time (dry run by default)",
     ),
     ("backfill", "commands.backfill", "write past gauges as OpenMetrics for promtool backfilling"),
+    ("pseudonym", "commands.pseudonym", "the pseudonym stored for a user id (EM_USER_ID_KEY)"),
     (
         "audit",
         "commands.audit",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[3]
@@ -50,6 +50,14 @@ def _cache_root(env: dict[str, str]) -> Path:
     return Path(base) / "engagement-monitor"
 
 
+def _token_file(env: dict[str, str], state: Path) -> Path | None:
+    if env.get("EM_HTTP_TOKEN_FILE"):
+        return Path(env["EM_HTTP_TOKEN_FILE"]).resolve()
+    if env.get("EM_HTTP_TOKEN"):
+        return state / "prometheus" / "http-token"
+    return None
+
+
 @dataclass(frozen=True)
 class Config:
     """Everything `up`, `down` and the tests need to know about one stack."""
@@ -62,6 +70,10 @@ class Config:
     scrape_targets: tuple[str, ...]
     rules_dir: Path = DEFAULT_RULES_DIR
     alertmanager_source: Path = DEFAULT_ALERTMANAGER_CONFIG
+    #: EM_HTTP_TOKEN (the workers' bearer token), for Prometheus' scrape config
+    http_token: str = field(default="", repr=False)
+    #: EM_HTTP_TOKEN_FILE, or where the stack writes EM_HTTP_TOKEN for Prometheus
+    http_token_file: Path | None = None
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Config:
@@ -80,6 +92,8 @@ class Config:
             alertmanager_source=Path(
                 env.get("EM_ALERTMANAGER_CONFIG") or DEFAULT_ALERTMANAGER_CONFIG
             ).resolve(),
+            http_token=env.get("EM_HTTP_TOKEN", ""),
+            http_token_file=_token_file(env, state),
         )
 
     @property

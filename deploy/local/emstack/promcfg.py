@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import shutil
 import urllib.request
@@ -44,10 +45,37 @@ def render(cfg: Config, targets: Sequence[str] | None = None, rules_dir: Path | 
         if mark:
             seen.add(mark)
         lines.append(line)
+    if cfg.http_token_file is not None:
+        lines = _with_authorization(lines, cfg.http_token_file)
     missing = {*values, "rule-files"} - seen
     if missing:
         raise StackError(f"{TEMPLATE} lost its marker(s): {', '.join(sorted(missing))}")
     return "\n".join(lines) + "\n"
+
+
+def _with_authorization(lines: list[str], token_file: Path) -> list[str]:
+    """The workers require a bearer token (EM_HTTP_TOKEN): Prometheus sends it, read
+    from a file so the token itself is not in the config."""
+    out: list[str] = []
+    for line in lines:
+        out.append(line)
+        if line.strip() == "metrics_path: /metrics":
+            indent = line[: len(line) - len(line.lstrip())]
+            out += [
+                f"{indent}authorization:  # EM_HTTP_TOKEN is set",
+                f"{indent}  type: Bearer",
+                f'{indent}  credentials_file: "{token_file}"',
+            ]
+    return out
+
+
+def _write_token(cfg: Config) -> None:
+    """EM_HTTP_TOKEN into the file the rendered config names (owner-only)."""
+    if cfg.http_token and cfg.http_token_file is not None:
+        cfg.http_token_file.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(cfg.http_token_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(cfg.http_token)
 
 
 def _render_line(
@@ -94,6 +122,7 @@ def write(
 ) -> Path:
     path = path or cfg.prometheus_config
     path.parent.mkdir(parents=True, exist_ok=True)
+    _write_token(cfg)
     tmp = path.with_suffix(".tmp")
     tmp.write_text(render(cfg, targets, rules_dir))
     tmp.replace(path)

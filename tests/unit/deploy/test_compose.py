@@ -40,8 +40,13 @@ def docker_compose() -> str:
     return path
 
 
+#: The compose file requires it (no default admin password); a value for `config`.
+GRAFANA_PASSWORD = "compose-test-Pw"
+
+
 def compose(*args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("COMPOSE_")}
+    env.setdefault("GRAFANA_ADMIN_PASSWORD", GRAFANA_PASSWORD)
     return subprocess.run(
         [docker_compose(), "-f", str(COMPOSE_FILE), *args],
         cwd=REPO,
@@ -286,3 +291,22 @@ def test_grafana_image_matches_the_sdk_version() -> None:
     major_minor = ".".join(grafana_version.split(".")[:2])
     image = services()["grafana"]["image"]
     assert image.startswith(f"grafana/grafana:{major_minor}."), (image, sdk)
+
+
+def test_grafana_admin_password_is_required_and_never_defaulted() -> None:
+    env = services()["grafana"]["environment"]
+    assert env["GF_SECURITY_ADMIN_PASSWORD"] == os.environ.get(
+        "GRAFANA_ADMIN_PASSWORD", GRAFANA_PASSWORD
+    )
+    unset = {k: v for k, v in os.environ.items() if k != "GRAFANA_ADMIN_PASSWORD"}
+    done = subprocess.run(
+        [docker_compose(), "-f", str(COMPOSE_FILE), "config", "-q"],
+        cwd=REPO,
+        env={k: v for k, v in unset.items() if not k.startswith("COMPOSE_")},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode != 0
+    assert "GRAFANA_ADMIN_PASSWORD" in done.stderr
