@@ -25,6 +25,7 @@ from typing import Any
 
 import orjson
 
+from agents.dead_letters import dead_letter, deliver
 from agents.kafka_security import client_kwargs
 from agents.metrics import LAG_BUCKETS, IngestStats
 from agents.outage import Outage
@@ -33,9 +34,12 @@ from streams.topics import partition_for_user
 
 log = logging.getLogger(__name__)
 
-#: Most events carried by one message of the by-user topic (keeps messages far
-#: below Kafka's 1 MiB default limit: an event is ~60 bytes there).
+#: Most events carried by one message of the by-user topic (an event is ~60 bytes
+#: there)...
 MAX_EVENTS_PER_MESSAGE = 4000
+#: ...and most bytes: names of up to 128 characters make events of up to ~2 KB,
+#: and a message must stay below Kafka's default 1 MiB record limit.
+MAX_BATCH_BYTES = 900 * 1024
 
 
 def encode_batch(partition: int, events: list[list[Any]]) -> bytes:
@@ -43,19 +47,29 @@ def encode_batch(partition: int, events: list[list[Any]]) -> bytes:
     return orjson.dumps([partition, events])
 
 
+def encode_batches(partition: int, events: list[list[Any]]) -> list[bytes]:
+    """By-user messages for a partition's events: at most
+    :data:`MAX_EVENTS_PER_MESSAGE` events and :data:`MAX_BATCH_BYTES` bytes each
+    (a chunk too large is halved until it fits)."""
+    out: list[bytes] = []
+    pending = [
+        events[start : start + MAX_EVENTS_PER_MESSAGE]
+        for start in range(0, len(events), MAX_EVENTS_PER_MESSAGE)
+    ]
+    while pending:
+        chunk = pending.pop(0)
+        raw = encode_batch(partition, chunk)
+        if len(raw) > MAX_BATCH_BYTES and len(chunk) > 1:
+            half = len(chunk) // 2
+            pending[:0] = [chunk[:half], chunk[half:]]
+        else:
+            out.append(raw)
+    return out
+
+
 def decode_batch(raw: bytes) -> tuple[int, list[list[Any]]]:
     partition, events = orjson.loads(raw)
     return partition, events
-
-
-def dlq_headers(reason: str, detail: str, topic: str, partition: int, offset: int) -> list:
-    return [
-        ("reason", reason.encode()),
-        ("detail", detail.encode()[:500]),
-        ("source_topic", topic.encode()),
-        ("source_partition", str(partition).encode()),
-        ("source_offset", str(offset).encode()),
-    ]
 
 
 class Router:
@@ -98,15 +112,17 @@ class Router:
                 _, ts_ms, platform, community, user_id, kind = parse_event(
                     message.value, now_ms, limits
                 )
+                if pseudonymise is not None:
+                    user_id = pseudonymise(user_id)
+                partition = partition_for_user(user_id, n)
             except InvalidEvent as exc:
                 self.stats.count_invalid(exc.reason)
                 dead.append((message, exc))
                 continue
-            if pseudonymise is not None:
-                user_id = pseudonymise(user_id)
-            by_partition[partition_for_user(user_id, n)].append(
-                [ts_ms, platform, community, user_id, kind]
-            )
+            except Exception as exc:  # noqa: BLE001 - no message may stop the worker
+                dead.append((message, self._internal_error(exc, message)))
+                continue
+            by_partition[partition].append([ts_ms, platform, community, user_id, kind])
             key = (platform, community, kind)
             counts[key] = counts.get(key, 0) + 1
             lag = (now_ms - ts_ms) / 1000
@@ -114,6 +130,22 @@ class Router:
             lag_sum += lag
         self.stats.add(counts, lag_buckets, lag_sum)
         return by_partition, dead
+
+    def _internal_error(self, exc: Exception, message: Any) -> InvalidEvent:
+        """A bug or an input the validator did not foresee: dead-letter the message
+        and go on. Logged at 1, 2, 4, 8, … occurrences, so a flood stays readable."""
+        self.stats.count_invalid("internal_error")
+        count = self.stats.invalid["internal_error"]
+        if count & (count - 1) == 0:
+            log.warning(
+                "ingest: unexpected %s on %s[%d]@%d (occurrence %d), sent to the DLQ",
+                type(exc).__name__,
+                message.topic,
+                message.partition,
+                message.offset,
+                count,
+            )
+        return InvalidEvent.internal(exc)
 
 
 class IngestStage:
@@ -195,24 +227,11 @@ class IngestStage:
         by_partition, dead = self.router.route(messages, now_ms)
         sends = []
         for partition, events in by_partition.items():
-            for start in range(0, len(events), MAX_EVENTS_PER_MESSAGE):
-                chunk = events[start : start + MAX_EVENTS_PER_MESSAGE]
-                sends.append(
-                    await self.producer.send(
-                        self.by_user_topic, encode_batch(partition, chunk), partition=partition
-                    )
-                )
-        for message, exc in dead:
-            sends.append(
-                await self.producer.send(
-                    self.dlq_topic,
-                    message.value,
-                    key=message.key,
-                    headers=dlq_headers(
-                        exc.reason, exc.detail, message.topic, message.partition, message.offset
-                    ),
-                )
-            )
+            for raw in encode_batches(partition, events):
+                sends.append(await self.producer.send(self.by_user_topic, raw, partition=partition))
+        max_bytes = self.router.limits.max_message_bytes
+        letters = [dead_letter(message, exc, max_bytes) for message, exc in dead]
+        await deliver(self.producer, self.dlq_topic, letters)
         if sends:
             await asyncio.gather(*sends)
         offsets = {tp: batch[-1].offset + 1 for tp, batch in polled.items()}

@@ -8,8 +8,10 @@ so it must never be free text.
 
 from __future__ import annotations
 
+import json
 import math
 import re
+import unicodedata
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -34,6 +36,9 @@ REASONS: tuple[str, ...] = (
     "bad_type",
     "bad_timestamp",
     "future_timestamp",
+    "too_old",
+    "duplicate_key",
+    "internal_error",
 )
 
 #: Community names the pipeline itself uses as label values.
@@ -49,7 +54,6 @@ _MS = timedelta(milliseconds=1)
 _RFC3339 = re.compile(
     r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$"
 )
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 # Epoch numbers at or above this are milliseconds: 1e11 seconds is the year 5138,
 # while 1e11 milliseconds is 1973.
 _MS_THRESHOLD = 100_000_000_000
@@ -64,6 +68,10 @@ class Limits:
     max_platform_length: int = 32
     max_community_length: int = 128
     future_tolerance_ms: int = 300_000
+    #: events older than this (ms before now) are refused as ``too_old``; None: no
+    #: limit (replay, which may shift old files to the present). Bounds the
+    #: per-day keys of the read model.
+    max_event_age_ms: int | None = 400 * 86_400_000
 
 
 class Event(NamedTuple):
@@ -81,11 +89,40 @@ class Event(NamedTuple):
 class InvalidEvent(ValueError):
     """A message that breaks the contract; ``reason`` is one of :data:`REASONS`."""
 
-    def __init__(self, reason: str, detail: str) -> None:
+    def __init__(self, reason: str, detail: str, exception: str = "") -> None:
         assert reason in REASONS, reason
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
         self.detail = detail
+        #: for ``internal_error``: the class of the unexpected exception
+        self.exception = exception
+
+    @classmethod
+    def internal(cls, exc: BaseException) -> InvalidEvent:
+        """An unexpected exception while handling one message, as a dead letter:
+        one bad message must never stop a worker, and the class name tells a
+        developer where to look."""
+        return cls("internal_error", describe(exc), type(exc).__name__)
+
+
+def describe(exc: BaseException) -> str:
+    """``str(exc)``, cut short; never raises (the message of a RecursionError, or of
+    an exception holding a deeply nested value, can itself fail to build)."""
+    try:
+        return str(exc)[:300]
+    except Exception:  # noqa: BLE001 - describing must not fail
+        return f"(unprintable {type(exc).__name__})"
+
+
+def _brief(value: Any) -> str:
+    """A short, safe description of an input value for an error text: strings are
+    quoted (cut), anything else only named by type — ``str()`` of a list nested
+    1,000 levels deep raises RecursionError."""
+    if isinstance(value, str):
+        return repr(value[:32])
+    if isinstance(value, bool | int | float) or value is None:
+        return repr(value)[:32]
+    return type(value).__name__
 
 
 def parse_timestamp_ms(value: Any) -> int:
@@ -167,20 +204,29 @@ def _parse_rfc3339_slow(value: str) -> int:
     return int(ms)
 
 
-def _printable(text: str) -> bool:
-    """No control characters; isprintable() is the fast yes (it is False for other
-    characters too, e.g. U+00A0, which the regex then accepts)."""
-    return text.isprintable() or not _CONTROL.search(text)
+#: Unicode categories refused in names: controls (Cc), format characters such as
+#: bidi overrides and zero-width spaces (Cf), line/paragraph separators (Zl, Zp),
+#: unassigned code points (Cn) and surrogates (Cs, not encodable as UTF-8). They
+#: make names that look alike but differ, or that corrupt terminals and logs.
+FORBIDDEN_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp", "Cn", "Cs"})
 
 
 def _text_field(obj: dict[str, Any], name: str, max_length: int) -> str:
+    """The slow path of one name: type, categories, NFC, then length (of the
+    normalised form, which is what is stored)."""
     value = obj[name]
     if not isinstance(value, str):
         raise InvalidEvent("bad_field", f"{name} must be a string, not {type(value).__name__}")
+    if not value.isascii() or not value.isprintable():
+        for char in value:
+            category = unicodedata.category(char)
+            if category in FORBIDDEN_CATEGORIES:
+                raise InvalidEvent(
+                    "bad_field", f"{name} contains U+{ord(char):04X} (category {category})"
+                )
+        value = unicodedata.normalize("NFC", value)
     if not value or len(value) > max_length:
         raise InvalidEvent("bad_field", f"{name} must have 1..{max_length} characters")
-    if _CONTROL.search(value):
-        raise InvalidEvent("bad_field", f"{name} contains control characters")
     return value
 
 
@@ -202,7 +248,7 @@ def validate(obj: Any, now_ms: int, limits: Limits = Limits()) -> Event:
         missing = [name for name in REQUIRED_FIELDS if get(name) is None]
         raise InvalidEvent("missing_field", "missing " + ", ".join(missing))
     if not isinstance(kind, str) or kind not in EVENT_TYPES:
-        raise InvalidEvent("bad_type", f"unknown type {str(kind)[:32]!r}")
+        raise InvalidEvent("bad_type", f"unknown type {_brief(kind)}")
     if not (
         type(event_id) is str
         and type(platform) is str
@@ -212,13 +258,15 @@ def validate(obj: Any, now_ms: int, limits: Limits = Limits()) -> Event:
         and 0 < len(platform) <= limits.max_platform_length
         and 0 < len(community) <= limits.max_community_length
         and 0 < len(user_id) <= limits.max_id_length
-        and _printable(event_id + platform + community + user_id)
+        and (joined := event_id + platform + community + user_id).isascii()
+        and joined.isprintable()
     ):
-        # the slow path names the field at fault
-        _text_field(obj, "event_id", limits.max_id_length)
-        _text_field(obj, "platform", limits.max_platform_length)
-        _text_field(obj, "community", limits.max_community_length)
-        _text_field(obj, "user_id", limits.max_id_length)
+        # non-ASCII or odd names: the slow path checks categories, normalises to
+        # NFC and names the field at fault
+        event_id = _text_field(obj, "event_id", limits.max_id_length)
+        platform = _text_field(obj, "platform", limits.max_platform_length)
+        community = _text_field(obj, "community", limits.max_community_length)
+        user_id = _text_field(obj, "user_id", limits.max_id_length)
     if community in RESERVED_COMMUNITIES:
         raise InvalidEvent("bad_field", f"community {community!r} is reserved")
     ts_ms = parse_timestamp_ms(ts)
@@ -227,6 +275,13 @@ def validate(obj: Any, now_ms: int, limits: Limits = Limits()) -> Event:
             "future_timestamp",
             f"ts is {(ts_ms - now_ms) / 1000:.0f}s in the future "
             f"(tolerance {limits.future_tolerance_ms / 1000:.0f}s)",
+        )
+    max_age = limits.max_event_age_ms
+    if max_age is not None and ts_ms < now_ms - max_age:
+        # old events would each open per-day read-model keys and dead series
+        raise InvalidEvent(
+            "too_old",
+            f"ts is {(now_ms - ts_ms) // 86_400_000} days old (limit {max_age // 86_400_000} days)",
         )
     return Event(event_id, ts_ms, platform, community, user_id, kind)
 
@@ -239,11 +294,55 @@ def parse_event(raw: bytes | None, now_ms: int, limits: Limits = Limits()) -> Ev
         raise InvalidEvent(
             "too_large", f"{len(raw)} bytes, the limit is {limits.max_message_bytes}"
         )
+    return validate(decode_json(raw), now_ms, limits)
+
+
+def decode_json(raw: bytes) -> Any:
+    """orjson's decode, plus a refusal of duplicate keys in an object: orjson keeps
+    the last, so ``{"user_id": "a", ..., "user_id": "b"}`` would pass as "b" while
+    another reader sees "a"."""
     try:
         obj = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise InvalidEvent("not_json", str(exc)[:120]) from None
-    return validate(obj, now_ms, limits)
+    if type(obj) is dict and not _surely_unique_keys(raw, obj):
+        _check_duplicate_keys(raw)
+    return obj
+
+
+def _surely_unique_keys(raw: bytes, obj: dict[str, Any]) -> bool:
+    """The fast proof that the top-level keys are unique, for a flat object without
+    escapes: every key is followed by exactly one ':' outside strings, so if the raw
+    colons are the object's keys plus the colons inside its ``ts`` string, there are
+    no more keys than the decoded object has (nor nested ones). Anything else (other
+    colons, escapes, nesting) takes the exact check."""
+    if b"\\" in raw:
+        return False
+    ts = obj.get("ts")
+    colons = ts.count(":") if type(ts) is str else 0
+    return raw.count(b":") == len(obj) + colons
+
+
+def _check_duplicate_keys(raw: bytes) -> None:
+    """The exact check, with the standard library's decoder (which calls a hook with
+    every object's pairs); only for messages the fast proof does not cover."""
+
+    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
+        seen: set[str] = set()
+        for key, _ in items:
+            if key in seen:
+                raise InvalidEvent("duplicate_key", f"key {key[:32]!r} appears twice")
+            seen.add(key)
+        return {}  # values are not needed: orjson's decode is the one used
+
+    try:
+        json.loads(raw, object_pairs_hook=pairs)
+    except InvalidEvent:
+        raise
+    except RecursionError:
+        raise InvalidEvent("not_json", "nested too deeply to check for duplicate keys") from None
+    except ValueError as exc:  # orjson accepted it; e.g. an integer of > 4,300 digits
+        raise InvalidEvent("not_json", describe(exc)[:120]) from None
 
 
 def event_to_json(event: Event) -> bytes:

@@ -1,0 +1,199 @@
+"""Stage 1 without Kafka: no message stops the router, dead letters always fit, and a
+record the broker refuses for its own sake never rewinds the poll."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+import pytest
+from aiokafka.errors import KafkaConnectionError, MessageSizeTooLargeError
+
+import agents.ingest as ingest
+from agents.dead_letters import MAX_KEY_BYTES, DeadLetter, dead_letter, deliver
+from agents.ingest import (
+    MAX_BATCH_BYTES,
+    IngestStage,
+    Router,
+    decode_batch,
+    encode_batches,
+)
+from agents.labels import CommunityLabels
+from agents.metrics import IngestStats
+from streams.events import InvalidEvent, Limits, format_ts
+
+NOW = int(time.time() * 1000)
+
+
+@dataclass
+class Msg:
+    value: bytes | None
+    offset: int = 0
+    key: bytes | None = None
+    topic: str = "in"
+    partition: int = 0
+
+
+def event(user: str = "u-1", **changes: Any) -> bytes:
+    obj = {
+        "event_id": "e",
+        "ts": format_ts(NOW - 1000),
+        "platform": "tw",
+        "community": "acme",
+        "user_id": user,
+        "type": "like",
+    }
+    return orjson.dumps({**obj, **changes})
+
+
+def router() -> Router:
+    return Router(4, Limits(), IngestStats(CommunityLabels(1000)))
+
+
+def test_unexpected_exception_is_an_internal_error_dead_letter(monkeypatch: Any) -> None:
+    """Regression: only InvalidEvent was caught; any other exception stopped the
+    worker, and it died again on the same message after every restart."""
+    real = ingest.parse_event
+
+    def flaky(raw: bytes | None, now_ms: int, limits: Limits) -> Any:
+        if raw == b"boom":
+            raise ZeroDivisionError("surprise")
+        return real(raw, now_ms, limits)
+
+    monkeypatch.setattr(ingest, "parse_event", flaky)
+    r = router()
+    messages = [Msg(event("u-1"), 0), Msg(b"boom", 1), Msg(event("u-2"), 2)]
+    by_partition, dead = r.route(messages, NOW)  # type: ignore[arg-type]
+    assert sum(len(v) for v in by_partition.values()) == 2
+    assert [(m.offset, e.reason, e.exception) for m, e in dead] == [
+        (1, "internal_error", "ZeroDivisionError")
+    ]
+    assert r.stats.invalid["internal_error"] == 1
+    headers = dict(dead_letter(dead[0][0], dead[0][1], 4096).headers)
+    assert headers["exception"] == b"ZeroDivisionError"
+    assert headers["reason"] == b"internal_error"
+
+
+def test_deeply_nested_type_is_a_dead_letter() -> None:
+    """Regression: a 2 KB event with ``type`` nested 1,000 deep crashed the worker."""
+    nested = event().replace(b'"like"', b"[" * 1000 + b"]" * 1000)
+    by_partition, dead = router().route([Msg(nested), Msg(event())], NOW)  # type: ignore[arg-type]
+    assert [e.reason for _, e in dead] == ["bad_type"]
+    assert sum(len(v) for v in by_partition.values()) == 1
+
+
+def test_too_large_dead_letter_is_truncated_with_its_original_size() -> None:
+    """Regression: a too_large record went whole to the DLQ (up to the fetch size),
+    over the producer's and the broker's limits."""
+    big = Msg(b"x" * 3_000_000, 7, key=b"k" * 5000)
+    _, dead = router().route([big], NOW)  # type: ignore[arg-type]
+    letter = dead_letter(dead[0][0], dead[0][1], 4096)
+    headers = dict(letter.headers)
+    assert letter.value == b"x" * 4096
+    assert letter.key == b"k" * MAX_KEY_BYTES
+    assert headers["reason"] == b"too_large"
+    assert headers["original_size"] == b"3000000"
+    assert headers["original_key_size"] == b"5000"
+    assert headers["source_offset"] == b"7"
+    assert sum(len(k) + len(v) for k, v in letter.headers) < 2000
+
+
+def test_by_user_batches_stay_below_the_record_limit() -> None:
+    """Regression: 4,000 events with 128-character names made a 1.3 MB message,
+    which the broker refuses (1 MiB), and the poll was retried forever."""
+    events = [[NOW, "p" * 32, "c" * 128, f"{i:0>128}", "like"] for i in range(9000)]
+    batches = encode_batches(3, events)
+    assert all(len(b) <= MAX_BATCH_BYTES for b in batches)
+    assert [e for b in batches for e in decode_batch(b)[1]] == events
+    assert {decode_batch(b)[0] for b in batches} == {3}
+
+
+@dataclass
+class FakeProducer:
+    """Refuses values over ``limit`` (at enqueue or at delivery, like aiokafka and
+    the broker), or fails every send while ``down``."""
+
+    limit: int = 1000
+    at_enqueue: bool = True
+    down: bool = False
+    sent: list[tuple[str, bytes | None, dict[str, bytes]]] = field(default_factory=list)
+
+    async def send(self, topic: str, value: bytes | None, **kwargs: Any) -> Any:
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        size = len(value or b"")
+        if self.down:
+            future.set_exception(KafkaConnectionError("broker away"))
+        elif size > self.limit and self.at_enqueue:
+            raise MessageSizeTooLargeError("too big for max_request_size")
+        elif size > self.limit:
+            future.set_exception(MessageSizeTooLargeError("broker says too big"))
+        else:
+            self.sent.append((topic, value, dict(kwargs.get("headers") or [])))
+            future.set_result(None)
+        return future
+
+
+@pytest.mark.parametrize("at_enqueue", [True, False])
+async def test_refused_dead_letter_goes_out_stripped(at_enqueue: bool) -> None:
+    producer = FakeProducer(limit=100, at_enqueue=at_enqueue)
+    letters = [DeadLetter(None, b"y" * 500, [("reason", b"too_large")]), DeadLetter(None, b"ok", [])]
+    assert await deliver(producer, "dlq", letters) == 1
+    assert sorted(v or b"" for _, v, _ in producer.sent) == [b"", b"ok"]
+    stripped = next(h for _, v, h in producer.sent if v is None)
+    assert stripped == {"reason": b"too_large", "send_error": b"MessageSizeTooLargeError"}
+
+
+async def test_broker_outage_is_raised_for_a_rewind() -> None:
+    with pytest.raises(KafkaConnectionError):
+        await deliver(FakeProducer(down=True), "dlq", [DeadLetter(None, b"v", [])])
+
+
+class FakeConsumer:
+    def __init__(self) -> None:
+        self.commits: list[dict[Any, int]] = []
+        self.seeks: list[tuple[Any, int]] = []
+
+    async def commit(self, offsets: dict[Any, int]) -> None:
+        self.commits.append(offsets)
+
+    def assignment(self) -> set[Any]:
+        return {"tp0"}
+
+    def seek(self, tp: Any, offset: int) -> None:
+        self.seeks.append((tp, offset))
+
+
+async def test_a_refused_record_never_rewinds_the_poll() -> None:
+    """Regression: MessageSizeTooLargeError is a KafkaError, so the stage rewound the
+    poll and retried it every second forever, counting its valid events each time."""
+    producer = FakeProducer(limit=10_000, at_enqueue=False)
+    stage = IngestStage(
+        bootstrap="",
+        group_id="g",
+        input_topic="in",
+        by_user_topic="by-user",
+        dlq_topic="dlq",
+        router=Router(4, Limits(max_message_bytes=20_000), IngestStats(CommunityLabels(10))),
+        producer=producer,
+        consumer_settings={},
+    )
+    stage.consumer = FakeConsumer()
+    polled = {"tp0": [Msg(event(), 0), Msg(b"z" * 15_000, 1), Msg(event("u-2"), 2)]}
+    await stage._handle_or_rewind(polled)
+    assert stage.consumer.seeks == []
+    assert stage.consumer.commits == [{"tp0": 3}]
+    dlq = [(v, h) for t, v, h in producer.sent if t == "dlq"]
+    assert [(v, h["reason"], h["send_error"]) for v, h in dlq] == [
+        (None, b"not_json", b"MessageSizeTooLargeError")
+    ]
+    by_user = [decode_batch(v or b"")[1] for t, v, _ in producer.sent if t == "by-user"]
+    assert sorted(e[3] for batch in by_user for e in batch) == ["u-1", "u-2"]
+    assert sum(stage.router.stats.events.values()) == 2
+
+
+def test_internal_error_keeps_reason_closed() -> None:
+    error = InvalidEvent.internal(RecursionError("deep"))
+    assert (error.reason, error.exception) == ("internal_error", "RecursionError")
