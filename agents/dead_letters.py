@@ -42,6 +42,15 @@ def _text(value: str, limit: int) -> bytes:
     return value.encode("utf-8", "backslashreplace")[:limit]
 
 
+def cut(value: bytes, limit: int = MAX_VALUE_BYTES) -> tuple[bytes, list[tuple[str, bytes]]]:
+    """``value`` cut to ``limit`` bytes, and the headers that say so (the original
+    size always, ``truncated`` when cut)."""
+    headers = [("original_size", str(len(value)).encode())]
+    if len(value) > limit:
+        return value[:limit], [*headers, ("truncated", b"value")]
+    return value, headers
+
+
 def dead_letter(message: Any, error: InvalidEvent, max_value_bytes: int) -> DeadLetter:
     """The DLQ record of ``message``: its bytes cut to ``max_value_bytes`` (and at
     most :data:`MAX_VALUE_BYTES`), the reason, detail, source and original size in
@@ -54,13 +63,14 @@ def dead_letter(message: Any, error: InvalidEvent, max_value_bytes: int) -> Dead
         ("source_topic", _text(message.topic, 300)),
         ("source_partition", str(message.partition).encode()),
         ("source_offset", str(message.offset).encode()),
-        ("original_size", str(-1 if value is None else len(value)).encode()),
     ]
     if error.exception:
         headers.append(("exception", _text(error.exception, 200)))
-    if value is not None and len(value) > limit:
-        value = value[:limit]
-        headers.append(("truncated", b"value"))
+    if value is None:
+        headers.append(("original_size", b"-1"))
+    else:
+        value, size_headers = cut(value, limit)
+        headers += size_headers
     if key is not None and len(key) > MAX_KEY_BYTES:
         headers.append(("original_key_size", str(len(key)).encode()))
         key = key[:MAX_KEY_BYTES]

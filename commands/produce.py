@@ -26,7 +26,7 @@ from commands.interrupt import run_stoppable
 from commands.progress import Progress
 from commands.sources import open_binary
 from streams import settings as settings_mod
-from streams.events import InvalidEvent, parse_event, parse_timestamp_ms
+from streams.events import InvalidEvent, judge, parse_timestamp_ms
 
 _SHOW_BAD = 10
 
@@ -77,14 +77,13 @@ class Producer:
         self.stopping = True
 
     def check(self, line: bytes, line_no: int, now_ms: int) -> bool:
-        try:
-            parse_event(line, now_ms)
+        verdict = judge(line, now_ms)
+        if not isinstance(verdict, InvalidEvent):
             return True
-        except InvalidEvent as exc:
-            self.bad[exc.reason] += 1
-            if len(self.bad_lines) < _SHOW_BAD:
-                self.bad_lines.append(f"line {line_no}: {exc}")
-            return False
+        self.bad[verdict.reason] += 1
+        if len(self.bad_lines) < _SHOW_BAD:
+            self.bad_lines.append(f"line {line_no}: {verdict}")
+        return False
 
     async def run(self) -> None:
 

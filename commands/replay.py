@@ -28,6 +28,7 @@ from typing import Any
 
 import orjson
 
+from agents.dead_letters import cut
 from agents.kafka_out import BatchWriter
 from agents.kafka_security import failure
 from commands.interrupt import run_stoppable
@@ -332,8 +333,9 @@ class Replay:
     def _dead_letter(self, writer: Any, raw: bytes, reason: str, where: str) -> bool:
         self.tally.bad += 1
         self.tally.reasons[reason] += 1
-        headers = [("reason", reason.encode()), ("source", where.encode())]
-        return bool(writer.append(raw, None, None, headers, self.dlq_topic))
+        value, size_headers = cut(raw)  # a dead letter must fit in a Kafka record
+        headers = [("reason", reason.encode()), ("source", where.encode()), *size_headers]
+        return bool(writer.append(value, None, None, headers, self.dlq_topic))
 
     async def _pace(self, ts_ms: int) -> None:
         wait = self.pacer.delay(ts_ms)

@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import gzip
 import io
+import logging
 import re
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -29,7 +30,7 @@ from streams.events import (
     Event,
     InvalidEvent,
     Limits,
-    parse_event,
+    judge,
     parse_timestamp_ms,
 )
 
@@ -37,6 +38,8 @@ from streams.events import (
 #: (original bytes, -1, None) with ``reason`` set. Tuples, not objects: they are
 #: made a million times per run.
 Item = tuple[bytes, int, bytes | None, str | None]
+
+log = logging.getLogger(__name__)
 
 _RELATIVE = re.compile(r"^\s*([+-])\s*(\d+\s*(?:ms|s|m|h|d|w))\s*$")
 _NUMBER = re.compile(r"^\s*\d+(\.\d+)?\s*$")
@@ -366,11 +369,10 @@ class WorkerCheck:
         self.limits = limits
 
     def __call__(self, value: bytes, ts_ms: int) -> Item:
-        try:
-            parse_event(value, self.now_ms, self.limits)
-        except InvalidEvent as exc:
+        verdict = judge(value, self.now_ms, self.limits)
+        if isinstance(verdict, InvalidEvent):
             # a future line keeps its time: outside the replayed range it is skipped
-            return b"", ts_ms if exc.reason == FUTURE else -1, None, exc.reason
+            return b"", ts_ms if verdict.reason == FUTURE else -1, None, verdict.reason
         return value, ts_ms, None, None
 
 
@@ -388,13 +390,12 @@ class JsonDecoder:
 
     def decode(self, line: bytes) -> Item:
         check = self._check
-        try:
-            event = parse_event(line, check.now_ms - self.shift_ms, check.limits)
-        except InvalidEvent as exc:
+        event = judge(line, check.now_ms - self.shift_ms, check.limits)
+        if isinstance(event, InvalidEvent):
             ts_ms = -1
-            if exc.reason == FUTURE:
+            if event.reason == FUTURE:
                 ts_ms = parse_timestamp_ms(orjson.loads(line)["ts"])
-            return b"", ts_ms, None, exc.reason
+            return b"", ts_ms, None, event.reason
         if self.shift_ms:
             obj = orjson.loads(line)
             obj["ts"] = self._fmt_ts(event.ts_ms + self.shift_ms)
@@ -403,6 +404,17 @@ class JsonDecoder:
 
 
 # Files -------------------------------------------------------------------------
+
+
+def _guarded(decode: Callable[..., Item], *args: Any) -> Item:
+    """A line that breaks a decoder in an unforeseen way goes to the DLQ as
+    ``internal_error``: one line must not stop a replay."""
+    try:
+        return decode(*args)
+    except Exception as exc:  # noqa: BLE001 - no line may stop a replay
+        log.warning("replay: unexpected %s on a line, sent to the DLQ", type(exc).__name__)
+        return b"", -1, None, "internal_error"
+
 
 FILE_FORMATS = ("jsonl", "snap", "csv")
 
@@ -530,7 +542,7 @@ def _jsonl_lines(
         line = raw_line.rstrip(b"\r\n")
         if not line.strip():
             continue
-        item = decode(line)
+        item = _guarded(decode, line)
         if first and item[3] == "not_json":
             raise FileFormatError(
                 f"{name} line {line_no} is not JSON ({line[:60]!r}): a JSONL file of events "
@@ -548,7 +560,7 @@ def _column_lines(
     for line_no, raw_line in enumerate(reader, start=1):
         if line_no == 1 and fmt.header:
             continue
-        item = decode(raw_line, line_no)
+        item = _guarded(decode, raw_line, line_no)
         line = raw_line
         if item[3] is not None:
             line = raw_line.rstrip(b"\r\n")
@@ -805,11 +817,10 @@ class TopicSource:
                 if record.offset >= stop:
                     break
                 tally.read += 1
-                try:
-                    event = parse_event(record.value, now_ms, limits)
-                except InvalidEvent as exc:
-                    tally.invalid[exc.reason] += 1
-                    chosen.append((None, exc.reason, record))
+                event = judge(record.value, now_ms, limits)
+                if isinstance(event, InvalidEvent):
+                    tally.invalid[event.reason] += 1
+                    chosen.append((None, event.reason, record))
                     continue
                 if start is not None and event.ts_ms < start:
                     tally.before += 1

@@ -297,6 +297,18 @@ def parse_event(raw: bytes | None, now_ms: int, limits: Limits = Limits()) -> Ev
     return validate(decode_json(raw), now_ms, limits)
 
 
+def judge(raw: bytes | None, now_ms: int, limits: Limits = Limits()) -> Event | InvalidEvent:
+    """:func:`parse_event` that never raises: the refusal is returned, and any other
+    exception becomes an ``internal_error`` — for tools that, like the worker, must
+    not be stopped by one message (replay, backfill, produce --validate)."""
+    try:
+        return parse_event(raw, now_ms, limits)
+    except InvalidEvent as exc:
+        return exc
+    except Exception as exc:  # noqa: BLE001 - no message may stop a tool
+        return InvalidEvent.internal(exc)
+
+
 def decode_json(raw: bytes) -> Any:
     """orjson's decode, plus a refusal of duplicate keys in an object: orjson keeps
     the last, so ``{"user_id": "a", ..., "user_id": "b"}`` would pass as "b" while

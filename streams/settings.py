@@ -152,6 +152,14 @@ class Settings:
             "kind": "duration",
         },
     )
+    max_event_age: str = field(
+        default="400d",
+        metadata={
+            "env": "EM_MAX_EVENT_AGE",
+            "help": "events older than this are refused (too_old): bounds per-day keys",
+            "kind": "duration",
+        },
+    )
     max_message_bytes: int = field(
         default=4096,
         metadata={"env": "EM_MAX_MESSAGE_BYTES", "help": "largest accepted message"},
@@ -238,6 +246,10 @@ class Settings:
         return self._duration_ms("future_tolerance")
 
     @cached_property
+    def max_event_age_ms(self) -> int:
+        return self._duration_ms("max_event_age")
+
+    @cached_property
     def expiry_interval_ms(self) -> int:
         return self._duration_ms("expiry_interval")
 
@@ -271,6 +283,7 @@ class Settings:
         return Limits(
             max_message_bytes=self.max_message_bytes,
             future_tolerance_ms=self.future_tolerance_ms,
+            max_event_age_ms=self.max_event_age_ms,
         )
 
     def _duration_ms(self, name: str) -> int:

@@ -14,7 +14,7 @@ import pytest
 
 from agents.kafka_out import BatchWriter
 from commands.replay import Replay, Tally, add_arguments
-from streams.events import Event, event_to_json, parse_event
+from streams.events import Event, Limits, event_to_json, parse_event
 
 pytestmark = pytest.mark.integration
 
@@ -138,7 +138,7 @@ def test_file_replay_time_range_and_shift(stack: Any, tmp_path: Path) -> None:
 
     assert (tally.sent, tally.skipped, tally.bad) == (100, 900, 1)
     records = asyncio.run(read_topic(stack.kafka_bootstrap, topic))
-    events = [parse_event(r.value, 2**62) for r in records]
+    events = [parse_event(r.value, 2**62, Limits(max_event_age_ms=None)) for r in records]
     assert len(events) == 100
     shift = min(e.ts_ms for e in events) - (T0 + 10) * 1000
     assert shift > 0  # moved to now: the range [T0+10, T0+20) now ends at the replay's start

@@ -139,7 +139,10 @@ class FakeProducer:
 @pytest.mark.parametrize("at_enqueue", [True, False])
 async def test_refused_dead_letter_goes_out_stripped(at_enqueue: bool) -> None:
     producer = FakeProducer(limit=100, at_enqueue=at_enqueue)
-    letters = [DeadLetter(None, b"y" * 500, [("reason", b"too_large")]), DeadLetter(None, b"ok", [])]
+    letters = [
+        DeadLetter(None, b"y" * 500, [("reason", b"too_large")]),
+        DeadLetter(None, b"ok", []),
+    ]
     assert await deliver(producer, "dlq", letters) == 1
     assert sorted(v or b"" for _, v, _ in producer.sent) == [b"", b"ok"]
     stripped = next(h for _, v, h in producer.sent if v is None)

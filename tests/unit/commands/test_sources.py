@@ -22,7 +22,10 @@ from commands.sources import (
     parse_type_map,
     spans_from_offsets,
 )
-from streams.events import format_ts, parse_event
+from streams.events import Limits, format_ts, parse_event
+
+#: the files replayed here are from 2012: any age
+ANY_AGE = Limits(max_event_age_ms=None)
 
 NOW = parse_time_bound("2026-11-25T17:00:00Z", 0)
 T0 = 1_341_100_800  # 2012-07-01T00:00:00Z
@@ -96,7 +99,7 @@ def test_snap_file_maps_columns_and_counts_bad_lines(tmp_path: Path, gz: bool) -
     items = list(source)
     good = [item for item in items if item[3] is None]
     bad = [item for item in items if item[3] is not None]
-    events = [parse_event(value, NOW) for value, *_ in good]
+    events = [parse_event(value, NOW, ANY_AGE) for value, *_ in good]
     assert [(e.user_id, e.community, e.type, e.platform) for e in events] == [
         ("223789", "213163", "reply", "twitter"),
         ("376989", "50329", "share", "twitter"),
@@ -131,7 +134,7 @@ def test_line_numbers_follow_the_yielded_lines(tmp_path: Path) -> None:
 def test_time_range_filters_files(tmp_path: Path) -> None:
     path = write(tmp_path / "s.txt", SNAP_LINES)
     source = FileSource(path, "snap", time_range=TimeRange((T0 + 20) * 1000, (T0 + 50) * 1000))
-    good = [parse_event(v, NOW).event_id for v, _, _, reason in source if reason is None]
+    good = [parse_event(v, NOW, ANY_AGE).event_id for v, _, _, reason in source if reason is None]
     assert good == ["snap-2", "snap-3"]
     assert source.skipped == 2
 
@@ -140,7 +143,7 @@ def test_shift_moves_the_value_ts_and_keeps_the_original_for_filtering(tmp_path:
     path = write(tmp_path / "s.txt", SNAP_LINES[:1])
     [(value, ts_ms, _, _)] = list(FileSource(path, "snap", shift_ms=1000))
     assert ts_ms == (T0 + 10) * 1000
-    assert parse_event(value, NOW).ts_ms == ts_ms + 1000
+    assert parse_event(value, NOW, ANY_AGE).ts_ms == ts_ms + 1000
 
 
 def test_generic_csv_with_mapping_header_and_quoting(tmp_path: Path) -> None:
@@ -159,7 +162,7 @@ def test_generic_csv_with_mapping_header_and_quoting(tmp_path: Path) -> None:
         header=True,
     )
     items = list(FileSource(write(tmp_path / "x.csv", lines), "csv", fmt))
-    events = [parse_event(v, NOW) for v, _, _, reason in items if reason is None]
+    events = [parse_event(v, NOW, ANY_AGE) for v, _, _, reason in items if reason is None]
     assert [(e.user_id, e.community, e.type, e.platform, e.event_id) for e in events] == [
         ("alice", "acme", "share", "instagram", "line-2"),
         ('"b\\"ob"', "ac me", "mention", "twitter", "line-3"),
@@ -175,7 +178,7 @@ def test_whitespace_csv_with_fixed_platform_and_auto_seconds(tmp_path: Path) -> 
         platform="mastodon",
     )
     items = list(FileSource(write(tmp_path / "x.txt", [f"u c {T0} share"]), "csv", fmt))
-    event = parse_event(items[0][0], NOW)
+    event = parse_event(items[0][0], NOW, ANY_AGE)
     assert (event.platform, event.ts_ms, event.type) == ("mastodon", T0 * 1000, "share")
 
 

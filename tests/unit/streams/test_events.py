@@ -234,7 +234,12 @@ def test_extra_fields_are_ignored() -> None:
 
 def test_size_limit_is_inclusive() -> None:
     message = raw(BASE)
-    assert parse_event(message, NOW, Limits(max_message_bytes=len(message), max_event_age_ms=None)).event_id == "e-1"
+    assert (
+        parse_event(
+            message, NOW, Limits(max_message_bytes=len(message), max_event_age_ms=None)
+        ).event_id
+        == "e-1"
+    )
 
 
 def test_future_tolerance_is_inclusive() -> None:
@@ -333,7 +338,7 @@ def test_deeply_nested_extra_field_is_refused_cleanly() -> None:
 
 
 def test_names_are_nfc_normalised() -> None:
-    """"Cafe" + combining acute and the precomposed "Café" are one community."""
+    """Cafe + a combining acute and the precomposed Café are one community."""
     decomposed = parse_event(raw(with_(community="Cafe\u0301", user_id="u\u0308")), NOW, ANY_AGE)
     composed = parse_event(raw(with_(community="Caf\u00e9", user_id="\u00fc")), NOW, ANY_AGE)
     assert decomposed.community == composed.community == "Caf\u00e9"
@@ -361,8 +366,9 @@ JSON_VALUES = st.recursive(
     | st.integers(-(2**63), 2**64 - 1)
     | st.floats(allow_nan=False, allow_infinity=False)
     | st.text(max_size=20),
-    lambda children: st.lists(children, max_size=4)
-    | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
+    ),
     max_leaves=20,
 )
 

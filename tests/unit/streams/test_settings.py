@@ -48,6 +48,7 @@ def test_defaults_are_typed() -> None:
     assert s.active_type_set == DEFAULT_ACTIVE_TYPES
     assert s.limits.future_tolerance_ms == 300_000
     assert s.limits.max_message_bytes == 4096
+    assert s.limits.max_event_age_ms == 400 * 86_400_000
 
 
 def test_every_duration_field_has_a_millisecond_view() -> None:
@@ -55,7 +56,7 @@ def test_every_duration_field_has_a_millisecond_view() -> None:
     durations = [
         f.name for f in dataclasses.fields(Settings) if f.metadata.get("kind") == "duration"
     ]
-    assert len(durations) == 6
+    assert len(durations) == 7
     for name in durations:
         assert isinstance(vars(Settings).get(f"{name}_ms"), cached_property), name
         s = Settings(**{name: "1500ms"})  # type: ignore[arg-type]

@@ -1,0 +1,142 @@
+"""Hostile input on the real stack: nothing a producer sends stops or blinds the worker.
+
+Each test runs a real worker subprocess (event clock), sends valid events mixed with
+hostile payloads — with every codec a Kafka producer may use — and then checks that
+the worker is alive, that every message is either counted as valid or in the DLQ
+(valid + DLQ = sent), and that the gauges equal the oracle of the valid events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bench.workers import Worker, gauges, read_all, wait_caught_up
+from streams.durations import parse_windows
+from streams.events import DEFAULT_ACTIVE_TYPES, Event
+from tests.hostile import CODECS, make_fuzz, oversized
+from tests.oracle import event_clock, expected_active, expected_followers
+
+pytestmark = pytest.mark.integration
+
+WINDOWS = parse_windows("5m,1h,1d,7d,30d")
+
+
+async def produce_with_codecs(
+    bootstrap: str, topic: str, payloads: list[tuple[bytes, str | None]], partitions: int = 4
+) -> None:
+    """One producer per codec; records round-robin over the partitions. The request
+    limit is raised so records larger than the broker allows uncompressed can go out
+    compressed (as a real producer's may)."""
+    from aiokafka import AIOKafkaProducer
+
+    from agents.kafka_admin import ensure_topics
+
+    await ensure_topics(bootstrap, {topic: partitions})
+    by_codec: dict[str | None, list[tuple[int, bytes]]] = {codec: [] for codec in CODECS}
+    for i, (value, codec) in enumerate(payloads):
+        by_codec[codec].append((i % partitions, value))
+    for codec, records in by_codec.items():
+        producer = AIOKafkaProducer(
+            bootstrap_servers=bootstrap,
+            compression_type=codec,
+            linger_ms=5,
+            acks="all",
+            max_request_size=8 * 1024 * 1024,
+        )
+        await producer.start()
+        try:
+            futures = [await producer.send(topic, v, partition=p) for p, v in records]
+            await asyncio.gather(*futures)
+        finally:
+            await producer.stop()
+
+
+def start(stack: Any, tmp_path: Path, app_id: str, topic: str, **env: str) -> Worker:
+    worker = Worker(
+        stack.kafka_bootstrap,
+        app_id,
+        topic,
+        f"{topic}.dlq",
+        tmp_path / app_id,
+        EM_COMMUNITY_CAP="100000",  # the gauges are compared name by name
+        EM_PLATFORM_CAP="100000",
+        EM_READ_MODEL="off",
+        **env,
+    ).start()
+    worker.wait_metrics()
+    return worker
+
+
+def assert_exact(worker: Worker, valid: list[Event], sent: int, dlq: list[Any]) -> None:
+    samples = worker.scrape()
+    counted = int(sum(samples["engagement_events_total"].values()))
+    invalid = int(sum(samples["engagement_invalid_events_total"].values()))
+    assert counted == len(valid)
+    assert invalid == len(dlq)
+    assert counted + len(dlq) == sent
+    now_ms = event_clock(valid)
+    assert now_ms is not None
+    got_active, got_followers = gauges(samples)
+    want = expected_active(valid, now_ms, WINDOWS, DEFAULT_ACTIVE_TYPES)
+    assert {k: v for k, v in got_active.items() if any(v.values())} == {
+        k: v for k, v in want.items() if any(v.values())
+    }
+    assert got_followers == expected_followers(valid)
+
+
+async def test_every_codec_and_oversized_records(stack: Any, tmp_path: Path) -> None:
+    """Regressions: snappy/lz4/zstd input crashed the ingest stage (no codec library);
+    a record compressed below the broker's limit but larger than the producer's
+    request limit decompressed, or one within 200 bytes of the broker's limit, made
+    the DLQ send fail, and the poll was retried forever; a ``type`` nested 1,000 deep
+    killed the worker."""
+    app_id, topic = stack.unique_name("hostile"), stack.unique_name("hostile-in")
+    now_ms = int(time.time() * 1000)
+    fuzz = make_fuzz(seed=3, hostile=0, valid=2000, now_ms=now_ms)
+    payloads = list(fuzz.payloads)
+    nested = payloads[0][0].replace(b'"type":"', b'"type":' + b"[" * 1000 + b"]" * 1000 + b',"x":"')
+    big = oversized(now_ms)
+    payloads += [(nested, codec) for codec in CODECS]
+    payloads += [(value, codec) for value, codec, _ in big]
+    await produce_with_codecs(stack.kafka_bootstrap, topic, payloads)
+    worker = start(stack, tmp_path, app_id, topic)
+    try:
+        await wait_caught_up(stack.kafka_bootstrap, app_id, topic, worker)
+        dlq = await read_all(stack.kafka_bootstrap, f"{topic}.dlq")
+        assert worker.alive()
+        assert_exact(worker, fuzz.valid, len(payloads), dlq)
+        headers = [dict(r.headers) for r in dlq]
+        assert Counter(h["reason"] for h in headers) == {b"bad_type": 5, b"too_large": 3}
+        sizes = sorted(int(h["original_size"]) for h in headers if h["reason"] == b"too_large")
+        assert sizes == sorted(size for _, _, size in big)
+        assert all(len(r.value or b"") <= 4096 for r in dlq)
+        assert {h["source_topic"] for h in headers} == {topic.encode()}
+    finally:
+        worker.stop()
+
+
+async def test_fuzz_through_the_worker(stack: Any, tmp_path: Path) -> None:
+    """>= 100,000 hostile payloads mixed with valid events, with every codec."""
+    app_id, topic = stack.unique_name("fuzz"), stack.unique_name("fuzz-in")
+    now_ms = int(time.time() * 1000)
+    fuzz = make_fuzz(seed=11, hostile=100_000, valid=20_000, now_ms=now_ms)
+    payloads = fuzz.payloads + [(value, codec) for value, codec, _ in oversized(now_ms)]
+    assert sum(fuzz.reasons.values()) >= 95_000  # a few drop out as clock-dependent
+    await produce_with_codecs(stack.kafka_bootstrap, topic, payloads)
+    worker = start(stack, tmp_path, app_id, topic)
+    try:
+        await wait_caught_up(stack.kafka_bootstrap, app_id, topic, worker, timeout=240)
+        dlq = await read_all(stack.kafka_bootstrap, f"{topic}.dlq")
+        assert worker.alive()
+        assert_exact(worker, fuzz.valid, len(payloads), dlq)
+        want = Counter(fuzz.reasons) + Counter({"too_large": 3})
+        got = Counter(dict(r.headers)["reason"].decode() for r in dlq)
+        assert got == want
+    finally:
+        worker.stop()
