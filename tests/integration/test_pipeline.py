@@ -80,8 +80,12 @@ async def test_gauges_and_dlq_equal_the_oracle(stack, tmp_path: Path) -> None:
         assert samples["engagement_event_lag_seconds_count"][()] == valid_messages
 
         dead = await read_all(stack.kafka_bootstrap, f"{topic}.dlq")
-        got = sorted((m.value, dict(m.headers)["reason"].decode()) for m in dead)
-        assert got == sorted(traffic.invalid)
+        got = sorted(
+            (m.value, dict(m.headers)["reason"].decode(), int(dict(m.headers)["original_size"]))
+            for m in dead
+        )
+        # a dead letter keeps at most EM_MAX_MESSAGE_BYTES (4096) of the original
+        assert got == sorted((v[:4096], reason, len(v)) for v, reason in traffic.invalid)
         for message in dead:
             headers = dict(message.headers)
             assert headers["source_topic"].decode() == topic
