@@ -15,6 +15,7 @@ import argparse
 import asyncio
 import json
 import sys
+from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
@@ -25,16 +26,50 @@ if TYPE_CHECKING:
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 9099
 PATH = "/alerts"
+#: Alertmanager's payloads are a few KB; anything far larger is not one (413).
+MAX_BODY_BYTES = 1024 * 1024
+#: Payloads kept for ``GET /alerts`` (the oldest are dropped; the file keeps all).
+DEFAULT_KEEP = 1000
+#: Deepest nesting accepted: a webhook payload is 4 levels deep; a body nested
+#: thousands deep would break the decoder, the recorder and the printer.
+MAX_DEPTH = 16
 
 
 class PayloadError(ValueError):
     """The body is not an Alertmanager webhook payload."""
 
 
+def _depth(value: Any) -> int:
+    """Nesting depth, iteratively (recursion is what a hostile body attacks)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            deepest = max(deepest, depth)
+            if depth > MAX_DEPTH:
+                break
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children)
+    return deepest
+
+
+def parse_body(raw: bytes) -> dict[str, Any]:
+    """The payload of a request body, or :class:`PayloadError` — for any body."""
+    try:
+        payload = json.loads(raw)
+    except UnicodeDecodeError:
+        raise PayloadError("body is not UTF-8 JSON") from None
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError is a ValueError
+        raise PayloadError(f"body is not JSON: {str(exc)[:200]}") from None
+    return validate_payload(payload)
+
+
 def validate_payload(payload: Any) -> dict[str, Any]:
     """Check the parts of a webhook payload we rely on; return it unchanged."""
     if not isinstance(payload, dict):
         raise PayloadError("payload must be a JSON object")
+    if _depth(payload) > MAX_DEPTH:
+        raise PayloadError(f"payload is nested deeper than {MAX_DEPTH} levels")
     alerts = payload.get("alerts")
     if not isinstance(alerts, list):
         raise PayloadError("payload.alerts must be a list")
@@ -42,8 +77,11 @@ def validate_payload(payload: Any) -> dict[str, Any]:
         if not isinstance(alert, dict):
             raise PayloadError(f"payload.alerts[{i}] must be an object")
         for key in ("labels", "annotations"):
-            if not isinstance(alert.get(key, {}), dict):
+            values = alert.get(key, {})
+            if not isinstance(values, dict):
                 raise PayloadError(f"payload.alerts[{i}].{key} must be an object")
+            if not all(isinstance(v, str) for v in values.values()):
+                raise PayloadError(f"payload.alerts[{i}].{key} values must be strings")
     version = payload.get("version")
     if version is not None and str(version) != "4":
         raise PayloadError(f'unsupported payload version {version!r} (expected "4")')
@@ -70,12 +108,15 @@ def summary_lines(payload: dict[str, Any]) -> list[str]:
 
 
 class Recorder:
-    """Keeps received payloads in memory and appends them to an optional JSONL file."""
+    """Keeps the last ``keep`` payloads in memory (a sender cannot grow it without
+    bound) and appends every one to an optional JSONL file."""
 
-    def __init__(self, record: Path | None = None, out: TextIO | None = None) -> None:
+    def __init__(
+        self, record: Path | None = None, out: TextIO | None = None, keep: int = DEFAULT_KEEP
+    ) -> None:
         self.record = record
         self.out = out if out is not None else sys.stdout
-        self.received: list[dict[str, Any]] = []
+        self.received: deque[dict[str, Any]] = deque(maxlen=keep)
 
     def add(self, payload: dict[str, Any]) -> None:
         self.received.append(payload)
@@ -97,20 +138,16 @@ def make_app(recorder: Recorder) -> web.Application:
     async def post_alerts(request: web.Request) -> web.Response:
         raw = await request.read()
         try:
-            payload = validate_payload(json.loads(raw))
-        except json.JSONDecodeError as exc:
-            return error(400, f"body is not JSON: {exc}")
-        except UnicodeDecodeError:
-            return error(400, "body is not UTF-8 JSON")
+            payload = parse_body(raw)
         except PayloadError as exc:
             return error(400, str(exc))
         recorder.add(payload)
         return web.json_response({"status": "ok", "alerts": len(payload["alerts"])})
 
     async def get_alerts(request: web.Request) -> web.Response:
-        return web.json_response(recorder.received)
+        return web.json_response(list(recorder.received))
 
-    app = web.Application(client_max_size=4 * 1024 * 1024)
+    app = web.Application(client_max_size=MAX_BODY_BYTES)
     app.router.add_post(PATH, post_alerts)
     app.router.add_get(PATH, get_alerts)
     return app
@@ -156,10 +193,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="FILE.jsonl",
         help="append every received payload to this JSON Lines file",
     )
+    parser.add_argument(
+        "--keep",
+        type=int,
+        default=DEFAULT_KEEP,
+        help=f"payloads kept in memory for GET {PATH} (default {DEFAULT_KEEP})",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
-    recorder = Recorder(args.record)
+    recorder = Recorder(args.record, keep=args.keep)
 
     def ready(port: int) -> None:
         print(

@@ -59,6 +59,7 @@ SETTINGS = (
     "active_types",
     "community_cap",
     "future_tolerance",
+    "max_event_age",
     "max_message_bytes",
 )
 #: (ts_ms, platform, community, user_id, type)

@@ -56,6 +56,7 @@ SETTINGS = (
     "input_topic",
     "dlq_topic",
     "future_tolerance",
+    "max_event_age",
     "max_message_bytes",
 )
 

@@ -30,6 +30,7 @@ from streams.events import (
     Event,
     InvalidEvent,
     Limits,
+    format_ts,
     judge,
     parse_timestamp_ms,
 )
@@ -266,9 +267,12 @@ class ColumnDecoder:
         # no reserved community) and a known type; if the platform passes too, only the
         # size, the lengths and the time can make the worker refuse one. A line within
         # those bounds is accepted here; any other gets parse_event's verdict.
-        probe = self._template % (1, b"1970-01-01T00:00:00.000Z", b"c", b"u", b"like")
+        now = format_ts(self._check.now_ms).encode()  # a probe no time rule refuses
+        probe = self._template % (1, now, b"c", b"u", b"like")
         self._fast = self._fast and self._check(probe, 0)[3] is None
         self._latest_ms = self._check.now_ms + limits.future_tolerance_ms - shift_ms
+        max_age = limits.max_event_age_ms
+        self._earliest_ms = -1 if max_age is None else self._check.now_ms - max_age - shift_ms
         self._max_bytes = limits.max_message_bytes
         self._max_length = min(limits.max_id_length, limits.max_community_length)
 
@@ -306,7 +310,7 @@ class ColumnDecoder:
                         kind,
                     )
                     if (
-                        ts_ms <= self._latest_ms
+                        self._earliest_ms <= ts_ms <= self._latest_ms
                         and len(value) <= self._max_bytes
                         and len(user) <= self._max_length
                         and len(community) <= self._max_length

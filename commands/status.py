@@ -84,9 +84,12 @@ def warnings(doc: dict[str, Any]) -> list[str]:
 def build_table(doc: dict[str, Any]) -> Any:
     """A rich table of the status document (pure: tested without a terminal)."""
     from rich.table import Table
+    from rich.text import Text
 
     windows = doc["windows"]
-    title = f"{doc['app_id']} — as of {_when(doc['as_of_ms'])}"
+    # names come from producers: Text() shows them literally, a str would be
+    # read as rich markup ("[/bold]" crashed the view, "[link=…]" made a hyperlink)
+    title = Text(f"{doc['app_id']} — as of {_when(doc['as_of_ms'])}")
     table = Table(title=title, title_justify="left")
     table.add_column("platform")
     table.add_column("community")
@@ -98,8 +101,8 @@ def build_table(doc: dict[str, Any]) -> Any:
         table.add_column(name.upper().replace("_", "/"), justify="right")
     for row in doc["communities"]:
         table.add_row(
-            row["platform"],
-            row["community"],
+            Text(row["platform"]),
+            Text(row["community"]),
             *(f"{row['active'].get(w, 0):,}" for w in windows),
             f"{row['followers']:,}",
             _pct(row["active_per_follower"].get(names.DAU_WINDOW)),
@@ -201,6 +204,7 @@ def fetch_top(args: argparse.Namespace) -> dict[str, Any]:
 def run_top(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     try:
         doc = fetch_top(args)
@@ -220,13 +224,13 @@ def run_top(args: argparse.Namespace) -> int:
         print(f"no top users for {doc['community']!r} on {doc['day']}", file=sys.stderr)
     for entry in doc["platforms"]:
         table = Table(
-            title=f"{entry['platform']} / {doc['community']} — {doc['day']} (UTC)",
+            title=Text(f"{entry['platform']} / {doc['community']} — {doc['day']} (UTC)"),
             title_justify="left",
         )
         table.add_column("#", justify="right")
         table.add_column("user")
         table.add_column("active events", justify="right")
         for rank, user in enumerate(entry["users"], 1):
-            table.add_row(str(rank), user["user_id"], f"{user['score']:,}")
+            table.add_row(str(rank), Text(user["user_id"]), f"{user['score']:,}")
         console.print(table)
     return 0

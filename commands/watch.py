@@ -44,9 +44,10 @@ def build_table(
     title: str,
 ) -> Any:
     from rich.table import Table
+    from rich.text import Text
 
     caption = f"columns {windows[0]}…{windows[-1]}: active users" if windows else None
-    table = Table(title=title, title_justify="left", caption=caption, caption_justify="left")
+    table = Table(title=Text(title), title_justify="left", caption=caption, caption_justify="left")
     table.add_column("platform", no_wrap=True, min_width=9)
     table.add_column("community", no_wrap=True, min_width=9)
     for window in windows:
@@ -63,8 +64,12 @@ def build_table(
         follow = followers.get(key, 0)
         dau = counts.get(names.DAU_WINDOW)
         ratio = f"{dau / follow:.1%}" if dau is not None and follow else "–"
-        table.add_row(
-            key[0], key[1], *(f"{counts.get(w, 0):,.0f}" for w in windows), f"{follow:,.0f}", ratio
+        table.add_row(  # names literally, never as rich markup
+            Text(key[0]),
+            Text(key[1]),
+            *(f"{counts.get(w, 0):,.0f}" for w in windows),
+            f"{follow:,.0f}",
+            ratio,
         )
     return table
 

@@ -66,7 +66,8 @@ def mixed_records(now_ms: int) -> tuple[list[tuple[bytes, int | None]], list[dic
     records.insert(900, (value_of(future), None))
     records.insert(1100, (b"{not json", None))
     records.insert(1300, (value_of({**SOON, "event_id": "soon", "ts_ms": now_ms + 60_000}), None))
-    ancient = {**ANCIENT, "event_id": "ancient", "ts_ms": now_ms - 400 * DAY}
+    # older than every window, younger than EM_MAX_EVENT_AGE (400d: too_old)
+    ancient = {**ANCIENT, "event_id": "ancient", "ts_ms": now_ms - 300 * DAY}
     records.append((value_of(ancient), None))
     valid = [*events, {**events[0], "event_id": "f30"}, ancient]
     return records, valid

@@ -104,6 +104,17 @@ async def test_malformed_bodies_get_400_with_a_json_error() -> None:
         b'{"version": "4", "alerts": [1]}',
         b'{"version": "4", "alerts": [{"labels": []}]}',
         b'{"version": "3", "alerts": []}',
+        # regressions: any shape of bad JSON is a 400, never a 500
+        b"[" * 5000 + b"]" * 5000,
+        b'{"alerts": [], "x": ' + b"[" * 2000 + b"]" * 2000 + b"}",
+        b'{"version": "4", "alerts": [{"labels": {"community": '
+        + b"[" * 900
+        + b"]" * 900
+        + b"}}]}",
+        b'{"version": "4", "alerts": [{"labels": {"community": {"a": 1}}}]}',
+        b'{"alerts": [], "n": 1' + b"0" * 5000 + b"}",
+        b"NaN",
+        b"",
     ]
     try:
         async with aiohttp.ClientSession() as http:
@@ -119,7 +130,7 @@ async def test_malformed_bodies_get_400_with_a_json_error() -> None:
     finally:
         stop.set()
         await asyncio.wait_for(task, 10)
-    assert recorder.received == []
+    assert list(recorder.received) == []
 
 
 def test_summary_lines_tolerate_missing_fields() -> None:
@@ -130,3 +141,24 @@ def test_cli_wiring() -> None:
     args = build_parser().parse_args(["alerts-webhook", "--port", "0", "--record", "x.jsonl"])
     assert args.host == "127.0.0.1" and args.port == 0 and args.record == Path("x.jsonl")
     assert args._run is alerts_webhook.run
+
+
+async def test_history_is_bounded_and_bodies_are_limited() -> None:
+    """Regression: every payload was kept in memory; a sender could grow it forever."""
+    recorder = alerts_webhook.Recorder(None, io.StringIO(), keep=3)
+    url, stop, task = await _start(recorder)
+    try:
+        async with aiohttp.ClientSession() as http:
+            for i in range(5):
+                payload = {**_payload(), "groupKey": str(i)}
+                async with http.post(url, json=payload) as resp:
+                    assert resp.status == 200
+            async with http.get(url) as resp:
+                assert [p["groupKey"] for p in await resp.json()] == ["2", "3", "4"]
+            big = b'{"alerts": [], "x": "' + b"y" * (alerts_webhook.MAX_BODY_BYTES + 1) + b'"}'
+            async with http.post(url, data=big) as resp:
+                assert resp.status == 413
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 10)
+    assert len(recorder.received) == 3

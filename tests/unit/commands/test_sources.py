@@ -95,7 +95,7 @@ SNAP_LINES = [
 @pytest.mark.parametrize("gz", [False, True])
 def test_snap_file_maps_columns_and_counts_bad_lines(tmp_path: Path, gz: bool) -> None:
     path = write(tmp_path / ("higgs.txt.gz" if gz else "higgs.txt"), SNAP_LINES, gz)
-    source = FileSource(path, "snap")
+    source = FileSource(path, "snap", limits=ANY_AGE)
     items = list(source)
     good = [item for item in items if item[3] is None]
     bad = [item for item in items if item[3] is not None]
@@ -118,7 +118,7 @@ def test_snap_file_maps_columns_and_counts_bad_lines(tmp_path: Path, gz: bool) -
 
 
 def test_line_numbers_follow_the_yielded_lines(tmp_path: Path) -> None:
-    source = FileSource(write(tmp_path / "s.txt", SNAP_LINES), "snap")
+    source = FileSource(write(tmp_path / "s.txt", SNAP_LINES), "snap", limits=ANY_AGE)
     numbers = [(source.line_no, item[3]) for item in source]
     assert numbers == [
         (1, None),
@@ -133,7 +133,9 @@ def test_line_numbers_follow_the_yielded_lines(tmp_path: Path) -> None:
 
 def test_time_range_filters_files(tmp_path: Path) -> None:
     path = write(tmp_path / "s.txt", SNAP_LINES)
-    source = FileSource(path, "snap", time_range=TimeRange((T0 + 20) * 1000, (T0 + 50) * 1000))
+    source = FileSource(
+        path, "snap", time_range=TimeRange((T0 + 20) * 1000, (T0 + 50) * 1000), limits=ANY_AGE
+    )
     good = [parse_event(v, NOW, ANY_AGE).event_id for v, _, _, reason in source if reason is None]
     assert good == ["snap-2", "snap-3"]
     assert source.skipped == 2
@@ -141,7 +143,7 @@ def test_time_range_filters_files(tmp_path: Path) -> None:
 
 def test_shift_moves_the_value_ts_and_keeps_the_original_for_filtering(tmp_path: Path) -> None:
     path = write(tmp_path / "s.txt", SNAP_LINES[:1])
-    [(value, ts_ms, _, _)] = list(FileSource(path, "snap", shift_ms=1000))
+    [(value, ts_ms, _, _)] = list(FileSource(path, "snap", shift_ms=1000, limits=ANY_AGE))
     assert ts_ms == (T0 + 10) * 1000
     assert parse_event(value, NOW, ANY_AGE).ts_ms == ts_ms + 1000
 
@@ -161,7 +163,7 @@ def test_generic_csv_with_mapping_header_and_quoting(tmp_path: Path) -> None:
         ts_unit="ms",
         header=True,
     )
-    items = list(FileSource(write(tmp_path / "x.csv", lines), "csv", fmt))
+    items = list(FileSource(write(tmp_path / "x.csv", lines), "csv", fmt, limits=ANY_AGE))
     events = [parse_event(v, NOW, ANY_AGE) for v, _, _, reason in items if reason is None]
     assert [(e.user_id, e.community, e.type, e.platform, e.event_id) for e in events] == [
         ("alice", "acme", "share", "instagram", "line-2"),
@@ -177,7 +179,9 @@ def test_whitespace_csv_with_fixed_platform_and_auto_seconds(tmp_path: Path) -> 
         delimiter=None,
         platform="mastodon",
     )
-    items = list(FileSource(write(tmp_path / "x.txt", [f"u c {T0} share"]), "csv", fmt))
+    items = list(
+        FileSource(write(tmp_path / "x.txt", [f"u c {T0} share"]), "csv", fmt, limits=ANY_AGE)
+    )
     event = parse_event(items[0][0], NOW, ANY_AGE)
     assert (event.platform, event.ts_ms, event.type) == ("mastodon", T0 * 1000, "share")
 
@@ -186,20 +190,31 @@ def test_jsonl_lines_go_out_byte_for_byte_and_bad_lines_get_reasons(tmp_path: Pa
     good = '{"event_id":"e1","ts":"2026-11-25T16:00:00.000Z","platform":"x","community":"c","user_id":"u","type":"like"}'  # noqa: E501
     far = good.replace("e1", "e2").replace("2026-11-25T16", "2099-01-01T00")
     lines = [good, "{not json", '{"event_id":"e3"}', good.replace("like", "poke"), far]
-    items = list(FileSource(write(tmp_path / "e.jsonl", lines), "jsonl", now_ms=NOW))
+    items = list(
+        FileSource(write(tmp_path / "e.jsonl", lines), "jsonl", now_ms=NOW, limits=ANY_AGE)
+    )
     assert items[0] == (good.encode(), NOW - 3_600_000, None, None)
     reasons = [None, "not_json", "missing_field", "bad_type", "future_timestamp"]
     assert [reason for *_, reason in items] == reasons
     assert items[1][0] == b"{not json"  # the original bytes, for the DLQ
     assert items[4][0] == far.encode()
     shifted = list(
-        FileSource(write(tmp_path / "f.jsonl", [good]), "jsonl", shift_ms=60_000, now_ms=NOW)
+        FileSource(
+            write(tmp_path / "f.jsonl", [good]),
+            "jsonl",
+            shift_ms=60_000,
+            now_ms=NOW,
+            limits=ANY_AGE,
+        )
     )
     assert orjson.loads(shifted[0][0])["ts"] == "2026-11-25T16:01:00.000Z"
 
 
 def test_max_ts_of_a_file(tmp_path: Path) -> None:
-    assert FileSource(write(tmp_path / "s.txt", SNAP_LINES), "snap").max_ts_ms() == (T0 + 50) * 1000
+    assert (
+        FileSource(write(tmp_path / "s.txt", SNAP_LINES), "snap", limits=ANY_AGE).max_ts_ms()
+        == (T0 + 50) * 1000
+    )
 
 
 def test_mapping_errors() -> None:
@@ -332,14 +347,14 @@ def test_file_lines_are_judged_by_the_worker_rules_future_tolerance_included(
     fmt = ColumnFormat(
         columns=parse_columns("user_id=0,community=1,ts=2"), delimiter=",", type_value="like"
     )
-    reasons = [r for *_, r in FileSource(csv, "csv", fmt, now_ms=NOW)]
+    reasons = [r for *_, r in FileSource(csv, "csv", fmt, now_ms=NOW, limits=ANY_AGE)]
     assert reasons == [None, "future_timestamp", "bad_field"]
 
 
 def test_future_lines_outside_the_range_are_skipped_not_dead_lettered(tmp_path: Path) -> None:
     lines = [jsonl_event("a", "2026-11-25T16:00:00Z"), jsonl_event("b", "2026-11-30T00:00:00Z")]
     path = write(tmp_path / "e.jsonl", lines)
-    source = FileSource(path, "jsonl", time_range=TimeRange(None, NOW), now_ms=NOW)
+    source = FileSource(path, "jsonl", time_range=TimeRange(None, NOW), now_ms=NOW, limits=ANY_AGE)
     assert [r for *_, r in source] == [None]
     assert source.skipped == 1
 
@@ -352,16 +367,18 @@ def test_constant_type_and_community_for_files_without_those_columns(tmp_path: P
         type_value="post",
         community_value="msgs",
     )
-    items = list(FileSource(path, "csv", fmt, now_ms=NOW))
-    events = [parse_event(v, NOW) for v, _, _, reason in items if reason is None]
+    items = list(FileSource(path, "csv", fmt, now_ms=NOW, limits=ANY_AGE))
+    events = [parse_event(v, NOW, ANY_AGE) for v, _, _, reason in items if reason is None]
     assert [(e.user_id, e.community, e.type, e.ts_ms) for e in events] == [
         ("alice", "msgs", "post", T0 * 1000),
         ("carol", "msgs", "post", (T0 + 1) * 1000),
     ]
     assert [r for *_, r in items if r] == ["bad_timestamp"]
     spaced = ColumnFormat(columns={"user_id": 0, "ts": 2}, type_value="like", community_value="a b")
-    [(value, *_)] = list(FileSource(write(tmp_path / "one.txt", [f"u v {T0}"]), "csv", spaced))
-    assert parse_event(value, NOW).community == "a b"  # not alphanumeric: the orjson path
+    [(value, *_)] = list(
+        FileSource(write(tmp_path / "one.txt", [f"u v {T0}"]), "csv", spaced, limits=ANY_AGE)
+    )
+    assert parse_event(value, NOW, ANY_AGE).community == "a b"  # not alphanumeric: the orjson path
     with pytest.raises(ValueError, match="--type/--community"):
         ColumnFormat(columns={"user_id": 0, "ts": 2})
     with pytest.raises(ValueError, match="both"):
@@ -390,10 +407,12 @@ def test_a_delimited_file_read_as_jsonl_is_one_error_naming_the_line(tmp_path: P
 
     path = write(tmp_path / "log.txt", ["", f"alice bob {T0}", f"carol dave {T0}"])
     with pytest.raises(FileFormatError, match=r"log.txt line 2 is not JSON.*--format csv"):
-        list(FileSource(path, "jsonl"))
+        list(FileSource(path, "jsonl", limits=ANY_AGE))
     # a JSONL file with a bad line later on: that line goes to the DLQ, the rest goes on
     good = jsonl_event("a", "2026-11-25T16:00:00Z")
-    items = list(FileSource(write(tmp_path / "e.jsonl", [good, "oops", good]), "jsonl"))
+    items = list(
+        FileSource(write(tmp_path / "e.jsonl", [good, "oops", good]), "jsonl", limits=ANY_AGE)
+    )
     assert [r for *_, r in items] == [None, "not_json", None]
 
 
@@ -403,11 +422,11 @@ def test_stdin_is_a_file_too(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
 
     data = gzip.compress("\n".join(SNAP_LINES).encode() + b"\n")
     monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BufferedReader(io.BytesIO(data))))
-    source = FileSource("-", "snap", now_ms=NOW)
+    source = FileSource("-", "snap", now_ms=NOW, limits=ANY_AGE)
     items = list(source)
     assert source.name == "<stdin>" and source.size == 0
     assert [r for *_, r in items] == [
-        r for *_, r in FileSource(write(tmp_path / "s", SNAP_LINES), "snap")
+        r for *_, r in FileSource(write(tmp_path / "s", SNAP_LINES), "snap", limits=ANY_AGE)
     ]
     with pytest.raises(ValueError, match="needs --to"):
         source.max_ts_ms()
@@ -422,7 +441,11 @@ def test_the_column_fast_path_judges_exactly_as_the_worker_function() -> None:
     from streams.events import Limits
 
     rng = random.Random(7)
-    for limits in (Limits(), Limits(max_message_bytes=190, future_tolerance_ms=60_000)):
+    for limits in (
+        Limits(),
+        Limits(max_message_bytes=190, future_tolerance_ms=60_000),
+        Limits(max_event_age_ms=61_000),
+    ):
         for shift in (0, 3_600_000):
             fmt = ColumnFormat(columns={"user_id": 0, "community": 1, "ts": 2, "type": 3})
             fast = ColumnDecoder(fmt, shift, NOW, limits)
@@ -436,7 +459,7 @@ def test_the_column_fast_path_judges_exactly_as_the_worker_function() -> None:
                     NOW
                     - shift
                     + rng.choice([-1, 0, 1]) * 1000
-                    + rng.choice([0, 59, 60, 61, 300, 301]) * 1000
+                    + rng.choice([-1, 1]) * rng.choice([0, 59, 60, 61, 300, 301]) * 1000
                 )
                 kind = rng.choice(["like", "RT", "view"])
                 raw = f"{user} {community} {ts // 1000} {kind}\n".encode()
