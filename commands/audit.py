@@ -275,7 +275,7 @@ async def audit(args: argparse.Namespace, conf: Any) -> tuple[list[SourceReport]
         await asyncio.sleep(max(0.0, at_ms / 1000 - time.time()))
     committed = await wait_caught_up(conf, parse_duration_ms(args.wait) / 1000)
     expected, read = await recompute(conf, committed, args.quiet or args.json)
-    deadline = time.monotonic() + parse_duration_ms(args.settle) / 1000
+    deadline = time.monotonic() + settle_seconds(args.settle)
     while True:
         try:
             reports = await compare_live(conf, expected, args.metrics)
@@ -303,6 +303,11 @@ async def audit(args: argparse.Namespace, conf: Any) -> tuple[list[SourceReport]
     return reports, info
 
 
+def settle_seconds(text: str) -> float:
+    """``--settle``: a duration, or 0 for one look (a settled state needs no second)."""
+    return 0.0 if text.strip() in ("0", "0s") else parse_duration_ms(text) / 1000
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--metrics",
@@ -325,7 +330,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--settle",
         default="10s",
-        help="how long a difference must last to be reported (default: 10s)",
+        help="how long a difference must last to be reported; 0: one look (default: 10s)",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
     settings.add_arguments(parser, names=SETTINGS)
@@ -336,7 +341,7 @@ def run(args: argparse.Namespace) -> int:
     from aiokafka.errors import KafkaError
 
     conf = settings.from_args(args)
-    parse_duration_ms(args.wait), parse_duration_ms(args.settle)
+    parse_duration_ms(args.wait), settle_seconds(args.settle)
     try:
         reports, info = asyncio.run(audit(args, conf))
     except NotCaughtUp as exc:

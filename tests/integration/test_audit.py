@@ -237,3 +237,43 @@ def test_backfill_and_audit_agree_with_the_workers_whatever_the_record_timestamp
     ]  # fmt: skip
     assert code == 1 and not doc["equal"]
     assert [s["differences"] for s in doc["sources"]] == [broken, broken], doc
+
+
+def test_audit_of_a_wall_clock_worker_at_a_chosen_time(stack: Any, tmp_path: Path) -> None:
+    """Events spread over the last ten minutes leave the 5m window several times a
+    second, so only the clock each number was computed at (the snapshot's, the
+    scrape's) gives 0 differences — in one look (--settle 0s): the state is settled,
+    so an exact audit needs no second one."""
+    topic, app = stack.unique_name("audit-wall-in"), stack.unique_name("audit-wall")
+    dlq = stack.unique_name("audit-wall-dlq")
+    now_ms = int(time.time() * 1000)
+    rng = random.Random(15)
+    events = [
+        {
+            "event_id": f"w-{i}",
+            "ts_ms": now_ms - rng.randrange(600_000),
+            "platform": "twitter",
+            "community": f"c-{rng.randrange(3)}",
+            "user_id": f"u-{rng.randrange(1000)}",
+            "type": rng.choice(["like", "follow", "comment"]),
+        }
+        for i in range(3000)
+    ]
+    asyncio.run(produce_mixed(stack.kafka_bootstrap, topic, [(value_of(e), None) for e in events]))
+    worker = Worker(stack.kafka_bootstrap, app, topic, dlq, tmp_path / "w", EM_CLOCK="wall")
+    worker.start()
+    try:
+        worker.wait_metrics()
+        asyncio.run(wait_caught_up(stack.kafka_bootstrap, app, topic, worker))
+        at = format_ts(int(time.time() * 1000) + 3_000)
+        result = cli(stack, "audit", "--app-id", app, "--input-topic", topic, "--dlq-topic", dlq,
+                     "--clock", "wall", "--at", at, "--json", "--settle", "0s",
+                     "--metrics", worker.metrics_url)  # fmt: skip
+        assert result.returncode == 0, result.stdout + result.stderr
+        doc = json.loads(result.stdout)
+        assert doc["equal"] and doc["clock"] == "wall"
+        active = expected_active(events, now_ms, WINDOWS, DEFAULT_ACTIVE_TYPES)
+        count = len(active) * len(WINDOWS) + len(expected_followers(events))
+        assert [s["series"] for s in doc["sources"]] == [count, count]
+    finally:
+        worker.stop()
