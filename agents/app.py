@@ -23,7 +23,7 @@ from agents.kafka_admin import ensure_topics
 from agents.kafka_security import current as current_security
 from agents.kafka_security import faust_settings
 from agents.labels import CommunityLabels
-from agents.metrics import EngagementCollector, IngestStats
+from agents.metrics import AppLabelled, EngagementCollector, IngestStats
 from agents.producer import SharedProducer
 from agents.redis_snapshots import install as install_read_model
 from agents.state_stage import BatchObserver, UsersTable, expire, make_apply_agent
@@ -82,12 +82,12 @@ async def prepare_topics(settings: Settings) -> None:
 
 
 def _faust_app(settings: Settings) -> faust.App:
-    Path(settings.datadir).mkdir(parents=True, exist_ok=True)
+    Path(settings.app_datadir).mkdir(parents=True, exist_ok=True)
     return faust.App(
         settings.app_id,
         broker=_faust_broker(settings.kafka_bootstrap_servers),
         store=settings.store,
-        datadir=settings.datadir,
+        datadir=settings.app_datadir,
         autodiscover=False,
         topic_partitions=settings.partitions,
         topic_replication_factor=1,
@@ -114,8 +114,9 @@ def _faust_app(settings: Settings) -> faust.App:
     )
 
 
-def _metrics_page(app: faust.App, registry: CollectorRegistry) -> FaustMetrics:
-    """``/metrics``: Faust's sensor and our collectors on one registry.
+def _metrics_page(app: faust.App, registry: CollectorRegistry, app_id: str) -> FaustMetrics:
+    """``/metrics``: Faust's sensor and our collectors on one registry, every sample
+    labelled ``app="<app id>"``.
 
     Does what ``faust.sensors.prometheus.setup_prometheus_sensors`` does, but keeps
     the :class:`FaustMetrics` so the ingest stage can report its offsets into the
@@ -123,6 +124,7 @@ def _metrics_page(app: faust.App, registry: CollectorRegistry) -> FaustMetrics:
     """
     faust_metrics = FaustMetrics.create(registry, FAUST_METRIC_PREFIX)
     app.monitor = PrometheusMonitor(metrics=faust_metrics)
+    labelled = AppLabelled(registry, app_id)
 
     token = current_security().http_token
 
@@ -135,7 +137,7 @@ def _metrics_page(app: faust.App, registry: CollectorRegistry) -> FaustMetrics:
                 body=b"unauthorized\n", status=401, headers={"WWW-Authenticate": "Bearer"}
             )
         return Response(
-            body=generate_latest(registry),
+            body=generate_latest(labelled),
             headers={"Content-Type": CONTENT_TYPE_LATEST},
             status=200,
         )
@@ -246,7 +248,7 @@ def build(settings: Settings) -> Pipeline:
     stats = IngestStats(CommunityLabels(settings.community_cap))
     clock = Clock(settings.clock, state.watermark_ms)
     registry = CollectorRegistry(auto_describe=True)
-    faust_metrics = _metrics_page(app, registry)
+    faust_metrics = _metrics_page(app, registry, settings.app_id)
     registry.register(EngagementCollector(state, stats, clock, settings.window_ms))
 
     producer = SharedProducer(settings.kafka_bootstrap_servers)

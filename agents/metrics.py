@@ -19,6 +19,7 @@ from prometheus_client.core import (
     Metric,
 )
 from prometheus_client.registry import Collector
+from prometheus_client.samples import Sample
 
 from agents.labels import CommunityLabels
 from streams import metric_names as names
@@ -26,6 +27,9 @@ from streams.clock import Clock
 from streams.events import REASONS
 from streams.gauges import Gauges, gauge_rows
 from streams.state import WorkerState
+
+#: Label naming the worker's app id on every sample of its ``/metrics``.
+APP_LABEL = "app"
 
 LAG_BUCKETS: tuple[float, ...] = (
     0.1,
@@ -151,3 +155,28 @@ class EngagementCollector(Collector):
 
 def _bound_label(bound: float) -> str:
     return "+Inf" if bound == float("inf") else repr(float(bound))
+
+
+class AppLabelled(Collector):
+    """Every sample of ``source`` with ``app="<app id>"`` added.
+
+    Several apps scraped by one Prometheus job would otherwise be indistinguishable
+    and silently summed by the recording rules (``sum without (instance, job)``).
+    Applied to the whole registry, so Faust's offset gauges (consumer lag per app)
+    carry it too.
+    """
+
+    def __init__(self, source: Collector, app_id: str) -> None:
+        self.source = source
+        self.app_id = app_id
+
+    def collect(self) -> Iterator[Metric]:
+        extra = {APP_LABEL: self.app_id}
+        for family in self.source.collect():
+            out = Metric(family.name, family.documentation, family.type, family.unit)
+            out.samples = [_with(sample, extra) for sample in family.samples]
+            yield out
+
+
+def _with(sample: Sample, extra: dict[str, str]) -> Sample:
+    return sample._replace(labels={**extra, **sample.labels})

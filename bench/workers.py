@@ -119,7 +119,8 @@ class Worker:
             return "(no log)"
 
     def scrape(self) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
-        """{sample name: {sorted label items: value}} from /metrics."""
+        """{sample name: {sorted label items: value}} from /metrics, without the
+        ``app`` label — after checking that every sample carries this worker's."""
         request = urllib.request.Request(self.metrics_url)
         if self.env.get("EM_HTTP_TOKEN"):  # a worker that requires the bearer token
             request.add_header("Authorization", f"Bearer {self.env['EM_HTTP_TOKEN']}")
@@ -128,7 +129,11 @@ class Worker:
         samples: dict[str, dict[tuple[tuple[str, str], ...], float]] = defaultdict(dict)
         for family in text_string_to_metric_families(text):
             for sample in family.samples:
-                samples[sample.name][tuple(sorted(sample.labels.items()))] = sample.value
+                labels = dict(sample.labels)
+                app = labels.pop("app", None)
+                if app != self.app_id:
+                    raise AssertionError(f"{sample.name}{sample.labels}: app is not {self.app_id}")
+                samples[sample.name][tuple(sorted(labels.items()))] = sample.value
         return samples
 
     def wait_metrics(self, timeout: float = 90) -> None:

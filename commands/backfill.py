@@ -54,6 +54,7 @@ from streams.topics import partition_for_user
 
 SETTINGS = (
     "kafka_bootstrap_servers",
+    "app_id",
     "input_topic",
     "windows",
     "active_types",
@@ -109,10 +110,14 @@ def format_seconds(ts_ms: int) -> str:
     return str(seconds) if ms == 0 else f"{seconds}.{ms:03d}"
 
 
-def write_openmetrics(out: TextIO, families: Iterable[Family], steps: list[int]) -> int:
+def write_openmetrics(
+    out: TextIO, families: Iterable[Family], steps: list[int], app_id: str | None = None
+) -> int:
     """Write the families (contiguous, series sorted, samples ascending in time) and
-    ``# EOF``; return the number of samples."""
+    ``# EOF``; return the number of samples. ``app_id`` labels every series ``app``,
+    as the live worker does, so backfilled and scraped samples are one series."""
     written = 0
+    const = f'app="{escape(app_id)}",' if app_id is not None else ""
     stamps = [format_seconds(t) for t in steps]
     for family in families:
         out.write(f"# HELP {family.name} {names.HELP.get(family.name, family.name)}\n")
@@ -121,7 +126,7 @@ def write_openmetrics(out: TextIO, families: Iterable[Family], steps: list[int])
         for labels in sorted(family.series):
             series = family.series[labels]
             text = ",".join(f'{n}="{escape(v)}"' for n, v in zip(label_names, labels, strict=True))
-            prefix = f"{family.name}{{{text}}} "
+            prefix = f"{family.name}{{{const}{text}}} "
             for offset, value in enumerate(series.values):
                 if value != _ABSENT:
                     out.write(f"{prefix}{value} {stamps[series.first + offset]}\n")
@@ -297,7 +302,7 @@ async def backfill(args: argparse.Namespace, conf: Any, out: TextIO) -> str:
     sweeping = Progress("backfill: steps", total=len(steps), unit="steps", enabled=not args.quiet)
     sweep.run(rows, steps, sweeping)
     sweeping.close()
-    samples = write_openmetrics(out, (sweep.active, sweep.followers), steps)
+    samples = write_openmetrics(out, (sweep.active, sweep.followers), steps, conf.app_id)
     return f"backfill: {source.tally.summary()}; {len(steps)} steps, {samples} samples"
 
 

@@ -286,8 +286,8 @@ async def make_plan(settings: Any, time_ms: int) -> Plan:
             changelog,
             len(ends),
             sum(ends[p] - begin[p] for p in ends),
-            table_store_paths(Path(settings.datadir)),
-            str(settings.datadir),
+            table_store_paths(Path(settings.app_datadir)),
+            settings.app_datadir,
         )
     finally:
         await consumer.stop()

@@ -50,6 +50,12 @@ def parse_event_types(text: str) -> frozenset[str]:
     return chosen
 
 
+def _check_folder_name(text: str) -> None:
+    """The app id names a folder under the data dir (and Kafka topics): no ``/``."""
+    if not text or text in (".", "..") or "/" in text:
+        raise ValueError(f"must be a non-empty name without '/', got {text!r}")
+
+
 def _check_store(text: str) -> None:
     if text.split("://")[0] not in STORE_SCHEMES:
         raise ValueError(f"must be memory:// or rocksdb://, got {text!r}")
@@ -61,6 +67,7 @@ KIND_CHECKS: dict[str, Callable[[str], object]] = {
     "windows": parse_windows,
     "event_types": parse_event_types,
     "store": _check_store,
+    "folder_name": _check_folder_name,
 }
 
 
@@ -84,6 +91,7 @@ class Settings:
         metadata={
             "env": "EM_APP_ID",
             "help": "Faust app id: consumer group and internal topic prefix",
+            "kind": "folder_name",
         },
     )
     input_topic: str = field(
@@ -111,14 +119,17 @@ class Settings:
     )
     datadir: str = field(
         default_factory=_default_datadir,
-        metadata={"env": "EM_DATA_DIR", "help": "worker data folder (RocksDB tables)"},
+        metadata={
+            "env": "EM_DATA_DIR",
+            "help": "worker data folder; each app id gets its own subfolder (RocksDB tables)",
+        },
     )
     web_host: str = field(
         default="127.0.0.1", metadata={"env": "EM_WEB_HOST", "help": "web server bind address"}
     )
     web_port: int = field(
         default=6066,
-        metadata={"env": "EM_WEB_PORT", "help": "web server port (/metrics, /api)"},
+        metadata={"env": "EM_WEB_PORT", "help": "web server port (/metrics)"},
     )
     clock: str = field(
         default="wall",
@@ -268,6 +279,12 @@ class Settings:
     @cached_property
     def heartbeat_interval_ms(self) -> int:
         return self._duration_ms("heartbeat_interval")
+
+    @property
+    def app_datadir(self) -> str:
+        """Faust's data folder for this app id: ``<datadir>/<app_id>``. Two app ids on
+        one host (same ``EM_DATA_DIR``) then never open the same RocksDB files."""
+        return str(Path(self.datadir) / self.app_id)
 
     @cached_property
     def window_ms(self) -> dict[str, int]:

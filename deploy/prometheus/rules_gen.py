@@ -39,6 +39,10 @@ ALERTMANAGER_YML = HERE.parent / "alertmanager" / "alertmanager.yml"
 
 Settings = dict[str, Any]
 
+#: " (app X)" in summaries, when the series carries the worker's app label (it always
+#: does on a live worker; hand-written test series may omit it).
+APP_SUFFIX = "{{ with $labels.app }} (app {{ . }}){{ end }}"
+
 #: Alerts raised when the pipeline itself is broken; they inhibit the engagement alerts.
 PIPELINE_DOWN_ALERTS = (
     "EngagementWorkerDown",
@@ -217,7 +221,7 @@ def engagement_alerts(s: Settings) -> list[dict[str, Any]]:
     ww, wo = s["drop_week_window"], s["drop_week_offset"]
     sw, so = s["drop_sudden_window"], s["drop_sudden_offset"]
     lookback, after = s["stopped_lookback"], s["stopped_after"]
-    where = "{{ $labels.community }} on {{ $labels.platform }}"
+    where = f"{{{{ $labels.community }}}} on {{{{ $labels.platform }}}}{APP_SUFFIX}"
     return [
         {
             "alert": "EngagementDropVsLastWeek",
@@ -292,13 +296,13 @@ def pipeline_alerts(s: Settings) -> list[dict[str, Any]]:
         f"sum without (instance, job, platform, community, type) (rate({names.EVENTS_TOTAL}[{w}]))"
     )
     return [
-        # Consumer lag per topic from Faust's sensor: end offset - committed offset, per
+        # Consumer lag per app and topic from Faust's sensor: end offset - committed offset, per
         # partition. `max` over workers because a worker keeps exposing the (stale, lower)
         # offsets of partitions it lost in a rebalance; offsets only grow. Recorded here,
         # in the group of the alert that reads it, so the alert sees this round's value.
         {
             "record": names.CONSUMER_LAG_SUM,
-            "expr": "sum by (topic) (clamp_min(\n"
+            "expr": "sum by (app, topic) (clamp_min(\n"
             f"    max without (instance, job) ({end}{{{topics}}})\n"
             f"  - max without (instance, job) ({committed}{{{topics}}}),\n"
             "  0))",
@@ -340,7 +344,7 @@ def pipeline_alerts(s: Settings) -> list[dict[str, Any]]:
             "annotations": _annotations(
                 s,
                 "EngagementWatermarkStale",
-                "no new event for {{ $value | humanizeDuration }}",
+                f"no new event for {{{{ $value | humanizeDuration }}}}{APP_SUFFIX}",
                 "The newest event time seen by the workers is {{ $value | humanizeDuration }} "
                 f"old (threshold {s['watermark_stale_after']}): input stopped or the workers "
                 "are stuck. Engagement alerts are inhibited meanwhile.",
@@ -355,7 +359,8 @@ def pipeline_alerts(s: Settings) -> list[dict[str, Any]]:
             "annotations": _annotations(
                 s,
                 "EngagementConsumerLagGrowing",
-                "consumer lag on {{ $labels.topic }} is {{ $value | humanize }} and growing",
+                f"consumer lag on {{{{ $labels.topic }}}}{APP_SUFFIX} is "
+                "{{ $value | humanize }} and growing",
                 "The workers are {{ $value | humanize }} messages behind on topic "
                 f"{{{{ $labels.topic }}}} (alert from {num(s['lag_min_messages'])}) and the "
                 f"lag has kept growing (slope over {s['lag_growth_window']} > 0) "
@@ -433,7 +438,7 @@ global:
 
 route:
   receiver: ticket
-  group_by: [alertname, platform, community]
+  group_by: [alertname, app, platform, community]
   group_wait: {s["group_wait"]}
   group_interval: {s["group_interval"]}
   repeat_interval: {s["ticket_repeat_interval"]}
@@ -460,10 +465,10 @@ inhibit_rules:
   # One notification per community problem: stopped > sudden drop > weekly drop.
   - source_matchers: ['alertname="EngagementStopped"']
     target_matchers: ['alertname=~"EngagementDropSudden|EngagementDropVsLastWeek"']
-    equal: [platform, community]
+    equal: [app, platform, community]
   - source_matchers: ['alertname="EngagementDropSudden"']
     target_matchers: ['alertname="EngagementDropVsLastWeek"']
-    equal: [platform, community]
+    equal: [app, platform, community]
   # A target that is gone entirely needs no per-instance "down" alert as well.
   - source_matchers: ['alertname="EngagementWorkerAbsent"']
     target_matchers: ['alertname="EngagementWorkerDown"']

@@ -34,6 +34,10 @@ JOB = "engagement-monitor"
 #: Prefix of Faust's own sensor families (faust.sensors.prometheus), as the worker sets it.
 FAUST_PREFIX = FAUST_METRIC_PREFIX
 
+#: Matcher of the selected app id: every worker labels its samples ``app`` (its
+#: EM_APP_ID), so several apps scraped by one job are shown apart, never summed.
+APP_SEL = 'app="$app"'
+
 #: Tag shared by the dashboards (links between them use it).
 TAG = "engagement-monitor"
 
@@ -168,6 +172,21 @@ def table_panel(
     if sort_desc is not None:
         panel = panel.sort_by([TableSortByFieldState().display_name(sort_desc).desc(True)])
     return panel
+
+
+def app_variable() -> db.QueryVariable:
+    """``$app``: the app id (label ``app``) whose numbers a dashboard shows."""
+    return (
+        db.QueryVariable("app")
+        .label("App")
+        .description("App id of the workers (EM_APP_ID, label app)")
+        .datasource(DATASOURCE)
+        .query("label_values(engagement_watermark_seconds, app)")
+        .refresh(model.VariableRefresh.ON_TIME_RANGE_CHANGED)
+        .sort(model.VariableSort.ALPHABETICAL_ASC)
+        .include_all(False)
+        .multi(False)
+    )
 
 
 def row(title: str) -> db.Row:

@@ -10,7 +10,9 @@ from grafana_foundation_sdk.builders import dashboard as db
 from grafana_foundation_sdk.models import dashboard as model
 
 from grafana.dashboards.common import (
+    APP_SEL,
     DATASOURCE,
+    app_variable,
     base_dashboard,
     finish,
     query,
@@ -36,7 +38,9 @@ UID = "engagement-overview"
 TITLE = "Engagement overview"
 
 #: Label matchers of the selected platform and community.
-SEL = 'platform="$platform", community="$community"'
+SEL = f'{APP_SEL}, platform="$platform", community="$community"'
+#: Matchers of the selected app and platform (every community).
+PLATFORM_SEL = f'{APP_SEL}, platform="$platform"'
 
 
 #: Events/s by type for the selected community. The worker counts events per real
@@ -47,9 +51,9 @@ SEL = 'platform="$platform", community="$community"'
 #: counted twice.
 EVENTS_BY_TYPE = (
     "(\n"
-    f'  sum by (type, community) ({EVENTS_RATE}{{platform="$platform", community!="*"}})\n'
+    f'  sum by (type, community) ({EVENTS_RATE}{{{PLATFORM_SEL}, community!="*"}})\n'
     "  or\n"
-    f'  label_replace(sum by (type) ({EVENTS_RATE}{{platform="$platform", '
+    f"  label_replace(sum by (type) ({EVENTS_RATE}{{{PLATFORM_SEL}, "
     'community!="*"}), "community", "*", "", "")\n'
     ")\n"
     'and on (community) label_replace(vector(1), "community", "$community", "", "")'
@@ -66,7 +70,7 @@ def variables() -> list[db.QueryVariable]:
         .label("Platform")
         .description(f"Platform (label platform of {ACTIVE_USERS})")
         .datasource(DATASOURCE)
-        .query(f"label_values({ACTIVE_USERS}, platform)")
+        .query(f"label_values({ACTIVE_USERS}{{{APP_SEL}}}, platform)")
         .refresh(model.VariableRefresh.ON_TIME_RANGE_CHANGED)
         .sort(model.VariableSort.ALPHABETICAL_ASC)
         .include_all(False)
@@ -77,14 +81,14 @@ def variables() -> list[db.QueryVariable]:
         .label("Community")
         .description('Community; "*" is every community of the platform together')
         .datasource(DATASOURCE)
-        .query(f'label_values({ACTIVE_USERS}{{platform="$platform"}}, community)')
+        .query(f"label_values({ACTIVE_USERS}{{{PLATFORM_SEL}}}, community)")
         .current(model.VariableOption(selected=True, text="*", value="*"))
         .refresh(model.VariableRefresh.ON_TIME_RANGE_CHANGED)
         .sort(model.VariableSort.ALPHABETICAL_ASC)
         .include_all(False)
         .multi(False)
     )
-    return [platform, community]
+    return [app_variable(), platform, community]
 
 
 def build() -> model.Dashboard:
@@ -188,8 +192,8 @@ def build() -> model.Dashboard:
                 "The 10 communities of the platform with the most daily active users "
                 '(the "*" total and the "_other" overflow excluded).',
                 f"topk(10, {ACTIVE_USERS_SUM}"
-                f'{{platform="$platform", window="{DAU_WINDOW}", community!~"[*]|_other"}})',
-                exclude=["Time", "__name__", "platform", "window"],
+                f'{{{PLATFORM_SEL}, window="{DAU_WINDOW}", community!~"[*]|_other"}})',
+                exclude=["Time", "__name__", "app", "platform", "window"],
                 rename={"community": "Community", "Value": f"Active users ({DAU_WINDOW})"},
                 sort_desc=f"Active users ({DAU_WINDOW})",
             )

@@ -14,8 +14,10 @@ from __future__ import annotations
 from grafana_foundation_sdk.models import dashboard as model
 
 from grafana.dashboards.common import (
+    APP_SEL,
     FAUST_PREFIX,
     JOB,
+    app_variable,
     base_dashboard,
     finish,
     row,
@@ -30,22 +32,24 @@ TITLE = "Pipeline health"
 
 #: Valid events/s per platform. Exclude community="*" (the all-communities total)
 #: so that communities are not counted twice.
-EVENTS_IN = f'sum by (platform) ({EVENTS_RATE}{{community!="*"}})'
-INVALID_IN = f"sum({INVALID_EVENTS_RATE})"
+EVENTS_IN = f'sum by (platform) ({EVENTS_RATE}{{{APP_SEL}, community!="*"}})'
+INVALID_IN = f"sum({INVALID_EVENTS_RATE}{{{APP_SEL}}})"
 #: End offset minus committed offset per topic/partition; ``max without`` so that a
 #: partition briefly reported by two workers around a rebalance counts once.
 CONSUMER_LAG_PARTITIONS = (
-    f"clamp_min(max without (instance, job) ({FAUST_PREFIX}_topic_partition_end_offset)"
-    f" - max without (instance, job) ({FAUST_PREFIX}_topic_partition_offset_commited), 0)"
+    "clamp_min(max without (instance, job) "
+    f"({FAUST_PREFIX}_topic_partition_end_offset{{{APP_SEL}}})"
+    " - max without (instance, job) "
+    f"({FAUST_PREFIX}_topic_partition_offset_commited{{{APP_SEL}}}), 0)"
 )
-WATERMARK_AGE = f"time() - max({WATERMARK})"
+WATERMARK_AGE = f"time() - max({WATERMARK}{{{APP_SEL}}})"
 UP = f'up{{job="{JOB}"}}'
 
 
 def lag_quantile(q: str) -> str:
     return (
         f"histogram_quantile({q}, sum without (instance, job) "
-        f"(rate({EVENT_LAG}_bucket[$__rate_interval])))"
+        f"(rate({EVENT_LAG}_bucket{{{APP_SEL}}}[$__rate_interval])))"
     )
 
 
@@ -55,7 +59,7 @@ def build() -> model.Dashboard:
         UID,
         "Throughput, invalid input, event and consumer lag, watermark, workers and "
         "rebalances of the engagement-monitor pipeline.",
-    )
+    ).with_variable(app_variable())
     dash = (
         dash.with_row(row("Now"))
         .with_panel(
@@ -70,7 +74,7 @@ def build() -> model.Dashboard:
             stat_panel(
                 "Events/s in",
                 "Valid events per second, all platforms (5m rate).",
-                f'sum({EVENTS_RATE}{{community!="*"}})',
+                f'sum({EVENTS_RATE}{{{APP_SEL}, community!="*"}})',
                 unit="cps",
             )
         )
@@ -108,7 +112,7 @@ def build() -> model.Dashboard:
             timeseries_panel(
                 "Invalid events by reason",
                 "Messages sent to the dead-letter topic per second, by reason (5m rate).",
-                targets((INVALID_EVENTS_RATE, "{{reason}}")),
+                targets((f"{INVALID_EVENTS_RATE}{{{APP_SEL}}}", "{{reason}}")),
                 unit="cps",
                 stacked=True,
             )
@@ -169,15 +173,17 @@ def build() -> model.Dashboard:
                 targets(
                     (
                         "sum without (instance, job) (increase("
-                        f"{FAUST_PREFIX}_rebalance_done_latency_count[$__rate_interval]))",
+                        f"{FAUST_PREFIX}_rebalance_done_latency_count{{{APP_SEL}}}[$__rate_interval]))",
                         "completed",
                     ),
                     (
-                        f"sum without (instance, job) ({FAUST_PREFIX}_total_rebalances)",
+                        "sum without (instance, job) "
+                        f"({FAUST_PREFIX}_total_rebalances{{{APP_SEL}}})",
                         "in progress",
                     ),
                     (
-                        f"sum without (instance, job) ({FAUST_PREFIX}_total_rebalances_recovering)",
+                        "sum without (instance, job) "
+                        f"({FAUST_PREFIX}_total_rebalances_recovering{{{APP_SEL}}})",
                         "recovering",
                     ),
                 ),

@@ -187,7 +187,7 @@ SUBSTITUTIONS = [
 
 @pytest.mark.parametrize("variables", SUBSTITUTIONS, ids=lambda v: v["community"])
 def test_every_panel_query_returns_a_series(live: Live, variables: dict[str, str]) -> None:
-    queries = panel_queries(variables)
+    queries = panel_queries({"app": live.worker.app_id, **variables})
     assert len(queries) >= 25
     failures = []
     for q in queries:
@@ -205,15 +205,18 @@ def test_every_panel_query_returns_a_series(live: Live, variables: dict[str, str
 def test_variable_queries_list_the_data(live: Live) -> None:
     """The variables' label_values(selector, label) as Grafana asks: the label values API."""
     variables = {v.name: v for v in variable_queries()}
-    assert set(variables) == {"platform", "community"}
+    assert set(variables) == {"app", "platform", "community"}
     active = expected_active(live.valid, live.now_ms, WINDOWS, DEFAULT_ACTIVE_TYPES)
+    app_id = live.worker.app_id
     want = {
+        "app": {app_id},
         "platform": {p for p, _ in active},
         "community": {c for p, c in active if p == PLATFORM},
     }
     assert ALL_COMMUNITIES in want["community"] and COMMUNITY in want["community"]
     for name, variable in variables.items():
-        selector, label = _label_values_args(variable.query.replace("$platform", PLATFORM))
+        query = variable.query.replace("$platform", PLATFORM).replace("$app", app_id)
+        selector, label = _label_values_args(query)
         assert label == name
         got = live.api.label_values(label, selector, live.at - 60, live.at)
         assert want[name] <= set(got), (variable.query, sorted(got))
@@ -241,7 +244,7 @@ def _one(live: Live, q: PanelQuery) -> float:
 
 @pytest.mark.parametrize("community", [COMMUNITY, ALL_COMMUNITIES])
 def test_engagement_values_equal_the_oracle(live: Live, community: str) -> None:
-    panels = _panels({"platform": PLATFORM, "community": community})
+    panels = _panels({"app": live.worker.app_id, "platform": PLATFORM, "community": community})
     active = expected_active(live.valid, live.now_ms, WINDOWS, DEFAULT_ACTIVE_TYPES)
     want = active[(PLATFORM, community)]
     followers = expected_followers(live.valid)[(PLATFORM, community)]
@@ -282,7 +285,7 @@ def test_engagement_values_equal_the_oracle(live: Live, community: str) -> None:
 
 
 def test_top_communities_equal_the_oracle(live: Live) -> None:
-    q = _panels({"platform": PLATFORM, "community": COMMUNITY})[
+    q = _panels({"app": live.worker.app_id, "platform": PLATFORM, "community": COMMUNITY})[
         ("Top communities by active users (1d)", "A")
     ]
     assert q.instant
@@ -295,7 +298,7 @@ def test_top_communities_equal_the_oracle(live: Live) -> None:
 
 
 def test_pipeline_values(live: Live) -> None:
-    panels = _panels({"platform": PLATFORM, "community": COMMUNITY})
+    panels = _panels({"app": live.worker.app_id, "platform": PLATFORM, "community": COMMUNITY})
     assert _one(live, panels[("Workers up", "A")]) == 1
     health = live.api.instant(panels[("Scrape health per worker", "A")].expr, at=live.at)
     assert [(s["metric"]["instance"], value(s)) for s in health] == [(live.instance, 1.0)]
@@ -333,7 +336,7 @@ def test_pipeline_values(live: Live) -> None:
 
 
 def test_consumer_lag_covers_the_input_topic(live: Live) -> None:
-    q = _panels({"platform": PLATFORM, "community": COMMUNITY})[
+    q = _panels({"app": live.worker.app_id, "platform": PLATFORM, "community": COMMUNITY})[
         ("Consumer lag by topic/partition", "A")
     ]
     topics = {s["metric"]["topic"] for s in live.api.instant(q.expr, at=live.at)}

@@ -80,7 +80,7 @@ def stored_offsets(datadir: Path) -> dict[int, int]:
     from rocksdict import AccessType, Options, Rdict
 
     out = {}
-    for path in sorted(datadir.glob("v*/tables/users-*.db")):
+    for path in sorted(datadir.glob("*/v*/tables/users-*.db")):  # <datadir>/<app id>/v1/
         db = Rdict(str(path), options=Options(raw_mode=True), access_type=AccessType.read_only())
         try:
             raw = db.get(b"__faust\x00offset__")
@@ -182,7 +182,7 @@ async def test_stale_rocksdb_store_is_discarded_and_recovered(stack: Any, tmp_pa
     first, second = tmp_path / "one" / "data", tmp_path / "two" / "data"
     stale = await populated_store(case, first)
     shutil.copytree(first, second)
-    for marker in first.glob(f"v*/tables/users-*.db/{MARKER_FILE}"):
+    for marker in first.glob(f"*/v*/tables/users-*.db/{MARKER_FILE}"):
         marker.unlink()
 
     # 1. changelog recreated empty; store without markers: judged by offsets

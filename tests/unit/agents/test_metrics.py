@@ -107,3 +107,31 @@ def test_watch_table_from_exposition_text() -> None:
     assert followers[("tw", "c")] == 1
     table = build_table(active, followers, ["5m", "1h"], top=3, title="t")
     assert table.row_count == 3
+
+
+def test_every_sample_of_the_page_carries_the_app_label() -> None:
+    """Two apps scraped by one job stay apart: app=<app id> on every sample of the
+    registry (our families, counters' _created, histogram buckets, other collectors)."""
+    from prometheus_client import Counter
+
+    from agents.metrics import AppLabelled
+
+    state = make_state()
+    stats = IngestStats(CommunityLabels(cap=10))
+    count_event(stats, "tw", "a", "like", 0.2)
+    registry = CollectorRegistry()
+    registry.register(
+        EngagementCollector(state, stats, Clock("event", state.watermark_ms), WINDOWS)
+    )
+    Counter("other_total", "another collector", ["x"], registry=registry).labels("1").inc()
+    text = generate_latest(AppLabelled(registry, "shop")).decode()
+    samples = [s for f in text_string_to_metric_families(text) for s in f.samples]
+    names = {s.name for s in samples}
+    assert {"engagement_active_users", "engagement_event_lag_seconds_bucket"} <= names
+    assert {"other_total", "engagement_watermark_seconds"} <= names
+    assert all(s.labels["app"] == "shop" for s in samples)
+    plain = generate_latest(registry).decode()
+    assert (
+        'app="' not in plain
+        and text.replace('app="shop",', "").replace('{app="shop"}', "") == plain
+    )

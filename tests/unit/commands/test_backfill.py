@@ -110,3 +110,14 @@ def test_helpers() -> None:
     assert escape('a\n"b"\\') == 'a\\n\\"b\\"\\\\'
     assert step_times(0, 120_000, 60_000) == [0, 60_000, 120_000]
     assert step_times(0, 119_999, 60_000) == [0, 60_000]
+
+
+def test_openmetrics_series_carry_the_app_label_like_the_live_worker() -> None:
+    followers = Family("engagement_followers")
+    followers.put(0, ("twitter", "a"), 5)
+    out = io.StringIO()
+    write_openmetrics(out, [followers], [60_000], app_id='sh"op')
+    [family] = [f for f in text_string_to_metric_families(out.getvalue())]
+    assert [s.labels for s in family.samples] == [
+        {"app": 'sh"op', "platform": "twitter", "community": "a"}
+    ]

@@ -42,7 +42,7 @@ EXPECTED = {
 #: Series Prometheus makes itself.
 PROMETHEUS_BUILTINS = {"up", "scrape_duration_seconds", "ALERTS"}
 
-VALUES = {"platform": "twitter", "community": "acme"}
+VALUES = {"app": "shop", "platform": "twitter", "community": "acme"}
 
 
 def committed() -> dict[str, str]:
@@ -139,13 +139,17 @@ def test_every_panel_and_target_uses_the_provisioned_datasource(name: str) -> No
 def test_every_variable_queries_the_provisioned_datasource() -> None:
     variables = variable_queries()
     assert {(v.dashboard_uid, v.name) for v in variables} == {
+        ("engagement-overview", "app"),
         ("engagement-overview", "platform"),
         ("engagement-overview", "community"),
+        ("engagement-pipeline", "app"),
     }
     for variable in variables:
         assert variable.datasource_uid == DATASOURCE_UID, variable.name
-        assert variable.query.startswith("label_values(engagement_active_users"), variable.query
+        assert variable.query.startswith("label_values(engagement_"), variable.query
         assert variable.query.endswith(f", {variable.name})"), variable.query
+        if variable.name != "app":  # platforms and communities of the selected app
+            assert 'app="$app"' in variable.query, variable.query
 
 
 # --- panels -------------------------------------------------------------------------
@@ -178,7 +182,7 @@ def test_pipeline_answers_the_questions() -> None:
     exprs = [q.expr for q in panel_queries(VALUES) if q.dashboard_uid == "engagement-pipeline"]
     joined = "\n".join(exprs)
     assert "histogram_quantile(" in joined and "engagement_event_lag_seconds_bucket" in joined
-    assert "time() - max(engagement_watermark_seconds)" in joined
+    assert 'time() - max(engagement_watermark_seconds{app="shop"})' in joined
     assert f'up{{job="{JOB}"}}' in joined
     assert f'scrape_duration_seconds{{job="{JOB}"}}' in joined
     assert f"{FAUST_PREFIX}_topic_partition_end_offset" in joined
@@ -298,7 +302,7 @@ def test_every_query_is_valid_promql(tmp_path: Path) -> None:
     promtool = shutil.which("promtool")
     if promtool is None:
         pytest.fail("promtool is missing: run `deploy/local/stack install` (Debian: prometheus)")
-    queries = panel_queries({"platform": "twitter", "community": "*"})
+    queries = panel_queries({"app": "shop", "platform": "twitter", "community": "*"})
     rules = {
         "groups": [
             {
@@ -357,14 +361,16 @@ def test_events_by_type_for_all_communities_and_one(tmp_path: Path) -> None:
     promtool_test(
         tmp_path,
         {
-            f'{rate}{{platform="twitter",community="acme",type="like"}}': "1 1 1",
-            f'{rate}{{platform="twitter",community="beta",type="like"}}': "2 2 2",
-            f'{rate}{{platform="twitter",community="beta",type="share"}}': "4 4 4",
-            f'{rate}{{platform="mastodon",community="acme",type="like"}}': "8 8 8",
+            f'{rate}{{app="shop",platform="twitter",community="acme",type="like"}}': "1 1 1",
+            f'{rate}{{app="shop",platform="twitter",community="beta",type="like"}}': "2 2 2",
+            f'{rate}{{app="shop",platform="twitter",community="beta",type="share"}}': "4 4 4",
+            f'{rate}{{app="shop",platform="mastodon",community="acme",type="like"}}': "8 8 8",
+            # another app on the same Prometheus: never in shop's numbers
+            f'{rate}{{app="blog",platform="twitter",community="acme",type="like"}}': "16 16 16",
         },
         [
             {
-                "expr": panel_expr({"platform": "twitter", "community": "*"}, title),
+                "expr": panel_expr({**VALUES, "community": "*"}, title),
                 "eval_time": "1m",
                 "exp_samples": [
                     {"labels": '{community="*",type="like"}', "value": 3},
@@ -372,7 +378,7 @@ def test_events_by_type_for_all_communities_and_one(tmp_path: Path) -> None:
                 ],
             },
             {
-                "expr": panel_expr({"platform": "twitter", "community": "acme"}, title),
+                "expr": panel_expr(VALUES, title),
                 "eval_time": "1m",
                 "exp_samples": [{"labels": '{community="acme",type="like"}', "value": 1}],
             },
@@ -383,7 +389,8 @@ def test_events_by_type_for_all_communities_and_one(tmp_path: Path) -> None:
 def test_consumer_lag_per_partition(tmp_path: Path) -> None:
     end = f"{FAUST_PREFIX}_topic_partition_end_offset"
     committed = f"{FAUST_PREFIX}_topic_partition_offset_commited"
-    labels = 'job="engagement-monitor",topic="interactions"'
+    labels = 'job="engagement-monitor",app="shop",topic="interactions"'
+    other = 'job="engagement-monitor",app="blog",topic="interactions"'
     promtool_test(
         tmp_path,
         {
@@ -391,14 +398,17 @@ def test_consumer_lag_per_partition(tmp_path: Path) -> None:
             f'{committed}{{{labels},instance="w1",partition="0"}}': "90 90",
             f'{end}{{{labels},instance="w2",partition="1"}}': "50 50",
             f'{committed}{{{labels},instance="w2",partition="1"}}': "50 50",
+            # app blog reads the same topic in its own group, far behind: not shop's lag
+            f'{end}{{{other},instance="w3",partition="0"}}': "100 100",
+            f'{committed}{{{other},instance="w3",partition="0"}}': "0 0",
         },
         [
             {
                 "expr": panel_expr(VALUES, "Consumer lag by topic/partition"),
                 "eval_time": "1m",
                 "exp_samples": [
-                    {"labels": '{topic="interactions",partition="0"}', "value": 10},
-                    {"labels": '{topic="interactions",partition="1"}', "value": 0},
+                    {"labels": '{app="shop",topic="interactions",partition="0"}', "value": 10},
+                    {"labels": '{app="shop",topic="interactions",partition="1"}', "value": 0},
                 ],
             },
             {

@@ -144,3 +144,17 @@ def test_store_schemes_and_choices_accepted() -> None:
     for store in ("memory://", "rocksdb://"):
         Settings(store=store).check()
     Settings(clock="event", read_model="off").check()
+
+
+def test_each_app_id_has_its_own_data_folder() -> None:
+    """Two app ids with the same EM_DATA_DIR never share RocksDB files."""
+    shop = Settings(datadir="/data/em", app_id="shop")
+    blog = Settings(datadir="/data/em", app_id="blog")
+    assert shop.app_datadir == "/data/em/shop"
+    assert blog.app_datadir == "/data/em/blog"
+
+
+@pytest.mark.parametrize("app_id", ["", ".", "..", "a/b"])
+def test_app_id_must_be_a_folder_name(app_id: str) -> None:
+    with pytest.raises(ValueError, match="EM_APP_ID"):
+        Settings(app_id=app_id).check()
