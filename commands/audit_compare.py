@@ -24,7 +24,8 @@ from streams.state import PartitionState
 
 #: series name with labels -> value; a series absent on one side counts 0 there
 Series = dict[str, int]
-#: the families compared: every gauge computed from the state
+#: the families compared: every gauge computed from the state (a family that
+#: streams.gauges.gauge_rows adds belongs here, with its rows in to_series)
 AUDITED = (names.ACTIVE_USERS, names.FOLLOWERS)
 
 

@@ -38,6 +38,7 @@ from commands.sources import (
     FILE_FORMATS,
     SNAP_FORMAT,
     ColumnFormat,
+    FileFormatError,
     FileSource,
     TimeRange,
     TopicSource,
@@ -314,6 +315,9 @@ class Replay:
                     await self._from_file(writer, progress)
                 else:
                     await self._from_topic(writer, progress)
+            except FileFormatError:
+                progress.enabled = False  # the error is the one line to show
+                raise
             finally:
                 await writer.flush()
                 self.tally.sent = writer.sent_by_topic[self.to_topic]
