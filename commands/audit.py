@@ -72,6 +72,7 @@ SETTINGS = (
     "community_cap",
     "future_tolerance",
     "max_message_bytes",
+    "max_event_age",
     "read_model",
     "dlq_topic",
 )
