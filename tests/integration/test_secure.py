@@ -1,8 +1,9 @@
 """Secure deployments, live: SASL_SSL with SCRAM-SHA-512 and mutual TLS to Kafka, TLS and
 an ACL user to Redis, a bearer token on /metrics, pseudonymised user ids.
 
-A test-owned broker and Redis (tests/integration/securestack.py) on free ports; the
-shared stack is not touched. Per Kafka mode: events go in, ``replay`` copies them to
+A test-owned secure stack (tests/integration/securestack.py: the stack script's Kafka and
+Redis with EM_STACK_SECURE, in their own state folder, on free ports); the shared stack is
+not touched. Per Kafka mode: events go in, ``replay`` copies them to
 the topic a worker reads, the worker's gauges and ``status --json`` equal the oracle,
 ``backfill`` gives the same numbers at the newest event time, and after ``rebuild
 --execute`` a fresh worker recomputes them exactly. A wrong password and an
@@ -18,7 +19,6 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -28,18 +28,12 @@ from streams.durations import parse_windows
 from streams.events import DEFAULT_ACTIVE_TYPES
 from streams.security import pseudonym
 from tests.eventgen import Traffic, make_traffic
-from tests.integration.securestack import (
-    KAFKA_PASSWORD,
-    REDIS_PASSWORD,
-    REDIS_USER,
-    SecureKafka,
-    SecureRedis,
-)
+from tests.integration.securestack import SecureStack
 from tests.integration.test_backfill import parse_output
 from tests.integration.test_pipeline import assert_gauges_match, nonzero
 from tests.integration.test_readmodel import doc_rows, oracle_rows, wait_fresh_snapshots
 from tests.oracle import expected_active, expected_followers
-from tests.tlscerts import make_certs
+from tests.tlscerts import untrusted_ca
 
 pytestmark = pytest.mark.integration
 
@@ -48,39 +42,13 @@ HTTP_TOKEN = "metrics-T0ken-S3cret"
 USER_ID_KEY = "pseudonym-K3y-S3cret"
 
 
-@dataclass
-class Secure:
-    kafka: SecureKafka
-    redis: SecureRedis
-    certs: Path
-    folder: Path
-
-    def redis_env(self) -> dict[str, str]:
-        """rediss:// with the ACL user; the password from a file, not in the URL."""
-        secret = self.folder / "redis-password"
-        secret.write_text(REDIS_PASSWORD)
-        return {
-            "REDIS_URL": f"rediss://{REDIS_USER}@127.0.0.1:{self.redis.port}/0",
-            "EM_REDIS_PASSWORD_FILE": str(secret),
-            "EM_REDIS_SSL_CA_FILE": str(self.certs / "ca.pem"),
-        }
-
-    def kafka_env(self, mode: str) -> dict[str, str]:
-        return self.kafka.env_sasl() if mode == "sasl" else self.kafka.env_mtls()
-
-
 @pytest.fixture(scope="module")
-def secure(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Secure]:
-    folder = tmp_path_factory.mktemp("secure")
-    certs = make_certs(folder / "certs")
-    redis = SecureRedis(folder / "redis", certs).start()
-    kafka = SecureKafka(folder, certs)
+def secure(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureStack]:
+    stack = SecureStack(tmp_path_factory.mktemp("secure")).start()
     try:
-        kafka.start()
-        yield Secure(kafka, redis, certs, folder)
+        yield stack
     finally:
-        kafka.stop()
-        redis.stop()
+        stack.stop()
 
 
 def cli(env: dict[str, str], *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -152,9 +120,9 @@ def assert_web_surface(worker: Worker) -> None:
 
 @pytest.mark.parametrize("mode", ["sasl", "mtls"])
 async def test_pipeline_over_secure_kafka_and_redis(
-    secure: Secure, mode: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    secure: SecureStack, mode: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    env = secure.kafka_env(mode) | secure.redis_env()
+    env = (secure.env_sasl() if mode == "sasl" else secure.env_mtls()) | secure.redis_env()
     if mode == "mtls":  # with the key: ids are pseudonyms, counts the same
         env |= {"EM_USER_ID_KEY": USER_ID_KEY, "EM_HTTP_TOKEN": HTTP_TOKEN}
     for name, value in env.items():  # the in-process helpers (bench) connect the same way
@@ -223,28 +191,28 @@ def _failing_commands(tmp_path: Path) -> dict[str, list[str]]:
     ],
 )
 def test_a_wrong_password_or_untrusted_certificate_is_one_clear_line(
-    secure: Secure, case: str, expected: str, tmp_path: Path
+    secure: SecureStack, case: str, expected: str, tmp_path: Path
 ) -> None:
     wrong = "wr0ng-S3cret-pw"
     if case == "wrong-password":
-        env = secure.kafka.env_sasl(password=wrong)
+        env = secure.env_sasl(password=wrong)
     else:  # the client trusts another CA: the broker's certificate is not trusted
-        env = secure.kafka.env_mtls(ca="other-ca")
+        env = secure.env_mtls(ca_file=untrusted_ca(tmp_path / "other"))
     for name, args in _failing_commands(tmp_path).items():
         started = time.monotonic()
         result = cli(env | {"EM_DATA_DIR": str(tmp_path / "data")}, *args, timeout=60)
         lines = result.stderr.strip().splitlines()
         assert result.returncode == 1, (name, result.stdout, result.stderr)
         assert len(lines) == 1 and expected in lines[0], (name, result.stderr)
-        for secret in (wrong, KAFKA_PASSWORD):
+        for secret in (wrong, secure.kafka_password):
             assert secret not in result.stdout + result.stderr, name
         assert time.monotonic() - started < 60
 
 
-def test_redis_wrong_password_is_one_line_without_the_secret(secure: Secure) -> None:
-    env = secure.redis_env() | {"REDIS_URL": secure.redis.url(password="wr0ng-S3cret-pw")}
+def test_redis_wrong_password_is_one_line_without_the_secret(secure: SecureStack) -> None:
+    env = secure.redis_env() | {"REDIS_URL": secure.redis_url(password="wr0ng-S3cret-pw")}
     result = cli(env, "status", "--json")
     assert result.returncode != 0
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert "wr0ng-S3cret-pw" not in result.stdout + result.stderr
-    assert f"rediss://{REDIS_USER}:***@" in result.stderr
+    assert "rediss://em-monitor:***@" in result.stderr

@@ -30,7 +30,7 @@ def _check_ports(cfg: Config, services: list[Service]) -> None:
     for service in services:
         if procs.read_pid(cfg.pid_file(service.name)) is not None:
             continue
-        for var in service.port_vars:
+        for var in service.port_vars + (service.secure_port_vars if cfg.secure else ()):
             port = cfg.ports[var]
             if not procs.port_free(port):
                 raise StackError(
@@ -162,7 +162,31 @@ def cmd_env(cfg: Config, _args: argparse.Namespace) -> int:
     say(f"export REDIS_URL={cfg.redis_url}")
     say(f"export PROMETHEUS_URL={cfg.prometheus_url}")
     say(f"export ALERTMANAGER_URL={cfg.alertmanager_url}")
+    if cfg.secure:
+        for line in secure_env_lines(cfg):
+            say(line)
     return 0
+
+
+def secure_env_lines(cfg: Config) -> list[str]:
+    """EM_STACK_SECURE: the settings for each secure listener, as comments to pick from."""
+    folder, ports = cfg.state_dir / "tls", cfg.ports
+    ca = f"EM_KAFKA_SSL_CA_FILE={folder / 'ca.pem'}"
+    return [
+        "# SASL_SSL, SCRAM-SHA-512:",
+        f"#   export KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:{ports['KAFKA_SASL_SSL_PORT']} "
+        "EM_KAFKA_SECURITY_PROTOCOL=SASL_SSL EM_KAFKA_SASL_MECHANISM=SCRAM-SHA-512 "
+        "EM_KAFKA_SASL_USERNAME=em-monitor "
+        f"EM_KAFKA_SASL_PASSWORD_FILE={folder / 'kafka-password'} {ca}",
+        "# mutual TLS:",
+        f"#   export KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:{ports['KAFKA_SSL_PORT']} "
+        f"EM_KAFKA_SECURITY_PROTOCOL=SSL {ca} EM_KAFKA_SSL_CERT_FILE={folder / 'client.pem'} "
+        f"EM_KAFKA_SSL_KEY_FILE={folder / 'client.key'}",
+        "# Redis over TLS with the ACL user:",
+        f"#   export REDIS_URL=rediss://em-monitor@127.0.0.1:{ports['REDIS_TLS_PORT']}/0 "
+        f"EM_REDIS_PASSWORD_FILE={folder / 'redis-password'} "
+        f"EM_REDIS_SSL_CA_FILE={folder / 'ca.pem'}",
+    ]
 
 
 def cmd_install(cfg: Config, _args: argparse.Namespace) -> int:

@@ -18,6 +18,10 @@ PORT_DEFAULTS = {
     "REDIS_PORT": 6379,
     "PROMETHEUS_PORT": 9090,
     "ALERTMANAGER_PORT": 9093,
+    # EM_STACK_SECURE=1 only: Kafka SASL_SSL (SCRAM) and mutual-TLS listeners, Redis TLS
+    "KAFKA_SASL_SSL_PORT": 9094,
+    "KAFKA_SSL_PORT": 9096,
+    "REDIS_TLS_PORT": 6380,
 }
 
 DEFAULT_SCRAPE_TARGETS = "127.0.0.1:6066"
@@ -70,6 +74,8 @@ class Config:
     scrape_targets: tuple[str, ...]
     rules_dir: Path = DEFAULT_RULES_DIR
     alertmanager_source: Path = DEFAULT_ALERTMANAGER_CONFIG
+    #: EM_STACK_SECURE: Kafka and Redis also get TLS (and SASL) listeners
+    secure: bool = False
     #: EM_HTTP_TOKEN (the workers' bearer token), for Prometheus' scrape config
     http_token: str = field(default="", repr=False)
     #: EM_HTTP_TOKEN_FILE, or where the stack writes EM_HTTP_TOKEN for Prometheus
@@ -92,6 +98,7 @@ class Config:
             alertmanager_source=Path(
                 env.get("EM_ALERTMANAGER_CONFIG") or DEFAULT_ALERTMANAGER_CONFIG
             ).resolve(),
+            secure=env.get("EM_STACK_SECURE", "").lower() in ("1", "true", "yes"),
             http_token=env.get("EM_HTTP_TOKEN", ""),
             http_token_file=_token_file(env, state),
         )

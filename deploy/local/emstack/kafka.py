@@ -151,7 +151,35 @@ def server_properties(cfg: Config) -> str:
         "group.initial.rebalance.delay.ms": "0",
         "delete.topic.enable": "true",
     }
+    if cfg.secure:
+        props.update(secure_properties(cfg))
     return "".join(f"{k}={v}\n" for k, v in props.items())
+
+
+def secure_properties(cfg: Config) -> dict[str, str]:
+    """EM_STACK_SECURE: a SASL_SSL listener (SCRAM-SHA-256/512 users made at format time)
+    and an SSL listener that requires a client certificate, beside the plaintext one
+    (which stays the inter-broker listener and the health check's)."""
+    tls = cfg.state_dir / "tls"
+    port, ctrl = cfg.ports["KAFKA_PORT"], cfg.ports["KAFKA_CONTROLLER_PORT"]
+    sasl, ssl = cfg.ports["KAFKA_SASL_SSL_PORT"], cfg.ports["KAFKA_SSL_PORT"]
+    clients = f"PLAINTEXT://127.0.0.1:{port},SASL_SSL://127.0.0.1:{sasl},SSL://127.0.0.1:{ssl}"
+    scram = "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+    return {
+        "listeners": f"{clients},CONTROLLER://127.0.0.1:{ctrl}",
+        "advertised.listeners": clients,
+        "listener.security.protocol.map": (
+            "PLAINTEXT:PLAINTEXT,SASL_SSL:SASL_SSL,SSL:SSL,CONTROLLER:PLAINTEXT"
+        ),
+        "sasl.enabled.mechanisms": "SCRAM-SHA-512,SCRAM-SHA-256",
+        "listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config": scram,
+        "listener.name.sasl_ssl.scram-sha-256.sasl.jaas.config": scram,
+        "ssl.keystore.type": "PEM",
+        "ssl.keystore.location": str(tls / "server-keystore.pem"),
+        "ssl.truststore.type": "PEM",
+        "ssl.truststore.location": str(tls / "ca.pem"),
+        "listener.name.ssl.ssl.client.auth": "required",
+    }
 
 
 def write_config(cfg: Config) -> Path:
@@ -196,7 +224,14 @@ def format_storage(cfg: Config, props: Path, scram_users: dict[str, str] | None 
     ``scram_users`` ({name: password}) are created as SCRAM-SHA-256 and -512 users at
     format time: KRaft has no other way to have a first user before the broker runs.
     """
+    marker = cfg.state_dir / "kafka" / "scram-users"
     if (cfg.state_dir / "kafka" / "data" / "meta.properties").exists():
+        if scram_users and not marker.exists():
+            raise StackError(
+                f"EM_STACK_SECURE needs SCRAM users, made only when Kafka's storage is "
+                f"formatted, and {cfg.state_dir} was formatted without: use a fresh "
+                "EM_STATE_DIR (or delete this one)"
+            )
         return
     args = ["format", "-t", _cluster_id(), "-c", str(props)]
     for name, password in (scram_users or {}).items():
@@ -210,6 +245,8 @@ def format_storage(cfg: Config, props: Path, scram_users: dict[str, str] | None 
     result = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if result.returncode != 0:
         raise StackError(f"formatting Kafka storage failed:\n{result.stdout}{result.stderr}")
+    if scram_users:
+        marker.write_text("\n".join(scram_users) + "\n")  # names only
 
 
 def _cluster_id() -> str:

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from emstack import health, kafka, promcfg
+from emstack import health, kafka, promcfg, tls
 from emstack.config import Config, StackError
 
 
@@ -20,6 +20,7 @@ class Service:
     ready: Callable[[Config], bool]
     start_timeout: float
     stop_timeout: float
+    secure_port_vars: tuple[str, ...] = ()  # also used with EM_STACK_SECURE
 
     def env(self, cfg: Config) -> dict[str, str]:
         return kafka.java_env(cfg) if self.name == "kafka" else dict(os.environ)
@@ -43,8 +44,10 @@ def _folder(cfg: Config, *parts: str) -> Path:
 
 def _prepare_kafka(cfg: Config) -> list[str]:
     kafka.ensure_fetched(cfg)
+    if cfg.secure:
+        tls.ensure(cfg)
     props = kafka.write_config(cfg)
-    kafka.format_storage(cfg, props)
+    kafka.format_storage(cfg, props, scram_users=tls.kafka_users(cfg) if cfg.secure else None)
     return kafka.server_cmd(cfg, props)
 
 
@@ -63,7 +66,21 @@ def _prepare_redis(cfg: Config) -> list[str]:
         "no",
         "--dir",
         str(_folder(cfg, "redis")),
+        *(_redis_tls(cfg) if cfg.secure else []),
     ]
+
+
+def _redis_tls(cfg: Config) -> list[str]:
+    """EM_STACK_SECURE: a TLS port beside the plaintext one, and an ACL user."""
+    folder = tls.ensure(cfg)
+    return [
+        "--tls-port", str(cfg.ports["REDIS_TLS_PORT"]),
+        "--tls-cert-file", str(folder / "server.pem"),
+        "--tls-key-file", str(folder / "server.key"),
+        "--tls-ca-cert-file", str(folder / "ca.pem"),
+        "--tls-auth-clients", "no",
+        "--aclfile", str(folder / "redis-users.acl"),
+    ]  # fmt: skip
 
 
 def _prepare_prometheus(cfg: Config) -> list[str]:
@@ -95,6 +112,7 @@ SERVICES = (
         lambda cfg: health.kafka_ok(cfg.kafka_bootstrap),
         120,
         30,
+        ("KAFKA_SASL_SSL_PORT", "KAFKA_SSL_PORT"),
     ),
     Service(
         "redis",
@@ -103,6 +121,7 @@ SERVICES = (
         lambda cfg: health.redis_ok(cfg.ports["REDIS_PORT"]),
         20,
         10,
+        ("REDIS_TLS_PORT",),
     ),
     Service(
         "prometheus",
