@@ -35,6 +35,7 @@ from agents.kafka_admin import ensure_topics  # noqa: E402
 from agents.kafka_out import DEFAULT_BATCH_BYTES, DEFAULT_LINGER_MS  # noqa: E402
 from commands.replay import Replay, add_arguments  # noqa: E402
 from streams import settings  # noqa: E402
+from streams.events import Limits  # noqa: E402
 
 KINDS = ("RT", "RT", "RT", "RT", "MT", "MT", "RE")  # the Higgs mix is mostly retweets
 
@@ -65,7 +66,8 @@ async def run_replay(bootstrap: str, path: Path, topic: str) -> float:
     args = parser.parse_args(
         ["--file", str(path), "--format", "snap", "--speed", "max", "--to-topic", topic, "--quiet"]
     )
-    replay = Replay(args, bootstrap, topic, topic + ".dlq")
+    # 2012 events: no age limit (the worker's 400d default would refuse them all)
+    replay = Replay(args, bootstrap, topic, topic + ".dlq", Limits(max_event_age_ms=None))
     tally = await replay.run()
     if tally.failed or tally.bad:
         raise RuntimeError(f"replay run failed: {tally.summary()}")

@@ -10,6 +10,7 @@ through a one-second cache; SNAP files are sorted by time, so it nearly always h
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import io
 import logging
@@ -528,8 +529,11 @@ class FileSource:
         if self.stdin:
             raise ValueError("--shift-to-now with --file - needs --to (stdin is read once)")
         newest: int | None = None
+        # only the newest time is wanted: no judgement by the clock (a 2012 file is
+        # too old, unshifted, for the worker; shifted to now it is not)
+        untimed = dataclasses.replace(self.limits, future_tolerance_ms=2**62, max_event_age_ms=None)
         probe = FileSource(
-            self.path, self.fmt, self.columns, self.time_range, 0, self.now_ms, self.limits
+            self.path, self.fmt, self.columns, self.time_range, 0, self.now_ms, untimed
         )
         for _value, ts_ms, _key, reason in probe:
             if reason is None and (newest is None or ts_ms > newest):

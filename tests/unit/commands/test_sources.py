@@ -464,3 +464,12 @@ def test_the_column_fast_path_judges_exactly_as_the_worker_function() -> None:
                 kind = rng.choice(["like", "RT", "view"])
                 raw = f"{user} {community} {ts // 1000} {kind}\n".encode()
                 assert fast.decode_bytes(raw, n) == full.decode_bytes(raw, n), raw
+
+
+def test_the_newest_time_of_an_old_file_ignores_the_clock_rules(tmp_path: Path) -> None:
+    from streams.events import Limits
+
+    path = write(tmp_path / "s.txt", SNAP_LINES)  # 2012: too old for a 400d limit
+    source = FileSource(path, "snap", now_ms=NOW, limits=Limits(max_event_age_ms=400 * 86_400_000))
+    assert source.max_ts_ms() == (T0 + 50) * 1000
+    assert None not in {r for *_, r in source}  # unshifted, the worker refuses them all
