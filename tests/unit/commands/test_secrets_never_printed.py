@@ -73,6 +73,7 @@ def _failing_runs(tmp_path: Path) -> dict[str, list[str]]:
         "rebuild": ["rebuild", "--from", "0", "--datadir", str(tmp_path / "data")],
         "status": ["status"],
         "top": ["top", "brand-01"],
+        "audit": ["audit", "--quiet"],
         "pseudonym": ["pseudonym", "u-1"],
     }
 
