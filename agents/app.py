@@ -22,7 +22,8 @@ from agents.ingest import IngestStage, Router
 from agents.kafka_admin import ensure_topics
 from agents.kafka_security import current as current_security
 from agents.kafka_security import faust_settings
-from agents.labels import CommunityLabels
+from agents.label_ranking import install as install_label_ranking
+from agents.labels import worker_labels
 from agents.metrics import AppLabelled, EngagementCollector, IngestStats
 from agents.producer import SharedProducer
 from agents.redis_snapshots import install as install_read_model
@@ -245,7 +246,8 @@ def build(settings: Settings) -> Pipeline:
     settings.check()
     app = _faust_app(settings)
     state = WorkerState(settings.active_type_set)
-    stats = IngestStats(CommunityLabels(settings.community_cap))
+    labels = worker_labels(settings)
+    stats = IngestStats(labels)
     clock = Clock(settings.clock, state.watermark_ms)
     registry = CollectorRegistry(auto_describe=True)
     faust_metrics = _metrics_page(app, registry, settings.app_id)
@@ -261,4 +263,5 @@ def build(settings: Settings) -> Pipeline:
         settings, app, state, stats, clock, registry, table, producer, writer, observers
     )
     install_read_model(pipeline)  # Redis snapshots + top users, on a timer (EM_READ_MODEL=off)
+    install_label_ranking(pipeline, labels)  # the label caps, the same on every worker
     return pipeline

@@ -62,10 +62,11 @@ class IngestStats:
     def add(
         self, counts: dict[tuple[str, str, str], int], lag_buckets: list[int], lag_sum: float
     ) -> None:
-        """Merge one poll's tallies (community names go through the label cap here)."""
-        events, labels = self.events, self.labels
+        """Merge one poll's tallies (names go through the label caps here, so each
+        counter series only ever grows)."""
+        events, labels, platforms = self.events, self.labels, self.labels.platforms
         for (platform, community, event_type), n in counts.items():
-            events[(platform, labels(community), event_type)] += n
+            events[(platforms(platform), labels(community), event_type)] += n
         for i, n in enumerate(lag_buckets):
             self.lag_buckets[i] += n
         self.lag_sum += lag_sum
@@ -90,8 +91,13 @@ class EngagementCollector(Collector):
         self.windows = windows
 
     def collect(self) -> Iterator[Metric]:
+        labels = self.stats.labels
         rows = gauge_rows(
-            self.state.partitions.values(), self.clock.now_ms(), self.windows, self.stats.labels
+            self.state.partitions.values(),
+            self.clock.now_ms(),
+            self.windows,
+            labels,
+            labels.platforms,
         )
         yield self._active_users(rows)
         yield self._followers(rows)

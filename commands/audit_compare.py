@@ -141,7 +141,8 @@ class Expected:
         yet, so only followers, as the worker's snapshot has)."""
         state = self.partition(p)
         if capped:
-            return to_series(gauge_rows([state], now_ms, self.windows, self.labels))
+            labels = self.labels
+            return to_series(gauge_rows([state], now_ms, self.windows, labels, labels.platforms))
         return to_series(gauge_rows([state], now_ms, self.windows))
 
 
@@ -149,9 +150,13 @@ def expected_state(
     rows: list[Row], partitions: int, windows: dict[str, int], types: frozenset[str], cap: int
 ) -> Expected:
     labels = CommunityLabels(cap)
-    for row in sorted(rows):  # communities admitted in event-time order, as backfill does
-        labels(row[2])
-    return Expected(partition_states(rows, types, partitions), windows, labels, types)
+    states = partition_states(rows, types, partitions)
+    if rows:  # ranked by activity at the event clock, as the workers rank the snapshots
+        longest = max(windows, key=lambda w: windows[w])
+        clock = max(row[0] for row in rows)
+        counts = gauge_rows(states.values(), clock, {longest: windows[longest]})
+        labels.rank_counts(counts.active, counts.followers, longest)
+    return Expected(states, windows, labels, types)
 
 
 def snapshot_series(snap: Any) -> Series:

@@ -20,8 +20,8 @@ Offline there is one process and all users, so one :class:`PartitionState` holds
 everything; events are applied in event-time order (a sweep), which gives at each
 step the same records the live worker would hold after applying those events in
 any order (the merge is order independent). Names and labels are the live ones,
-with the same community cap (:class:`agents.labels.CommunityLabels`; communities are
-admitted in event-time order here, in arrival order live — equal under the cap).
+with the same label caps (:class:`agents.labels.CommunityLabels`: ranked by activity
+at each step here, every 10 s live — equal under the caps and in steady state).
 
 The output is grouped as promtool wants it: one family after the other, each
 series' samples together in ascending time, ``# EOF`` at the end. Values are kept
@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 from agents.kafka_security import failure
-from agents.labels import CommunityLabels
+from agents.labels import CommunityLabels, worker_labels
 from commands.progress import Progress
 from commands.sources import TimeRange, TopicSource, parse_time_bound
 from streams import metric_names as names
@@ -59,6 +59,8 @@ SETTINGS = (
     "windows",
     "active_types",
     "community_cap",
+    "platform_cap",
+    "label_allowlist",
     "future_tolerance",
     "max_event_age",
     "max_message_bytes",
@@ -166,11 +168,15 @@ class Sweep:
     """Applies time-sorted events up to each step and records the gauges there."""
 
     def __init__(
-        self, windows: dict[str, int], active_types: frozenset[str], community_cap: int
+        self,
+        windows: dict[str, int],
+        active_types: frozenset[str],
+        community_cap: int,
+        labels: CommunityLabels | None = None,
     ) -> None:
         self.windows = windows
         self.state = PartitionState(active_types)
-        self.labels = CommunityLabels(community_cap)
+        self.labels = CommunityLabels(community_cap) if labels is None else labels
         self.active = Family(names.ACTIVE_USERS)
         self.followers = Family(names.FOLLOWERS)
 
@@ -189,8 +195,12 @@ class Sweep:
                 progress.update(index + 1)
 
     def record(self, index: int, t: int) -> None:
-        """The collector's gauge rows (:func:`streams.gauges.gauge_rows`) at step ``t``."""
-        rows = gauge_rows([self.state], t, self.windows, self.labels)
+        """The collector's gauge rows (:func:`streams.gauges.gauge_rows`) at step ``t``,
+        after ranking the names by activity at ``t`` as the workers do."""
+        longest = max(self.windows, key=lambda w: self.windows[w])
+        counts = gauge_rows([self.state], t, {longest: self.windows[longest]})
+        self.labels.rank_counts(counts.active, counts.followers, longest)
+        rows = gauge_rows([self.state], t, self.windows, self.labels, self.labels.platforms)
         for key, value in rows.active_rows():
             self.active.put(index, key, value)
         for pair, n in rows.follower_rows():
@@ -298,7 +308,7 @@ async def backfill(args: argparse.Namespace, conf: Any, out: TextIO) -> str:
     reading = Progress("backfill: reading", unit="records", enabled=not args.quiet)
     rows = await read_rows(source, reading)
     reading.close()
-    sweep = Sweep(windows, conf.active_type_set, conf.community_cap)
+    sweep = Sweep(windows, conf.active_type_set, conf.community_cap, worker_labels(conf))
     sweeping = Progress("backfill: steps", total=len(steps), unit="steps", enabled=not args.quiet)
     sweep.run(rows, steps, sweeping)
     sweeping.close()

@@ -6,8 +6,8 @@ One computation for every place that shows them: the worker's ``/metrics`` colle
 the snapshots (:func:`agents.readmodel.sum_snapshots`). Users are partitioned, so the
 counts of different partitions cover disjoint users and simply add up.
 
-``label`` maps a community name to its exposed label value (the community cap of
-:class:`agents.labels.CommunityLabels`); communities that share a label are summed.
+``label`` and ``platform_label`` map a name to its exposed label value (the caps of
+:class:`agents.labels.CommunityLabels`); names that share a label are summed.
 """
 
 from __future__ import annotations
@@ -33,18 +33,24 @@ class Gauges:
     followers: dict[PC, int] = field(default_factory=dict)
 
     def add_active(
-        self, active: Mapping[PC, Mapping[str, int]], label: Callable[[str], str] = _same
+        self,
+        active: Mapping[PC, Mapping[str, int]],
+        label: Callable[[str], str] = _same,
+        platform_label: Callable[[str], str] = _same,
     ) -> None:
         for (platform, community), counts in active.items():
-            total = self.active.setdefault((platform, label(community)), {})
+            total = self.active.setdefault((platform_label(platform), label(community)), {})
             for window, n in counts.items():
                 total[window] = total.get(window, 0) + n
 
     def add_followers(
-        self, followers: Mapping[PC, int], label: Callable[[str], str] = _same
+        self,
+        followers: Mapping[PC, int],
+        label: Callable[[str], str] = _same,
+        platform_label: Callable[[str], str] = _same,
     ) -> None:
         for (platform, community), n in followers.items():
-            key = (platform, label(community))
+            key = (platform_label(platform), label(community))
             self.followers[key] = self.followers.get(key, 0) + n
 
     def active_rows(self) -> list[tuple[tuple[str, str, str], int]]:
@@ -64,6 +70,7 @@ def gauge_rows(
     now_ms: int | None,
     windows: dict[str, int],
     label: Callable[[str], str] = _same,
+    platform_label: Callable[[str], str] = _same,
 ) -> Gauges:
     """The gauges over ``partitions`` at ``now_ms`` (None: no clock yet, followers only).
 
@@ -74,9 +81,9 @@ def gauge_rows(
     gauges = Gauges()
     if now_ms is not None:
         for part in parts:
-            gauges.add_active(part.active_counts(now_ms, windows), label)
+            gauges.add_active(part.active_counts(now_ms, windows), label, platform_label)
     for part in parts:
-        gauges.add_followers(part.follower_counts(), label)
+        gauges.add_followers(part.follower_counts(), label, platform_label)
     return gauges
 
 

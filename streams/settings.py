@@ -61,6 +61,11 @@ def _check_store(text: str) -> None:
         raise ValueError(f"must be memory:// or rocksdb://, got {text!r}")
 
 
+def _check_file(text: str) -> None:
+    if text and not Path(text).is_file():
+        raise ValueError(f"no such file: {text!r}")
+
+
 #: ``kind`` metadata -> a function that raises ValueError on an invalid value.
 KIND_CHECKS: dict[str, Callable[[str], object]] = {
     "duration": parse_duration_ms,
@@ -68,6 +73,7 @@ KIND_CHECKS: dict[str, Callable[[str], object]] = {
     "event_types": parse_event_types,
     "store": _check_store,
     "folder_name": _check_folder_name,
+    "file": _check_file,
 }
 
 
@@ -179,7 +185,24 @@ class Settings:
         default=1000,
         metadata={
             "env": "EM_COMMUNITY_CAP",
-            "help": 'distinct community label values; more are shown as community="_other"',
+            "help": 'most active communities with their own series; the rest are "_other"',
+            "min": 0,
+        },
+    )
+    platform_cap: int = field(
+        default=20,
+        metadata={
+            "env": "EM_PLATFORM_CAP",
+            "help": 'most active platforms with their own series; the rest are "_other"',
+            "min": 0,
+        },
+    )
+    label_allowlist: str = field(
+        default="",
+        metadata={
+            "env": "EM_LABEL_ALLOWLIST",
+            "help": "file of community/platform names (one a line) that always keep their series",
+            "kind": "file",
         },
     )
     expiry_interval: str = field(

@@ -57,17 +57,17 @@ async def produce_with_codecs(
             await producer.stop()
 
 
-def start(stack: Any, tmp_path: Path, app_id: str, topic: str, **env: str) -> Worker:
-    worker = Worker(
-        stack.kafka_bootstrap,
-        app_id,
-        topic,
-        f"{topic}.dlq",
-        tmp_path / app_id,
-        EM_COMMUNITY_CAP="100000",  # the gauges are compared name by name
-        EM_PLATFORM_CAP="100000",
-        EM_READ_MODEL="off",
+def start(
+    stack: Any, tmp_path: Path, app_id: str, topic: str, name: str = "w", **env: str
+) -> Worker:
+    settings = {
+        "EM_COMMUNITY_CAP": "100000",  # the gauges are compared name by name
+        "EM_PLATFORM_CAP": "100000",
+        "EM_READ_MODEL": "off",
         **env,
+    }
+    worker = Worker(
+        stack.kafka_bootstrap, app_id, topic, f"{topic}.dlq", tmp_path / name, **settings
     ).start()
     worker.wait_metrics()
     return worker
@@ -140,3 +140,64 @@ async def test_fuzz_through_the_worker(stack: Any, tmp_path: Path) -> None:
         assert got == want
     finally:
         worker.stop()
+
+
+def by_label(workers: list[Worker]) -> tuple[list[set[str]], dict[tuple[str, str], int]]:
+    """(each worker's community labels, {(community label, window): summed users})."""
+    label_sets: list[set[str]] = []
+    summed: Counter[tuple[str, str]] = Counter()
+    for worker in workers:
+        active, _ = gauges(worker.scrape())
+        label_sets.append({community for _, community in active})
+        for (_, community), counts in active.items():
+            for window, n in counts.items():
+                summed[(community, window)] += n
+    return label_sets, dict(summed)
+
+
+async def test_two_workers_agree_on_the_capped_labels_whatever_junk_arrives(
+    stack: Any, tmp_path: Path
+) -> None:
+    """Regression: the cap admitted the first N names each process saw, so junk sent
+    after a restart blinded the real communities, and two workers could disagree.
+    Now both rank the shared Redis snapshots: the 5 most active keep their series on
+    both workers, junk is _other, and each label's sum over the workers is exact."""
+    import orjson
+
+    from streams.events import format_ts
+
+    app_id, topic = stack.unique_name("labels"), stack.unique_name("labels-in")
+    ts = format_ts(int(time.time() * 1000) - 5000)
+
+    def event(community: str, user: str) -> bytes:
+        fields = {"event_id": user, "ts": ts, "platform": "x", "user_id": user, "type": "like"}
+        return orjson.dumps({**fields, "community": community})
+
+    real = [(f"brand-{c}", f"u-{c}-{i}") for c in range(8) for i in range(10 + 10 * c)]
+    junk = [(f"junk-{j:03d}", f"j-{j}") for j in range(300)]
+    # junk first, as after a restart: the first names a process sees are junk
+    await produce_with_codecs(stack.kafka_bootstrap, topic, [(event(*e), None) for e in junk])
+    workers = [
+        start(stack, tmp_path, app_id, topic, f"w{n}", EM_COMMUNITY_CAP="5", EM_READ_MODEL="on")
+        for n in range(2)
+    ]
+    try:
+        await wait_caught_up(stack.kafka_bootstrap, app_id, topic, workers[0])
+        await produce_with_codecs(stack.kafka_bootstrap, topic, [(event(*e), None) for e in real])
+        await wait_caught_up(stack.kafka_bootstrap, app_id, topic, workers[0])
+        top = {f"brand-{c}" for c in range(3, 8)}
+        deadline = time.monotonic() + 90
+        while True:
+            label_sets, summed = by_label(workers)
+            if all(labels == top | {"_other", "*"} for labels in label_sets):
+                break
+            assert time.monotonic() < deadline, label_sets
+            await asyncio.sleep(1)
+        users = Counter(community for community, _ in real + junk)
+        want = {(c, "30d"): users[c] for c in top}
+        want[("_other", "30d")] = sum(n for c, n in users.items() if c not in top)
+        want[("*", "30d")] = len(real) + len(junk)
+        assert {k: v for k, v in summed.items() if k[1] == "30d"} == want
+    finally:
+        for worker in workers:
+            worker.stop()
