@@ -59,10 +59,11 @@ def make_certs(folder: Path) -> Path:
     make_ca(folder, "ca")
     make_signed(folder, "server", "ca", SERVER_EXT)
     make_signed(folder, "client", "ca", CLIENT_EXT)
-    # Kafka's PEM keystore: the (PKCS#8) key, then the certificate chain.
-    (folder / "server-keystore.pem").write_text(
-        (folder / "server.key").read_text() + (folder / "server.pem").read_text()
-    )
+    # Kafka's PEM keystore: the (PKCS#8) key, then the certificate chain; owner-only
+    keystore = folder / "server-keystore.pem"
+    fd = os.open(keystore, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write((folder / "server.key").read_text() + (folder / "server.pem").read_text())
     return folder
 
 

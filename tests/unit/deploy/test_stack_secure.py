@@ -58,3 +58,17 @@ def test_env_names_the_secret_files_never_the_secrets(tmp_path: Path) -> None:
     assert f"EM_KAFKA_SASL_PASSWORD_FILE={tmp_path / 'tls' / 'kafka-password'}" in lines
     assert f"EM_REDIS_PASSWORD_FILE={tmp_path / 'tls' / 'redis-password'}" in lines
     assert "KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:9096 EM_KAFKA_SECURITY_PROTOCOL=SSL" in lines
+
+
+def test_private_material_is_owner_only(tmp_path: Path) -> None:
+    import stat
+
+    import emstack.tls as tls
+
+    folder = tls.ensure(config(tmp_path, secure=True))
+    for name in ("ca.key", "server.key", "client.key", "server-keystore.pem",
+                 "kafka-password", "redis-password", "redis-users.acl"):  # fmt: skip
+        assert stat.S_IMODE((folder / name).stat().st_mode) == 0o600, name
+    assert tls.kafka_users(config(tmp_path, secure=True)) == {
+        "em-monitor": (folder / "kafka-password").read_text().strip()
+    }
