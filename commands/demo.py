@@ -141,8 +141,8 @@ def load_fast_rules(folder: Path, env: dict[str, str], metrics_url: str) -> None
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
         try:
-            with urllib.request.urlopen(metrics_url, timeout=2):
-                break
+            watch.fetch(metrics_url)
+            break
         except OSError:
             time.sleep(0.5)
     subprocess.run(

@@ -14,6 +14,7 @@ from collections import defaultdict
 from typing import Any
 
 from streams import metric_names as names
+from streams import security
 from streams.durations import DEFAULT_WINDOWS
 from streams.events import ALL_COMMUNITIES
 
@@ -90,7 +91,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def fetch(url: str) -> str:
-    with urllib.request.urlopen(url, timeout=5) as response:
+    """One /metrics page; with EM_HTTP_TOKEN set the worker wants it as a bearer token."""
+    request = urllib.request.Request(url)
+    token = security.from_env().http_token
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310 - given URL
         return str(response.read().decode())
 
 
