@@ -19,7 +19,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 from agents.changelog import ChangelogWriter
 from agents.ingest import IngestStage, Router
-from agents.kafka_admin import ensure_topics
+from agents.kafka_admin import ensure_topics, replication_factor
 from agents.kafka_security import current as current_security
 from agents.kafka_security import faust_settings
 from agents.label_ranking import install as install_label_ranking
@@ -65,10 +65,13 @@ def _faust_broker(bootstrap: str) -> str:
     return ";".join(f"kafka://{hostport.strip()}" for hostport in bootstrap.split(","))
 
 
-async def prepare_topics(settings: Settings) -> None:
+async def prepare_topics(settings: Settings) -> int:
     """Create the topics before Faust subscribes: a consumer that subscribes to a
-    missing topic ignores it until the next rebalance, and the agent would sit idle."""
+    missing topic ignores it until the next rebalance, and the agent would sit idle.
+    Returns the replication factor used (EM_REPLICATION_FACTOR, else the cluster's
+    default), for the topics Faust creates itself."""
     bootstrap = settings.kafka_bootstrap_servers
+    factor = await replication_factor(bootstrap, settings.replication_factor)
     await ensure_topics(
         bootstrap,
         {
@@ -76,10 +79,15 @@ async def prepare_topics(settings: Settings) -> None:
             settings.dlq_topic: 1,
             by_user_topic(settings.app_id): settings.partitions,
         },
+        replication=factor,
     )
     await ensure_topics(
-        bootstrap, {changelog_topic(settings.app_id): settings.partitions}, compacted=True
+        bootstrap,
+        {changelog_topic(settings.app_id): settings.partitions},
+        compacted=True,
+        replication=factor,
     )
+    return factor
 
 
 def _faust_app(settings: Settings) -> faust.App:
@@ -91,7 +99,7 @@ def _faust_app(settings: Settings) -> faust.App:
         datadir=settings.app_datadir,
         autodiscover=False,
         topic_partitions=settings.partitions,
-        topic_replication_factor=1,
+        topic_replication_factor=settings.replication_factor or 1,
         web_enabled=True,
         # /metrics and / (health) only: Faust's table and router pages would hand out
         # user records and the cluster layout to anyone who reaches the port.
@@ -197,6 +205,7 @@ def _ingest_task(
                 settings.limits,
                 stats,
                 pseudonymiser(current_security().user_id_key),
+                settings.mapping,
             ),
             producer=producer,
             consumer_settings={

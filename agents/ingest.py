@@ -81,8 +81,11 @@ class Router:
         limits: Limits,
         stats: IngestStats,
         pseudonymise: Callable[[str], str] | None = None,
+        transform: Callable[[Any], Any] | None = None,
     ) -> None:
         self.partitions = partitions
+        #: EM_INPUT_MAPPING: reshapes each decoded message before validation
+        self.transform = transform
         self.limits = limits
         self.stats = stats
         #: EM_USER_ID_KEY: ids are replaced here, before anything is stored or sent
@@ -110,7 +113,7 @@ class Router:
         for message in messages:
             try:
                 _, ts_ms, platform, community, user_id, kind = parse_event(
-                    message.value, now_ms, limits
+                    message.value, now_ms, limits, self.transform
                 )
                 if pseudonymise is not None:
                     user_id = pseudonymise(user_id)

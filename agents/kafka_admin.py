@@ -8,6 +8,7 @@ topic created a moment ago is filtered once, here.
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from agents.kafka_security import client_kwargs
 
@@ -38,13 +39,15 @@ async def ensure_topics(
     topics: dict[str, int],
     *,
     compacted: bool = False,
-    replication: int = 1,
+    replication: int | None = None,
     timeout_s: float = 30.0,
 ) -> list[str]:
     """Create the topics that don't exist yet ({name: partitions}); return those created.
 
     Existing topics are left as they are (their partition count is not changed);
-    a topic created meanwhile by another client is not an error.
+    a topic created meanwhile by another client is not an error. ``replication``
+    None: the cluster's ``default.replication.factor`` (aiokafka's CreateTopics
+    cannot ask the broker for its default with -1, so it is looked up).
     """
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
     from aiokafka.errors import TopicAlreadyExistsError
@@ -59,12 +62,18 @@ async def ensure_topics(
         existing = set(await admin.list_topics())
         configs = {"cleanup.policy": "compact"} if compacted else {}
         wanted = [
-            NewTopic(name, num_partitions=n, replication_factor=replication, topic_configs=configs)
+            NewTopic(
+                name, num_partitions=n, replication_factor=replication or 1, topic_configs=configs
+            )
             for name, n in topics.items()
             if name not in existing
         ]
         if not wanted:
             return []
+        if replication is None:
+            factor = await cluster_replication(admin)
+            for topic in wanted:
+                topic.replication_factor = factor
         try:
             response = await admin.create_topics(wanted)
         except TopicAlreadyExistsError:
@@ -76,5 +85,61 @@ async def ensure_topics(
         _JustCreated.topics.update(created)
         log.info("created topics %s", ", ".join(created))
         return created
+    finally:
+        await admin.close()
+
+
+class MissingTopic(ValueError):
+    """A topic a command reads does not exist. Reading must not create it: a typo
+    would otherwise become a new, empty topic and an answer of "0 events"."""
+
+
+async def require_topic(bootstrap: str, topic: str, timeout_s: float = 30.0) -> int:
+    """The partition count of an existing topic; :class:`MissingTopic` naming it if
+    absent. Asks for the metadata of *all* topics, which never auto-creates one (a
+    metadata request naming the topic would, on brokers with auto-creation on)."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_s * 1000), **client_kwargs()
+    )
+    await admin.start()
+    try:
+        described = await admin.describe_topics()  # all topics (None): creates none
+    finally:
+        await admin.close()
+    partitions = [p for d in described if d["topic"] == topic for p in d["partitions"]]
+    if not partitions:
+        raise MissingTopic(f"topic {topic!r} does not exist at {bootstrap} (nothing was created)")
+    return len(partitions)
+
+
+async def cluster_replication(admin: Any) -> int:
+    """The cluster's ``default.replication.factor`` (a broker's), 1 if it can't be read
+    (e.g. no DescribeConfigs permission; then set EM_REPLICATION_FACTOR)."""
+    from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+
+    key = "default.replication.factor"
+    try:
+        node = (await admin.describe_cluster())["brokers"][0]["node_id"]
+        resource = ConfigResource(ConfigResourceType.BROKER, str(node), {key: None})
+        answer = (await admin.describe_configs([resource]))[0].to_object()
+        entries = answer["resources"][0]["config_entries"]
+        return int(next(e["config_value"] for e in entries if e["config_names"] == key))
+    except Exception as exc:  # noqa: BLE001 - any failure: the safe single-node default
+        log.warning("could not read %s (%r): creating topics with replication 1", key, exc)
+        return 1
+
+
+async def replication_factor(bootstrap: str, configured: int) -> int:
+    """``configured`` if set (> 0), else the cluster's default."""
+    if configured > 0:
+        return configured
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **client_kwargs())
+    await admin.start()
+    try:
+        return await cluster_replication(admin)
     finally:
         await admin.close()

@@ -31,6 +31,8 @@ SCHEMA_VERSION = 1
 STATUS_SCHEMA = "engagement-monitor/status/1"
 TOP_SCHEMA = "engagement-monitor/top/1"
 DAY_MS = 86_400_000
+#: Most users a top-users read returns (the API's and ``top --limit``'s cap).
+MAX_TOP_LIMIT = 1000
 
 
 # -- keys ------------------------------------------------------------------------------

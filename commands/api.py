@@ -11,7 +11,9 @@ event loop. It serves the same documents as ``status --json`` and ``top --json``
     GET /api/health                                      Redis reachable?
 
 User ids appear only in ``/top``. Errors are JSON ``{"error": ...}``: 400 bad
-parameter, 404 unknown community, 503 Redis unreachable.
+parameter, 404 unknown community, 503 Redis unreachable or ``no data`` (no
+partition snapshot of the app id in Redis: no worker running, or none reaches
+Redis — an answer of "unknown community" would be wrong then).
 """
 
 from __future__ import annotations
@@ -25,13 +27,13 @@ import orjson
 from aiohttp import web
 
 from agents import kafka_security
-from agents.readmodel import check_day, connect, read_status, read_top, today
+from agents.readmodel import MAX_TOP_LIMIT, check_day, connect, read_status, read_top, today
 from streams import settings as settings_mod
 from streams.security import bearer_ok, redact_url
 
 CLIENT: web.AppKey[Any] = web.AppKey("redis", object)
 APP_ID: web.AppKey[str] = web.AppKey("app_id", str)
-MAX_LIMIT = 1000
+MAX_LIMIT = MAX_TOP_LIMIT
 
 log = logging.getLogger(__name__)
 
@@ -58,15 +60,27 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         return _json({"error": "redis unavailable"}, 503)
 
 
+def no_data(app_id: str) -> web.Response:
+    detail = f"no snapshot in Redis for app id {app_id!r}: no worker running, or none reaches Redis"
+    return _json({"error": "no data", "detail": detail}, 503)
+
+
+def _has_data(doc: dict[str, Any]) -> bool:
+    return bool(doc["partitions"]["present"])
+
+
 async def communities(request: web.Request) -> web.Response:
     platform = request.query.get("platform")
-    return _json(await read_status(request.app[CLIENT], request.app[APP_ID], (), platform))
+    doc = await read_status(request.app[CLIENT], request.app[APP_ID], (), platform)
+    return _json(doc) if _has_data(doc) else no_data(request.app[APP_ID])
 
 
 async def community(request: web.Request) -> web.Response:
     name = request.match_info["id"]
     platform = request.query.get("platform")
     doc = await read_status(request.app[CLIENT], request.app[APP_ID], [name], platform)
+    if not _has_data(doc):
+        return no_data(request.app[APP_ID])
     if not doc["communities"]:
         return _json({"error": "unknown community", "community": name, "platform": platform}, 404)
     return _json(doc)
@@ -87,6 +101,8 @@ async def top(request: web.Request) -> web.Response:
     doc = await read_top(client, app_id, name, day, limit, platform)
     if not any(entry["users"] for entry in doc["platforms"]):
         known = await read_status(client, app_id, [name], platform)
+        if not _has_data(known):
+            return no_data(app_id)
         if not known["communities"]:
             return _json(
                 {"error": "unknown community", "community": name, "platform": platform}, 404
@@ -95,8 +111,12 @@ async def top(request: web.Request) -> web.Response:
 
 
 async def health(request: web.Request) -> web.Response:
+    """200 only when Redis answers and holds snapshots of the app id."""
     await request.app[CLIENT].ping()
-    return _json({"redis": "ok"})
+    doc = await read_status(request.app[CLIENT], request.app[APP_ID])
+    if not _has_data(doc):
+        return _json({"redis": "ok", "data": "none", "error": "no data"}, 503)
+    return _json({"redis": "ok", "data": "ok", "partitions": doc["partitions"]})
 
 
 def bearer(token: str) -> Any:

@@ -37,6 +37,7 @@ import time
 import urllib.request
 from typing import Any
 
+from agents.kafka_admin import require_topic
 from agents.kafka_security import client_kwargs, current, failure
 from agents.readmodel import connect, read_snapshots
 from commands.audit_compare import (
@@ -65,6 +66,7 @@ SETTINGS = (
     "redis_url",
     "app_id",
     "input_topic",
+    "input_mapping",
     "partitions",
     "clock",
     "windows",
@@ -274,6 +276,8 @@ async def audit(args: argparse.Namespace, conf: Any) -> tuple[list[SourceReport]
     if args.at:
         at_ms = parse_time_bound(args.at, int(time.time() * 1000))
         await asyncio.sleep(max(0.0, at_ms / 1000 - time.time()))
+    # a misspelled topic is an error naming it, and reading never creates it
+    await require_topic(conf.kafka_bootstrap_servers, conf.input_topic)
     committed = await wait_caught_up(conf, parse_duration_ms(args.wait) / 1000)
     expected, read = await recompute(conf, committed, args.quiet or args.json)
     deadline = time.monotonic() + settle_seconds(args.settle)

@@ -56,6 +56,7 @@ SETTINGS = (
     "kafka_bootstrap_servers",
     "app_id",
     "input_topic",
+    "input_mapping",
     "windows",
     "active_types",
     "community_cap",
@@ -243,7 +244,8 @@ async def read_rows(
 def topic_source(
     conf: Any, time_range: TimeRange, now_ms: int, trust: bool = False, **kw: Any
 ) -> TopicSource:
-    """The input topic, read with the worker's settings (limits, future tolerance)."""
+    """The input topic, read with the worker's settings (limits, future tolerance,
+    input mapping)."""
     limits: Limits = conf.limits
     return TopicSource(
         conf.kafka_bootstrap_servers,
@@ -251,6 +253,7 @@ def topic_source(
         time_range,
         now_ms=now_ms,
         limits=limits,
+        transform=conf.mapping,
         trust_timestamps=trust,
         **kw,
     )

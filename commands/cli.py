@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import re
 import sys
 from collections.abc import Sequence
 
@@ -34,6 +35,7 @@ COMMANDS: tuple[tuple[str, str, str], ...] = (
     ),
     ("backfill", "commands.backfill", "write past gauges as OpenMetrics for promtool backfilling"),
     ("pseudonym", "commands.pseudonym", "the pseudonym stored for a user id (EM_USER_ID_KEY)"),
+    ("dlq", "commands.dlq", "dead letters: counts, samples, export, re-send corrected ones"),
     (
         "audit",
         "commands.audit",
@@ -45,6 +47,16 @@ COMMANDS: tuple[tuple[str, str, str], ...] = (
         "receive Alertmanager webhooks: print and record them",
     ),  # noqa: E501
 )
+
+
+def accept_relative_times(parser: argparse.ArgumentParser) -> None:
+    """Let ``--from -2m`` (and ``-7m30s``) be a value, as the docs write it.
+
+    argparse takes any argument starting with "-" for an option unless it looks like
+    a negative *number*; here anything starting with "-" and a digit is a value (no
+    option of ours starts so). argparse keeps that test in a private attribute
+    (Python 3.11–3.13); ``tests/unit/commands/test_cli.py`` would catch a change."""
+    parser._negative_number_matcher = re.compile(r"^-\d")  # noqa: SLF001
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -61,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
                 raise
             continue  # a command not built yet
         command = sub.add_parser(name, help=help_text, description=help_text)
+        accept_relative_times(command)
         module.add_arguments(command)
         command.set_defaults(_run=module.run)
     return parser

@@ -5,7 +5,8 @@ broken lines on purpose must get exactly those bytes through. Each record's Kafk
 timestamp is the line's event time when the line has a readable ``ts`` (so topic
 time ranges match event times), else the current time. ``--validate`` checks every
 line against the contract first and reports the bad ones (still sending them, unless
-``--skip-invalid``).
+``--skip-invalid``). With ``EM_INPUT_MAPPING`` the lines are in the mapped shape: the
+validation and the event time go through the mapping, as in the worker.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import os
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -43,14 +45,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--partitions", type=int, default=4, help="partitions if created")
     parser.add_argument("--quiet", action="store_true", help="no progress line")
     settings_mod.add_arguments(
-        parser, names=("kafka_bootstrap_servers", "input_topic", "dlq_topic")
+        parser, names=("kafka_bootstrap_servers", "input_topic", "dlq_topic", "input_mapping")
     )
 
 
-def event_time_ms(line: bytes) -> int | None:
-    """The line's ``ts`` in epoch ms, or None when it has none that parses."""
+def event_time_ms(line: bytes, transform: Callable[[Any], Any] | None = None) -> int | None:
+    """The line's ``ts`` in epoch ms (after the input mapping, if any), or None when it
+    has none that parses."""
     try:
         obj = orjson.loads(line)
+        if transform is not None:
+            obj = transform(obj)
         return parse_timestamp_ms(obj["ts"]) if isinstance(obj, dict) and "ts" in obj else None
     except (orjson.JSONDecodeError, InvalidEvent):
         return None
@@ -61,6 +66,8 @@ class Producer:
 
     def __init__(self, args: argparse.Namespace, bootstrap: str, topic: str) -> None:
         self.args = args
+        #: EM_INPUT_MAPPING, applied before validation as the worker does
+        self.transform: Callable[[Any], Any] | None = None
         self.bootstrap = bootstrap
         self.topic = topic
         self.stopping = False
@@ -77,7 +84,7 @@ class Producer:
         self.stopping = True
 
     def check(self, line: bytes, line_no: int, now_ms: int) -> bool:
-        verdict = judge(line, now_ms)
+        verdict = judge(line, now_ms, transform=self.transform)
         if not isinstance(verdict, InvalidEvent):
             return True
         self.bad[verdict.reason] += 1
@@ -131,7 +138,7 @@ class Producer:
                     self.skipped += 1
                     continue
             self.bytes += len(line)
-            if writer.append(line, None, event_time_ms(line)):
+            if writer.append(line, None, event_time_ms(line, self.transform)):
                 await writer.drain()
             if self.lines % 4096 == 0:
                 progress.update(self.lines, position=raw.tell(), **self._counters())
@@ -170,6 +177,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("--skip-invalid needs --validate")
     conf = settings_mod.from_args(args)
     producer = Producer(args, conf.kafka_bootstrap_servers, args.topic or conf.input_topic)
+    producer.transform = conf.mapping
     try:
         asyncio.run(run_stoppable(producer.run, producer.stop))
     except KafkaError as exc:

@@ -43,7 +43,7 @@ Item = tuple[bytes, int, bytes | None, str | None]
 
 log = logging.getLogger(__name__)
 
-_RELATIVE = re.compile(r"^\s*([+-])\s*(\d+\s*(?:ms|s|m|h|d|w))\s*$")
+_RELATIVE = re.compile(r"^\s*([+-])\s*((?:\d+\s*(?:ms|s|m|h|d|w)\s*)+)$")
 _NUMBER = re.compile(r"^\s*\d+(\.\d+)?\s*$")
 
 
@@ -675,8 +675,11 @@ class TopicSource:
         limits: Limits = DEFAULT_LIMITS,
         trust_timestamps: bool = False,
         stop_offsets: dict[int, int] | None = None,
+        transform: Callable[[Any], Any] | None = None,
     ) -> None:
         self.bootstrap = bootstrap
+        #: the worker's input mapping (EM_INPUT_MAPPING), applied before validation
+        self.transform = transform
         self.topic = topic
         self.time_range = time_range
         self.now_ms = now_ms
@@ -741,9 +744,12 @@ class TopicSource:
         """Compute the spans, assign and seek; return {partition: stop offset} to read."""
         from aiokafka import TopicPartition
 
+        from agents.kafka_admin import require_topic
+
+        # first without naming the topic: a metadata request naming a missing topic
+        # creates it on brokers with auto-creation on (a typo would read "0 events")
+        await require_topic(self.bootstrap, self.topic)
         partitions = sorted(await consumer._client._wait_on_metadata(self.topic) or [])
-        if not partitions:
-            raise ValueError(f"topic {self.topic!r} does not exist or has no partitions")
         tps = [TopicPartition(self.topic, p) for p in partitions]
         consumer.assign(tps)
         beginning = {tp.partition: o for tp, o in (await consumer.beginning_offsets(tps)).items()}
@@ -825,7 +831,7 @@ class TopicSource:
                 if record.offset >= stop:
                     break
                 tally.read += 1
-                event = judge(record.value, now_ms, limits)
+                event = judge(record.value, now_ms, limits, self.transform)
                 if isinstance(event, InvalidEvent):
                     tally.invalid[event.reason] += 1
                     chosen.append((None, event.reason, record))

@@ -81,33 +81,82 @@ def warnings(doc: dict[str, Any]) -> list[str]:
     return []
 
 
-def build_table(doc: dict[str, Any]) -> Any:
-    """A rich table of the status document (pure: tested without a terminal)."""
+def _count(n: int, compact: bool) -> str:
+    """``1,234,567``, or when space is short ``1.23M`` (exact below 10,000)."""
+    if not compact or n < 10_000:
+        return f"{n:,}"
+    for unit, size in (("G", 10**9), ("M", 10**6), ("k", 10**3)):
+        if n >= size:
+            value = n / size
+            return f"{value:.3g}{unit}" if value < 1000 else f"{value:,.0f}{unit}"
+    return str(n)
+
+
+def _columns(doc: dict[str, Any], compact: bool) -> list[tuple[str, list[str]]]:
+    """(header, cells) per column, most important first: names, windows, followers,
+    then the ratios (dropped first when the terminal is narrow)."""
+    rows, windows = doc["communities"], doc["windows"]
+    columns = [
+        ("platform", [r["platform"] for r in rows]),
+        ("community", [r["community"] for r in rows]),
+        *((w, [_count(r["active"].get(w, 0), compact) for r in rows]) for w in windows),
+        ("followers", [_count(r["followers"], compact) for r in rows]),
+        (
+            f"{names.DAU_WINDOW}/fol.",
+            [_pct(r["active_per_follower"].get(names.DAU_WINDOW)) for r in rows],
+        ),
+    ]
+    for name in names.STICKINESS:  # dau_mau -> DAU/MAU
+        columns.append(
+            (name.upper().replace("_", "/"), [_pct(r["stickiness"][name]) for r in rows])
+        )
+    return columns
+
+
+def _fit(doc: dict[str, Any], width: int) -> tuple[list[tuple[str, list[str]]], int, list[int]]:
+    """The columns (compact numbers if the full ones don't fit), how many fit, widths.
+    A community name may fold over lines, so it asks for at most 16 characters."""
+    fixed = 2 + len(doc["windows"]) + 1  # names, windows, followers: always shown
+    for compact in (False, True):
+        columns = _columns(doc, compact)
+        needed = [max(len(h), *(len(c) for c in cells)) + 2 for h, cells in columns]
+        needed[1] = min(needed[1], 18)
+        keep = len(columns)
+        while keep > fixed and sum(needed[:keep]) + 2 > width:
+            keep -= 1
+        if sum(needed[:keep]) + 2 <= width:
+            break
+    return columns, keep, needed
+
+
+def build_table(doc: dict[str, Any], width: int = 200) -> Any:
+    """A rich table of the status document that fits ``width`` columns: names are never
+    cut (a long community name folds), numbers never cut (shown as 1.23M when the full
+    figures don't fit), the ratio columns left out first (said in the caption).
+    Pure: tested without a terminal."""
+    from rich import box
     from rich.table import Table
     from rich.text import Text
 
-    windows = doc["windows"]
+    columns, keep, needed = _fit(doc, width)
     # names come from producers: Text() shows them literally, a str would be
     # read as rich markup ("[/bold]" crashed the view, "[link=…]" made a hyperlink)
-    title = Text(f"{doc['app_id']} — as of {_when(doc['as_of_ms'])}")
-    table = Table(title=title, title_justify="left")
-    table.add_column("platform")
-    table.add_column("community")
-    for window in windows:
-        table.add_column(f"active {window}", justify="right")
-    table.add_column("followers", justify="right")
-    table.add_column(f"{names.DAU_WINDOW}/followers", justify="right")
-    for name in names.STICKINESS:  # dau_mau -> DAU/MAU
-        table.add_column(name.upper().replace("_", "/"), justify="right")
-    for row in doc["communities"]:
-        table.add_row(
-            Text(row["platform"]),
-            Text(row["community"]),
-            *(f"{row['active'].get(w, 0):,}" for w in windows),
-            f"{row['followers']:,}",
-            _pct(row["active_per_follower"].get(names.DAU_WINDOW)),
-            *(_pct(row["stickiness"][name]) for name in names.STICKINESS),
-        )
+    title = Text(f"{doc['app_id']} — active users per window, as of {_when(doc['as_of_ms'])}")
+    caption = None
+    if keep < len(columns):
+        hidden = ", ".join(h for h, _ in columns[keep:])
+        caption = f"not shown for width: {hidden} (wider terminal, or --json)"
+    table = Table(
+        title=title, title_justify="left", caption=caption, caption_justify="left",
+        box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True,
+    )  # fmt: skip
+    for i, (header, _cells) in enumerate(columns[:keep]):
+        if i < 2:
+            table.add_column(header, overflow="fold", min_width=needed[i] - 2)
+        else:
+            table.add_column(header, justify="right", no_wrap=True)
+    for row in zip(*(cells for _h, cells in columns[:keep]), strict=True):
+        table.add_row(Text(row[0]), Text(row[1]), *row[2:])
     return table
 
 
@@ -131,7 +180,7 @@ def fetch_status(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _render(args: argparse.Namespace) -> Any:
-    from rich.console import Group
+    from rich.console import Console, Group
     from rich.text import Text
 
     try:
@@ -139,7 +188,7 @@ def _render(args: argparse.Namespace) -> Any:
     except Exception as exc:  # noqa: BLE001 - shown in the live view; retried next refresh
         return Text(f"waiting for Redis at {redact_url(args.redis_url)} ({exc})", style="yellow")
     notes = [Text(w, style="yellow") for w in warnings(doc)]
-    return Group(build_table(doc), *notes)
+    return Group(build_table(doc, Console().width), *notes)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -167,7 +216,8 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         sys.stdout.write(orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode() + "\n")
     else:
-        Console().print(build_table(doc))
+        console = Console()
+        console.print(build_table(doc, console.width))
     return 0
 
 
@@ -182,15 +232,19 @@ def add_top_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--platform", help="only this platform (default: every platform)")
     parser.add_argument("--day", help="UTC day YYYY-MM-DD (default: today, UTC)")
-    parser.add_argument("--limit", type=int, default=10, help="users (default: %(default)s)")
+    parser.add_argument(
+        "--limit", type=int, default=10, help="users, 1 to 1000 (default: %(default)s)"
+    )
     parser.add_argument("--json", action="store_true", help="print the JSON document")
     _settings_args(parser)
 
 
 def fetch_top(args: argparse.Namespace) -> dict[str, Any]:
     day = check_day(args.day) if args.day else today()
-    if args.limit < 1:
-        raise ValueError("--limit must be at least 1")
+    from agents.readmodel import MAX_TOP_LIMIT
+
+    if not 1 <= args.limit <= MAX_TOP_LIMIT:
+        raise ValueError(f"--limit must be between 1 and {MAX_TOP_LIMIT}")
     return dict(
         asyncio.run(
             _with_client(
@@ -199,6 +253,19 @@ def fetch_top(args: argparse.Namespace) -> dict[str, Any]:
             )
         )
     )
+
+
+def _known(args: argparse.Namespace) -> bool:
+    """Whether the snapshots count the community (a quiet day has no top users)."""
+    from agents.readmodel import read_status
+
+    doc = asyncio.run(
+        _with_client(
+            args.redis_url,
+            lambda c: read_status(c, args.app_id, [args.community], args.platform),
+        )
+    )
+    return bool(doc["communities"])
 
 
 def run_top(args: argparse.Namespace) -> int:
@@ -216,10 +283,19 @@ def run_top(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1
+    unknown = not any(entry["users"] for entry in doc["platforms"]) and not _known(args)
+    if unknown:
+        print(
+            f"engagement-monitor top: unknown community {args.community!r} "
+            f"(no snapshot of app id {args.app_id!r} in Redis counts it)",
+            file=sys.stderr,
+        )
     if args.json:
         sys.stdout.write(orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode() + "\n")
-        return 0
+        return 1 if unknown else 0
     console = Console()
+    if unknown:
+        return 1
     if not doc["platforms"]:
         print(f"no top users for {doc['community']!r} on {doc['day']}", file=sys.stderr)
     for entry in doc["platforms"]:

@@ -8,6 +8,7 @@ the scraped samples, so it is tested without a terminal.
 from __future__ import annotations
 
 import argparse
+import os
 import time
 import urllib.request
 from collections import defaultdict
@@ -75,11 +76,29 @@ def build_table(
     return table
 
 
+def default_url() -> str:
+    """The local worker's page, on EM_WEB_PORT as the worker itself reads it."""
+    return f"http://127.0.0.1:{os.environ.get('EM_WEB_PORT') or 6066}/metrics"
+
+
+def metrics_url(text: str) -> str:
+    """``127.0.0.1:6099`` → ``http://127.0.0.1:6099/metrics``: scheme and path optional."""
+    url = text.strip()
+    if "://" not in url:
+        url = "http://" + url
+    scheme, rest = url.split("://", 1)
+    if "/" not in rest:
+        rest += "/metrics"
+    return f"{scheme}://{rest}"
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--url",
-        default="http://127.0.0.1:6066/metrics",
-        help="the worker's metrics page (default: %(default)s)",
+        type=metrics_url,
+        default=default_url(),
+        help="the worker's metrics page; host:port is enough "
+        "(default: %(default)s, from EM_WEB_PORT)",
     )
     parser.add_argument("--windows", default=DEFAULT_WINDOWS, help="columns to show")
     parser.add_argument("--top", type=int, default=12, help="rows (largest communities)")
@@ -116,11 +135,13 @@ def render(args: argparse.Namespace) -> Any:
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.live import Live
+    from rich.table import Table
 
     console = Console()
     if args.once:
-        console.print(render(args))
-        return 0
+        shown = render(args)
+        console.print(shown)
+        return 0 if isinstance(shown, Table) else 1
     deadline = time.monotonic() + args.seconds if args.seconds else None
     with Live(render(args), console=console, refresh_per_second=4) as live:
         while deadline is None or time.monotonic() < deadline:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import sys
+from typing import Any
 
-from agents.kafka_security import failure
+from agents.kafka_security import current, failure
 from streams import settings as settings_mod
 
 
@@ -21,6 +23,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     settings_mod.add_arguments(parser)
 
 
+def announce(settings: settings_mod.Settings, security: Any) -> None:
+    """The effective settings (secrets redacted) and where the metrics are, first thing
+    in the log, whatever the log level."""
+    from streams.effective import effective_settings, metrics_url
+
+    lines = [
+        f"engagement-monitor worker: app {settings.app_id}, metrics {metrics_url(settings)}, "
+        f"tables in {settings.app_datadir}",
+        "engagement-monitor worker: effective settings (secrets redacted):",
+        *(f"  {line}" for line in effective_settings(settings, security)),
+    ]
+    print("\n".join(lines), file=sys.stderr, flush=True)
+
+
 def run(args: argparse.Namespace) -> int:
     settings = settings_mod.from_args(args)
     # Faust and aiokafka (and agents.app, which imports them) take seconds to import:
@@ -31,8 +47,10 @@ def run(args: argparse.Namespace) -> int:
     from agents.app import build, prepare_topics
     from agents.store_guard import crash_advice  # imports Faust too
 
+    announce(settings, current())
+
     try:  # the first connection: a wrong password or certificate fails here, in one line
-        asyncio.run(prepare_topics(settings))
+        factor = asyncio.run(prepare_topics(settings))
     except KafkaError as exc:
         print(
             f"engagement-monitor worker: Kafka at {settings.kafka_bootstrap_servers}: "
@@ -40,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1
-    pipeline = build(settings)
+    pipeline = build(dataclasses.replace(settings, replication_factor=factor))
     level = {"warning": "warn"}.get(settings.log_level, settings.log_level)
     worker = Worker(pipeline.app, loglevel=level)
     # Faust's terminal spinner sets the root logger to DEBUG when the level is warn or
@@ -50,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         worker.execute_from_commandline()
     finally:
-        advice = crash_advice(pipeline.app.crash_reason, settings.datadir)
+        advice = crash_advice(pipeline.app.crash_reason, settings.app_datadir)
         if advice:
             print(advice, file=sys.stderr)
     return 0

@@ -12,12 +12,15 @@ import json
 import math
 import re
 import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, NamedTuple
 
 import orjson
+
+from streams.durations import describe_ms
 
 EVENT_TYPES: frozenset[str] = frozenset(
     {"post", "comment", "reply", "like", "share", "mention", "click", "view", "follow", "unfollow"}
@@ -273,8 +276,8 @@ def validate(obj: Any, now_ms: int, limits: Limits = Limits()) -> Event:
     if ts_ms > now_ms + limits.future_tolerance_ms:
         raise InvalidEvent(
             "future_timestamp",
-            f"ts is {(ts_ms - now_ms) / 1000:.0f}s in the future "
-            f"(tolerance {limits.future_tolerance_ms / 1000:.0f}s)",
+            f"ts is {describe_ms(ts_ms - now_ms)} in the future "
+            f"(tolerance {describe_ms(limits.future_tolerance_ms)})",
         )
     max_age = limits.max_event_age_ms
     if max_age is not None and ts_ms < now_ms - max_age:
@@ -286,23 +289,35 @@ def validate(obj: Any, now_ms: int, limits: Limits = Limits()) -> Event:
     return Event(event_id, ts_ms, platform, community, user_id, kind)
 
 
-def parse_event(raw: bytes | None, now_ms: int, limits: Limits = Limits()) -> Event:
-    """Decode and validate one Kafka message value."""
+def parse_event(
+    raw: bytes | None,
+    now_ms: int,
+    limits: Limits = Limits(),
+    transform: Callable[[Any], Any] | None = None,
+) -> Event:
+    """Decode and validate one Kafka message value; ``transform`` (an input mapping,
+    :mod:`streams.mapping`) reshapes the decoded object first."""
     if raw is None:
         raise InvalidEvent("not_json", "empty message (null value)")
     if len(raw) > limits.max_message_bytes:
         raise InvalidEvent(
             "too_large", f"{len(raw)} bytes, the limit is {limits.max_message_bytes}"
         )
-    return validate(decode_json(raw), now_ms, limits)
+    obj = decode_json(raw)
+    return validate(obj if transform is None else transform(obj), now_ms, limits)
 
 
-def judge(raw: bytes | None, now_ms: int, limits: Limits = Limits()) -> Event | InvalidEvent:
+def judge(
+    raw: bytes | None,
+    now_ms: int,
+    limits: Limits = Limits(),
+    transform: Callable[[Any], Any] | None = None,
+) -> Event | InvalidEvent:
     """:func:`parse_event` that never raises: the refusal is returned, and any other
     exception becomes an ``internal_error`` — for tools that, like the worker, must
     not be stopped by one message (replay, backfill, produce --validate)."""
     try:
-        return parse_event(raw, now_ms, limits)
+        return parse_event(raw, now_ms, limits, transform)
     except InvalidEvent as exc:
         return exc
     except Exception as exc:  # noqa: BLE001 - no message may stop a tool

@@ -31,6 +31,7 @@ from typing import Any
 from streams import security
 from streams.durations import DEFAULT_WINDOWS, parse_duration_ms, parse_windows
 from streams.events import DEFAULT_ACTIVE_TYPES, EVENT_TYPES, Limits
+from streams.mapping import InputMapping, from_file
 
 #: Table stores Faust is given; ``store`` must start with one of these + ``://``.
 STORE_SCHEMES = ("memory", "rocksdb")
@@ -74,6 +75,7 @@ KIND_CHECKS: dict[str, Callable[[str], object]] = {
     "store": _check_store,
     "folder_name": _check_folder_name,
     "file": _check_file,
+    "mapping_file": lambda path: from_file(path) if path else None,
 }
 
 
@@ -107,12 +109,30 @@ class Settings:
         default="interactions.dlq",
         metadata={"env": "EM_DLQ_TOPIC", "help": "dead-letter topic for invalid messages"},
     )
+    input_mapping: str = field(
+        default="",
+        metadata={
+            "env": "EM_INPUT_MAPPING",
+            "help": "TOML file mapping another JSON shape onto the event contract "
+            "(docs/own-kafka.md); empty: messages are in the contract's shape",
+            "kind": "mapping_file",
+        },
+    )
     partitions: int = field(
         default=4,
         metadata={
             "env": "EM_PARTITIONS",
             "help": "partitions of the internal (by-user) topics",
             "min": 1,
+        },
+    )
+    replication_factor: int = field(
+        default=0,
+        metadata={
+            "env": "EM_REPLICATION_FACTOR",
+            "help": "replication of the topics the worker creates (internal, DLQ); "
+            "0: the cluster's default.replication.factor",
+            "min": 0,
         },
     )
     store: str = field(
@@ -308,6 +328,11 @@ class Settings:
         """Faust's data folder for this app id: ``<datadir>/<app_id>``. Two app ids on
         one host (same ``EM_DATA_DIR``) then never open the same RocksDB files."""
         return str(Path(self.datadir) / self.app_id)
+
+    @cached_property
+    def mapping(self) -> InputMapping | None:
+        """The input mapping (read once), None without EM_INPUT_MAPPING."""
+        return _parsed(self, "input_mapping", from_file) if self.input_mapping else None
 
     @cached_property
     def window_ms(self) -> dict[str, int]:

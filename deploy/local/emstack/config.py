@@ -80,6 +80,9 @@ class Config:
     http_token: str = field(default="", repr=False)
     #: EM_HTTP_TOKEN_FILE, or where the stack writes EM_HTTP_TOKEN for Prometheus
     http_token_file: Path | None = None
+    #: EM_ALERTS_WEBHOOK=on: keep the repo config's webhook receivers (127.0.0.1:9099;
+    #: run `engagement-monitor alerts-webhook`); else a plain stack drops them
+    alerts_webhook: bool = False
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Config:
@@ -101,6 +104,7 @@ class Config:
             secure=env.get("EM_STACK_SECURE", "").lower() in ("1", "true", "yes"),
             http_token=env.get("EM_HTTP_TOKEN", ""),
             http_token_file=_token_file(env, state),
+            alerts_webhook=env.get("EM_ALERTS_WEBHOOK", "").lower() in ("1", "on", "true"),
         )
 
     @property

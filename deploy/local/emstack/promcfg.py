@@ -11,7 +11,6 @@ import hashlib
 import json
 import os
 import re
-import shutil
 import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
@@ -164,14 +163,26 @@ def ensure_alertmanager_config(cfg: Config) -> Path:
     return cfg.alertmanager_source
 
 
+def without_webhooks(text: str) -> str:
+    """The repo's generated config with every receiver's ``webhook_configs`` removed:
+    the receivers still exist (Alertmanager keeps the alerts, its UI and API show
+    them) but send nowhere, instead of logging "connection refused" for the
+    alerts-webhook on 127.0.0.1:9099 that a plain stack does not run."""
+    return re.sub(r"^    webhook_configs:\n(?:^      .*\n)+", "", text, flags=re.MULTILINE)
+
+
 def write_alertmanager_config(cfg: Config, source: Path | None = None) -> Path:
-    """Copy source (default: EM_ALERTMANAGER_CONFIG) to the file Alertmanager reads."""
+    """Copy source (default: EM_ALERTMANAGER_CONFIG) to the file Alertmanager reads;
+    the repo's own config without its webhooks unless EM_ALERTS_WEBHOOK=on."""
     source = source or ensure_alertmanager_config(cfg)
     if not source.is_file():
         raise StackError(f"{source} is missing")
     cfg.alertmanager_config.parent.mkdir(parents=True, exist_ok=True)
     tmp = cfg.alertmanager_config.with_suffix(".tmp")
-    shutil.copyfile(source, tmp)
+    text = source.read_text(encoding="utf-8")
+    if source.resolve() == DEFAULT_ALERTMANAGER_CONFIG.resolve() and not cfg.alerts_webhook:
+        text = without_webhooks(text)
+    tmp.write_text(text, encoding="utf-8")
     tmp.replace(cfg.alertmanager_config)
     return cfg.alertmanager_config
 

@@ -58,10 +58,10 @@ def test_unexpected_exception_is_an_internal_error_dead_letter(monkeypatch: Any)
     worker, and it died again on the same message after every restart."""
     real = ingest.parse_event
 
-    def flaky(raw: bytes | None, now_ms: int, limits: Limits) -> Any:
+    def flaky(raw: bytes | None, now_ms: int, limits: Limits, transform: Any = None) -> Any:
         if raw == b"boom":
             raise ZeroDivisionError("surprise")
-        return real(raw, now_ms, limits)
+        return real(raw, now_ms, limits, transform)
 
     monkeypatch.setattr(ingest, "parse_event", flaky)
     r = router()

@@ -189,7 +189,9 @@ async def test_errors_are_json(path: str, status: int, error: str) -> None:
 async def test_health_and_redis_down(caplog: pytest.LogCaptureFixture) -> None:
     client = await client_for(fed())
     try:
-        assert await get(client, "/api/health") == (200, {"redis": "ok"})
+        status, body = await get(client, "/api/health")
+        assert (status, body["redis"], body["data"]) == (200, "ok", "ok")
+        assert body["partitions"]["present"] == [0, 1]
     finally:
         await client.close()
     down = await client_for(url="redis://:s3cret@127.0.0.1:1/0")  # nothing listens on port 1
@@ -214,6 +216,30 @@ async def test_bearer_token() -> None:
             assert response.headers["WWW-Authenticate"] == "Bearer"
             assert orjson.loads(await response.read()) == {"error": "unauthorized"}
         response = await client.get("/api/health", headers={"Authorization": "Bearer t0k"})
-        assert (response.status, orjson.loads(await response.read())) == (200, {"redis": "ok"})
+        assert response.status == 200
+        assert orjson.loads(await response.read())["redis"] == "ok"
+    finally:
+        await client.close()
+
+
+async def test_no_snapshot_is_no_data_not_unknown() -> None:
+    """Workers down and their snapshots expired: 503 "no data" everywhere, never a
+    404 "unknown community" or a healthy /api/health."""
+    redis = FakeRedis()
+    redis.strings[snapshot_key("other-app", 0)] = fed().strings[snapshot_key(APP, 0)]
+    client = await client_for(redis)
+    try:
+        for path in (
+            "/api/communities",
+            "/api/communities/acme",
+            f"/api/communities/acme/top?day={DAY}",
+        ):
+            status, body = await get(client, path)
+            assert (status, body["error"]) == (503, "no data"), path
+            assert f"app id {APP!r}" in body["detail"]
+        assert await get(client, "/api/health") == (
+            503,
+            {"redis": "ok", "data": "none", "error": "no data"},
+        )
     finally:
         await client.close()
