@@ -58,6 +58,8 @@ class Progress:
         self._position: float | None = None
         self._counters: dict[str, int] = {}
         self._width = 0
+        #: free text at the end of the line, e.g. what a paced replay is waiting for
+        self.note = ""
 
     def update(self, done: int, position: float | None = None, **counters: int) -> None:
         """Record progress; render if the interval has passed. Cheap when it has not."""
@@ -89,6 +91,8 @@ class Progress:
         if fraction is not None and 0 < fraction < 1:
             parts.append(f"ETA {format_seconds(elapsed * (1 - fraction) / fraction)}")
         parts.extend(f"{name} {format_count(value)}" for name, value in self._counters.items())
+        if self.note:
+            parts.append(self.note)
         return "  ".join(parts)
 
     def _fraction(self) -> float | None:

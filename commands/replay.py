@@ -48,6 +48,7 @@ from commands.sources import (
     parse_type_map,
 )
 from streams import settings
+from streams.durations import describe_ms
 from streams.events import EVENT_TYPES, Limits
 
 _YIELD_EVERY = 4096  # events between progress updates / event-loop yields
@@ -56,6 +57,7 @@ SETTINGS = (
     "kafka_bootstrap_servers",
     "input_topic",
     "dlq_topic",
+    "input_mapping",
     "future_tolerance",
     "max_event_age",
     "max_message_bytes",
@@ -162,14 +164,14 @@ def add_file_arguments(parser: argparse.ArgumentParser) -> None:
 
 def parse_speed(text: str) -> float | None:
     """None for ``max``; otherwise a positive factor."""
-    if text.strip().lower() in ("max", "inf", "0"):
+    if text.strip().lower() in ("max", "inf"):
         return None
     try:
         speed = float(text)
     except ValueError:
-        raise ValueError(f"bad --speed {text!r}: a positive number or max") from None
-    if speed <= 0:
-        raise ValueError("--speed must be positive (or max)")
+        raise ValueError(f"bad --speed {text!r}: a number > 0, or max") from None
+    if not speed > 0 or speed == float("inf"):
+        raise ValueError(f"bad --speed {text!r}: a number > 0 (1: real time), or max")
     return speed
 
 
@@ -287,6 +289,8 @@ class Replay:
     ):
         self.args = args
         self.limits = limits
+        #: EM_INPUT_MAPPING: --from-topic records are judged through it (files: the contract)
+        self.mapping: Any = None
         self.bootstrap = bootstrap
         self.to_topic = to_topic
         self.dlq_topic = dlq_topic
@@ -342,10 +346,21 @@ class Replay:
         headers = [("reason", reason.encode()), ("source", where.encode()), *size_headers]
         return bool(writer.append(value, None, None, headers, self.dlq_topic))
 
-    async def _pace(self, ts_ms: int) -> None:
+    async def _pace(self, ts_ms: int, progress: Any) -> bool:
+        """Wait until the event is due; False if asked to stop meanwhile. Sleeps in
+        slices of at most 0.2 s, so Ctrl-C/SIGTERM stop a long wait within a second
+        (with the summary), and the progress line says what it is waiting for."""
         wait = self.pacer.delay(ts_ms)
-        if wait > 0.002:
-            await asyncio.sleep(wait)
+        if wait <= 0.002:
+            return not self.stopping
+        due = time.monotonic() + wait
+        while wait > 0.002 and not self.stopping:
+            progress.note = f"waiting {describe_ms(int(wait * 1000))} for the next event"
+            progress.update(self.tally.read, **self._counters())
+            await asyncio.sleep(min(wait, 0.2))
+            wait = due - time.monotonic()
+        progress.note = ""
+        return not self.stopping
 
     async def _from_file(self, writer: Any, progress: Any) -> None:
         fmt = column_format(self.args)
@@ -375,8 +390,8 @@ class Replay:
             if reason is not None:
                 full = self._dead_letter(writer, value, reason, f"{name}:{source.line_no}")
             else:
-                if paced:
-                    await self._pace(ts_ms)
+                if paced and not await self._pace(ts_ms, progress):
+                    break
                 tally.bytes += len(value)
                 full = append(value, key, ts_ms + shift)
             if full:
@@ -396,6 +411,8 @@ class Replay:
         if self.args.shift_to_now:
             if self.time_range.end_ms is None:
                 raise ValueError("--shift-to-now with --from-topic needs --to (the end to move)")
+            if self.mapping is not None:
+                raise ValueError("--shift-to-now rewrites ts: not with an input mapping")
             shift = self.now_ms - self.time_range.end_ms
         source = TopicSource(
             self.bootstrap,
@@ -404,6 +421,7 @@ class Replay:
             now_ms=self.now_ms,
             limits=self.limits,
             trust_timestamps=self.args.trust_timestamps,
+            transform=self.mapping,
         )
         tally = self.tally
         paced = self.speed is not None
@@ -420,8 +438,8 @@ class Replay:
                         await writer.drain()
                     continue
                 value = record.value if reshape is None else reshape(record.value, event.ts_ms)
-                if paced:
-                    await self._pace(event.ts_ms)
+                if paced and not await self._pace(event.ts_ms, progress):
+                    break
                 tally.bytes += len(value)
                 if writer.append(value, record.key, event.ts_ms + shift):
                     await writer.drain()
@@ -461,6 +479,7 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     replay = Replay(args, conf.kafka_bootstrap_servers, to_topic, conf.dlq_topic, conf.limits)
+    replay.mapping = conf.mapping  # a topic in another shape is judged through it
     from aiokafka.errors import KafkaError
 
     try:
