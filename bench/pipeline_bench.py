@@ -34,6 +34,7 @@ import orjson
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from agents.kafka_admin import ensure_topics
+from agents.kafka_security import client_kwargs  # noqa: E402
 from bench.workers import Worker, wait_caught_up  # noqa: E402
 from streams.events import format_ts  # noqa: E402
 from streams.topics import ingest_group  # noqa: E402
@@ -71,7 +72,11 @@ async def produce_all(bootstrap: str, topic: str, payloads: list[bytes], partiti
 
     await ensure_topics(bootstrap, {topic: partitions})
     producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap, linger_ms=20, max_batch_size=512 * 1024, acks=1
+        bootstrap_servers=bootstrap,
+        linger_ms=20,
+        max_batch_size=512 * 1024,
+        acks=1,
+        **client_kwargs(),
     )
     await producer.start()
     start = time.perf_counter()
@@ -105,6 +110,7 @@ async def raw_consume(bootstrap: str, topic: str, n: int) -> float:
         enable_auto_commit=False,
         group_id=None,
         max_partition_fetch_bytes=4 * 1024 * 1024,
+        **client_kwargs(),
     )
     await consumer.start()
     try:
@@ -125,7 +131,7 @@ async def first_progress(bootstrap: str, group: str, worker: Worker) -> float:
     from aiokafka.admin import AIOKafkaAdminClient
     from aiokafka.errors import GroupCoordinatorNotAvailableError
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **client_kwargs())
     await admin.start()
     try:
         while True:
@@ -155,7 +161,7 @@ async def latency_probes(
     """Background traffic at ``rate``/s; ``probes`` probe events, one at a time."""
     from aiokafka import AIOKafkaProducer
 
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=1, acks=1)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=1, acks=1, **client_kwargs())
     await producer.start()
     stop = asyncio.Event()
     rng = random.Random(5)

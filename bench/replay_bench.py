@@ -33,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from agents.kafka_admin import ensure_topics  # noqa: E402
 from agents.kafka_out import DEFAULT_BATCH_BYTES, DEFAULT_LINGER_MS  # noqa: E402
+from agents.kafka_security import client_kwargs  # noqa: E402
 from commands.replay import Replay, add_arguments  # noqa: E402
 from streams import settings  # noqa: E402
 from streams.events import Limits  # noqa: E402
@@ -90,6 +91,7 @@ async def run_baseline(bootstrap: str, count: int, topic: str) -> float:
         linger_ms=DEFAULT_LINGER_MS,
         max_batch_size=DEFAULT_BATCH_BYTES,
         max_request_size=2 * DEFAULT_BATCH_BYTES,
+        **client_kwargs(),
     )
     await producer.start()
     try:
