@@ -5,24 +5,26 @@ idempotence, order independence) are tested against a brute-force oracle without
 Kafka. The Faust layer owns the changelog-backed table; this module owns the
 in-memory indexes that make a scrape cheap, rebuilt from the table on assignment.
 
-Why the indexes look the way they do:
+Why the indexes look the way they do (docs/metrics.md defines the numbers):
 
-* Active counts for any window are two bisections in a sorted list of
-  last-active times per (platform, community), so windows cost nothing on the hot
-  path and can be added without new state.
+* Every count for any window is a difference of bisections in a few sorted lists
+  per (platform, community) (:class:`_Group`): last-active times (packed with the
+  first-seen time), first-seen times split by whether the record has a last-active
+  time, and last-active times of the records following now. Windows
+  cost nothing on the hot path and can be added without new state.
 * The all-communities total ("*") counts *users*, not (user, community) pairs, so
-  it needs each user's newest last-active time over their communities: a small
-  dict per (platform, user) plus a sorted list of those maxima per platform.
-  Last-active only grows on apply, so the maximum is updated in O(1); it is only
-  recomputed when a record is deleted.
+  it keeps the same lists per platform over each user's view: the min first-seen,
+  the max last-active over their communities, and whether they follow any. Each
+  user's records are reachable from a small dict per (platform, user).
 * Follower counts are plain counters: follow state changes are rare and the
   counts are not windowed.
 """
 
 from __future__ import annotations
 
-from bisect import bisect_right
+from bisect import bisect_left
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from sortedcontainers import SortedList
 
@@ -79,63 +81,258 @@ class UserRecord:
         return newest
 
 
-def merge(
-    record: UserRecord | None, ts_ms: int, event_type: str, active_types: frozenset[str]
-) -> UserRecord:
-    """Fold one event into a record; the reference definition of the rules.
+# What :func:`fold` reports changed, as bits: the first three change what the
+# indexes hold, the last two what the follower counters hold.
+FIRST_SEEN = 1
+LAST_ACTIVE = 2
+FOLLOWING = 4
+FOLLOW_TS = 8
+FIRST_FOLLOW = 16  # follow_ts was None before: the record now counts in follower_counts
 
-    Returns the *same object* when the event changes nothing (a duplicate, or a late
-    event that loses everywhere), so ``merge(r, ...) is r`` tells the caller there is
-    nothing to write; otherwise a new record, and ``record`` is left untouched.
 
-    Every field is a max or a min over a totally ordered key (the follow winner is
-    the greatest ``(ts, is_unfollow)``), which is what makes the fold idempotent and
-    order independent. An unfollow wins a tie so that "follow then unfollow in the
-    same millisecond" never leaves a phantom follower, whatever the arrival order.
+def fold(record: UserRecord, ts_ms: int, event_type: str, active_types: frozenset[str]) -> int:
+    """Fold one event into ``record`` in place; the one definition of the rules.
+
+    Returns what changed as bits (0: nothing, a duplicate or a late event that loses
+    everywhere). Every field is a max or a min over a totally ordered key (the follow
+    winner is the greatest ``(ts, is_unfollow)``), which is what makes the fold
+    idempotent and order independent. An unfollow wins a tie so that "follow then
+    unfollow in the same millisecond" never leaves a phantom follower, whatever the
+    arrival order.
     """
-    if record is None:
-        first, last, follow_ts, following = ts_ms, None, None, False
-    else:
-        first = record.first_seen_ms
+    changed = 0
+    if ts_ms < record.first_seen_ms:
+        record.first_seen_ms = ts_ms
+        changed = FIRST_SEEN
+    if event_type in active_types:
         last = record.last_active_ms
-        follow_ts = record.follow_ts_ms
-        following = record.following
-        if ts_ms < first:
-            first = ts_ms
-    if event_type in active_types and (last is None or ts_ms > last):
-        last = ts_ms
+        if last is None or ts_ms > last:
+            record.last_active_ms = ts_ms
+            changed |= LAST_ACTIVE
     if event_type == _FOLLOW or event_type == _UNFOLLOW:
         is_unfollow = event_type == _UNFOLLOW
+        follow_ts = record.follow_ts_ms
         if (
             follow_ts is None
             or ts_ms > follow_ts
-            or (ts_ms == follow_ts and is_unfollow and following)
+            or (ts_ms == follow_ts and is_unfollow and record.following)
         ):
-            follow_ts = ts_ms
-            following = not is_unfollow
-    if (
-        record is not None
-        and first == record.first_seen_ms
-        and last == record.last_active_ms
-        and follow_ts == record.follow_ts_ms
-        and following == record.following
-    ):
+            changed |= FOLLOW_TS if follow_ts is not None else FOLLOW_TS | FIRST_FOLLOW
+            if record.following == is_unfollow:
+                changed |= FOLLOWING
+            record.follow_ts_ms = ts_ms
+            record.following = not is_unfollow
+    return changed
+
+
+def merge(
+    record: UserRecord | None, ts_ms: int, event_type: str, active_types: frozenset[str]
+) -> UserRecord:
+    """:func:`fold` without mutation, for callers that keep records as values.
+
+    Returns the *same object* when the event changes nothing, so
+    ``merge(r, ...) is r`` tells the caller there is nothing to write; otherwise a
+    new record, and ``record`` is left untouched.
+    """
+    if record is None:
+        new = UserRecord(ts_ms, None, None, False)
+        fold(new, ts_ms, event_type, active_types)
+        return new
+    new = UserRecord(
+        record.first_seen_ms, record.last_active_ms, record.follow_ts_ms, record.following
+    )
+    return new if fold(new, ts_ms, event_type, active_types) else record
+
+
+class Lifecycle(NamedTuple):
+    """The audience behind one (platform, community) and window; see docs/metrics.md."""
+
+    active_followers: int  # following now, last active in (t - W, t]
+    new_users: int  # first seen in (t - W, t]
+    returning_users: int  # last active in (t - W, t], first seen <= t - W
+    dormant_users: int  # last active in (t - 2W, t - W]
+
+    def plus(self, other: Lifecycle) -> Lifecycle:
+        return Lifecycle(*(a + b for a, b in zip(self, other, strict=True)))
+
+
+# What the indexes hold for one record, or for one user in "*": (first seen, last
+# active, following). None: nothing indexed.
+View = tuple[int, int | None, bool]
+
+# Last-active times are indexed packed with the first-seen time, as
+# ``last << _SHIFT | (last - first)``: sorted by last-active, and the first-seen of
+# the few records active after the query time can be read back (returning users).
+# 50 bits hold any gap between two timestamps of years 1-9999.
+_SHIFT = 50
+_GAP = (1 << _SHIFT) - 1
+
+
+class _Group:
+    """The sorted indexes of one (platform, community), or of one platform's users ("*").
+
+    Counts in any window are differences of bisections (see :meth:`lifecycle`), so
+    windows cost nothing on the hot path and can be added without new state.
+    """
+
+    __slots__ = ("active", "first_active", "first_idle", "active_followers", "adds")
+
+    def __init__(self) -> None:
+        self.active = SortedList()  # packed last-active of every member with one
+        self.first_active = SortedList()  # first-seen of every member with a last-active
+        self.first_idle = SortedList()  # first-seen of every member without one
+        self.active_followers = SortedList()  # packed last-active of members following
+        # Insertions batched during a flush, one list per index in the order above.
+        self.adds: tuple[list[int], list[int], list[int], list[int]] | None = None
+
+    def __bool__(self) -> bool:
+        return bool(self.first_active or self.first_idle)
+
+    def insert(self, first: int, last: int | None, following: bool) -> None:
+        """:meth:`patch` for a new member (the common case while records are created)."""
+        adds = self.adds
+        if adds is None:
+            adds = self.adds = ([], [], [], [])
+        if last is None:
+            adds[2].append(first)
+        else:
+            packed = last << _SHIFT | (last - first)
+            adds[0].append(packed)
+            adds[1].append(first)
+            if following:
+                adds[3].append(packed)
+
+    def patch(self, old: View | None, new: View | None) -> None:
+        """Replace a member's old view by its new one: removals now, insertions batched
+        until :meth:`commit`."""
+        if old is None:
+            if new is not None:
+                self.insert(*new)
+            return
+        adds = self.adds
+        if adds is None:
+            adds = self.adds = ([], [], [], [])
+        first0, last0, following0 = old
+        packed0 = None if last0 is None else last0 << _SHIFT | (last0 - first0)
+        if new is None:
+            first1 = last1 = packed1 = None
+            following1 = False
+        else:
+            first1, last1, following1 = new
+            packed1 = None if last1 is None else last1 << _SHIFT | (last1 - first1)
+        if packed0 != packed1:
+            if packed0 is not None:
+                self.active.remove(packed0)
+            if packed1 is not None:
+                adds[0].append(packed1)
+        if first0 != first1 or (last0 is None) != (last1 is None):
+            if first0 is not None:
+                (self.first_idle if last0 is None else self.first_active).remove(first0)
+            if first1 is not None:
+                adds[2 if last1 is None else 1].append(first1)
+        follower0 = packed0 if following0 else None
+        follower1 = packed1 if following1 else None
+        if follower0 != follower1:
+            if follower0 is not None:
+                self.active_followers.remove(follower0)
+            if follower1 is not None:
+                adds[3].append(follower1)
+
+    def commit(self) -> None:
+        """Insert what :meth:`patch` batched, one sorted-list update per index."""
+        adds = self.adds
+        if adds is None:
+            return
+        self.adds = None
+        indexes = (self.active, self.first_active, self.first_idle, self.active_followers)
+        for index, batch in zip(indexes, adds, strict=True):
+            if batch:
+                index.update(batch)
+
+    def active_in(self, now_ms: int, bounds: list[tuple[str, int]]) -> dict[str, int]:
+        """{label: members last active in (now - W, now]} for each (label, now - W)."""
+        active = self.active
+        upper = _at_most(active, now_ms, True)
+        return {label: upper - _at_most(active, low, True) for label, low in bounds}
+
+    def lifecycle(self, now_ms: int, windows: dict[str, int]) -> dict[str, Lifecycle]:
+        """Every lifecycle count for each window, from bisections alone.
+
+        Returning users are active in (L, t] (L = t - W) and first seen <= L. Because
+        first seen <= last active, "first seen > L" implies "last active > L", so
+        #{first <= L < last} = #{last > L} - #{first > L, has a last}; the members
+        last active after t (events ahead of the clock) are then taken out one by one.
+        """
+        active, first_active, first_idle = self.active, self.first_active, self.first_idle
+        followers = self.active_followers
+        n_active, n_first_active = len(active), len(first_active)
+        upper = _at_most(active, now_ms, True)
+        ahead = (
+            [(v >> _SHIFT) - (v & _GAP) for v in active.islice(upper)]
+            if upper < n_active
+            else ()
+        )
+        followers_upper = _at_most(followers, now_ms, True) if followers else 0
+        first_upper = _at_most(first_active, now_ms, False) + _at_most(first_idle, now_ms, False)
+        out = {}
+        for label, width in windows.items():
+            low = now_ms - width
+            active_low = _at_most(active, low, True)
+            active_first_low = _at_most(first_active, low, False)
+            returning = n_active - active_low - (n_first_active - active_first_low)
+            if ahead:
+                returning -= sum(1 for seen in ahead if seen <= low)
+            out[label] = Lifecycle(
+                followers_upper - _at_most(followers, low, True) if followers else 0,
+                first_upper - active_first_low - _at_most(first_idle, low, False),
+                returning,
+                active_low - _at_most(active, low - width, True),
+            )
+        return out
+
+
+def _widen(view: View | None, record: View) -> View:
+    """A user's view in "*" with one more record: min first-seen, max last-active."""
+    if view is None:
         return record
-    return UserRecord(first, last, follow_ts, following)
+    first, last, following = view
+    if record[0] < first:
+        first = record[0]
+    if record[1] is not None and (last is None or record[1] > last):
+        last = record[1]
+    return (first, last, following)
+
+
+def _at_most(index: SortedList, value: int, packed: bool) -> int:
+    """How many members are <= value (a time; packed: a last-active time).
+
+    Most lists are small (the long tail of communities) and fit in one sublist of
+    the SortedList, where a C bisect on that sublist avoids the Python-level
+    positional index; ``_lists`` is a stable internal of sortedcontainers 2.x.
+    """
+    lists = index._lists
+    if not lists:
+        return 0
+    bound = (value + 1) << _SHIFT if packed else value + 1
+    if len(lists) == 1:
+        return bisect_left(lists[0], bound)
+    return index.bisect_left(bound)
 
 
 class PartitionState:
     """Records of one partition of the by-user topic, plus the derived in-memory indexes.
 
     Counts are per (platform, community), and community "*" (``ALL_COMMUNITIES``)
-    holds per-platform all-communities totals: a user is active in "*" within W if
-    their max last_active over their communities is in the window; a user follows
-    "*" if they follow at least one community of that platform.
+    holds per-platform all-communities totals over *users*: a user's first seen in
+    "*" is the min over their communities of that platform, their last active the
+    max, and they follow "*" if they follow at least one of its communities.
 
     Which keys the counts report (so that the oracle and dashboards agree):
 
     * ``active_counts``: every (platform, community) with at least one held record
       whose last_active is set, and (platform, "*") for every platform with one.
+    * ``lifecycle_counts``: every (platform, community) with at least one held
+      record, and (platform, "*") for every platform with one.
     * ``follower_counts``: every (platform, community) with at least one held record
       whose follow_ts is set (even if nobody follows any more), and (platform, "*")
       for every platform with one.
@@ -143,22 +340,22 @@ class PartitionState:
     A (platform, community) therefore disappears when its last such record is
     deleted (expiry, revocation); publishers should treat a missing key as 0.
 
-    The active-time indexes are maintained lazily: ``apply``, ``load`` and
-    ``delete`` only note, per changed key, the value the indexes still hold, and
-    the next count (or :meth:`flush`) patches the sorted lists once per key. That
-    keeps sorted-list work off the hot path, coalesces the many events of a busy
-    user between two scrapes into one update, and lets a rebuild after assignment
-    insert each community's times in one batch. Follower counters are plain
-    integers and stay eager.
+    The indexes are maintained lazily: ``apply``, ``load`` and ``delete`` only note,
+    per changed key, the view the indexes still hold, and the next count (or
+    :meth:`flush`) patches the sorted lists once per key. That keeps sorted-list
+    work off the hot path, coalesces the many events of a busy user between two
+    scrapes into one update, and lets a rebuild after assignment insert each
+    community's times in one batch. Follower counters are plain integers and stay
+    eager.
     """
 
     __slots__ = (
         "active_types",
         "records",
         "_pending",
-        "_comm_active",
-        "_user_active",
-        "_platform_active",
+        "_groups",
+        "_users",
+        "_platforms",
         "_follow_refs",
         "_followers",
         "_user_follows",
@@ -169,15 +366,15 @@ class PartitionState:
     def __init__(self, active_types: frozenset[str]) -> None:
         self.active_types = frozenset(active_types)
         self.records: dict[str, UserRecord] = {}
-        # key -> the last_active the indexes hold for it (None: not indexed), for the
-        # keys whose last_active changed since the last flush.
-        self._pending: dict[str, int | None] = {}
-        # (platform, community) -> last_active of each of its records that has one.
-        self._comm_active: dict[PC, SortedList] = {}
-        # (platform, user) -> [max last_active, {community: last_active}], as indexed.
-        self._user_active: dict[PC, list] = {}
-        # platform -> the max last_active of each of its users.
-        self._platform_active: dict[str, SortedList] = {}
+        # key -> the view the indexes hold for it (None: not indexed), for the keys
+        # whose view may have changed since the last flush.
+        self._pending: dict[str, View | None] = {}
+        # (platform, community) -> the indexes of its records.
+        self._groups: dict[PC, _Group] = {}
+        # (platform, user) -> the view indexed in "*".
+        self._users: dict[PC, View] = {}
+        # platform -> the indexes of its users ("*").
+        self._platforms: dict[str, _Group] = {}
         # (platform, community) -> records with follow_ts set / records following.
         self._follow_refs: dict[PC, int] = {}
         self._followers: dict[PC, int] = {}
@@ -199,49 +396,39 @@ class PartitionState:
     def apply(
         self, platform: str, community: str, user_id: str, ts_ms: int, event_type: str
     ) -> str | None:
-        """Merge one event; return the key if its record changed (so the caller writes
-        it to the changelog), else None.
-
-        Same rules as :func:`merge`, inlined and applied in place: this is the hot path.
-        """
+        """Merge one event (:func:`fold`, in place); return the key if its record changed
+        (so the caller writes it to the changelog), else None."""
         if ts_ms > self._max_ts:
             self._max_ts = ts_ms
         key = f"{platform}{SEP}{community}{SEP}{user_id}"
         record = self.records.get(key)
+        pending = self._pending
         if record is None:
             record = UserRecord(ts_ms, None, None, False)
             self.records[key] = record
-            changed = True
-        elif ts_ms < record.first_seen_ms:
-            record.first_seen_ms = ts_ms
-            changed = True
+            if key not in pending:
+                pending[key] = None
+            changed = fold(record, ts_ms, event_type, self.active_types) | FIRST_SEEN
+        elif key in pending:
+            changed = fold(record, ts_ms, event_type, self.active_types)
         else:
-            changed = False
-        if event_type in self.active_types:
-            old = record.last_active_ms
-            if old is None or ts_ms > old:
-                if key not in self._pending:
-                    self._pending[key] = old
-                record.last_active_ms = ts_ms
-                changed = True
-        if event_type == _FOLLOW or event_type == _UNFOLLOW:
-            is_unfollow = event_type == _UNFOLLOW
-            follow_ts = record.follow_ts_ms
-            if (
-                follow_ts is None
-                or ts_ms > follow_ts
-                or (ts_ms == follow_ts and is_unfollow and record.following)
-            ):
-                was_following = record.following
-                record.follow_ts_ms = ts_ms
-                record.following = not is_unfollow
-                pc = (platform, community)
-                if follow_ts is None:
-                    self._follow_refs[pc] = self._follow_refs.get(pc, 0) + 1
-                if was_following != record.following:
-                    self._count_follow(pc, (platform, user_id), 1 if record.following else -1)
-                changed = True
-        return key if changed else None
+            first, last, following = (
+                record.first_seen_ms,
+                record.last_active_ms,
+                record.following,
+            )
+            changed = fold(record, ts_ms, event_type, self.active_types)
+            if changed & (FIRST_SEEN | LAST_ACTIVE | FOLLOWING):
+                pending[key] = (first, last, following)
+        if not changed:
+            return None
+        if changed & (FOLLOWING | FIRST_FOLLOW):
+            pc = (platform, community)
+            if changed & FIRST_FOLLOW:
+                self._follow_refs[pc] = self._follow_refs.get(pc, 0) + 1
+            if changed & FOLLOWING:
+                self._count_follow(pc, (platform, user_id), 1 if record.following else -1)
+        return key
 
     def _count_follow(self, pc: PC, pu: PC, delta: int) -> None:
         self._followers[pc] = self._followers.get(pc, 0) + delta
@@ -257,91 +444,90 @@ class PartitionState:
                 1 if after else -1
             )
 
-    # -- the lazy active-time indexes ---------------------------------------------------
+    # -- the lazy indexes ---------------------------------------------------------------
 
     def flush(self) -> None:
-        """Bring the active-time indexes up to date with the records.
+        """Bring the indexes up to date with the records.
 
         Called by every count; call it directly to move the work elsewhere (e.g. right
-        after rebuilding a partition). Cost: one sorted-list removal per changed key,
-        batched insertions per community, and the same per changed user for "*".
+        after rebuilding a partition). Cost: a few sorted-list removals per changed
+        key, batched insertions per index, and the same per changed user for "*".
         """
         pending = self._pending
         if not pending:
             return
         self._pending = {}
-        records = self.records
-        comm_active = self._comm_active
-        user_active = self._user_active
-        adds: dict[PC, list[int]] = {}
-        touched: set[PC] = set()
-        users: dict[PC, int | None] = {}  # (platform, user) -> max as indexed in "*"
+        records, groups, users = self.records, self._groups, self._users
+        patched: dict[PC, _Group] = {}
+        touched: dict[PC, View | None] = {}  # (platform, user) -> new view so far
+        recompute: set[PC] = set()
         for key, old in pending.items():
             record = records.get(key)
-            new = None if record is None else record.last_active_ms
-            if new == old:
-                continue
             platform, community, user_id = key.split(SEP)
             pc = (platform, community)
-            if old is not None:
-                comm_active[pc].remove(old)
-                touched.add(pc)
-            if new is not None:
-                batch = adds.get(pc)
-                if batch is None:
-                    adds[pc] = [new]
-                else:
-                    batch.append(new)
             pu = (platform, user_id)
-            user = user_active.get(pu)
-            if pu not in users:
-                users[pu] = None if user is None else user[0]
-            if user is None:
-                # old is None here: a user without an entry has no indexed community.
-                user_active[pu] = [new, {community: new}]
-            elif new is None:
-                del user[1][community]
+            if record is None:
+                recompute.add(pu)
+                if old is None:
+                    continue
+                new = None
             else:
-                user[1][community] = new
-        for pc, batch in adds.items():
-            times = comm_active.get(pc)
-            if times is None:
-                comm_active[pc] = SortedList(batch)
-            else:
-                times.update(batch)
-        for pc in touched:
-            if not comm_active[pc]:
-                del comm_active[pc]
+                first, last = record.first_seen_ms, record.last_active_ms
+                new = (first, last, record.following)
+                if old is not None and (
+                    first > old[0] or (old[1] is not None and (last is None or last < old[1]))
+                ):
+                    recompute.add(pu)  # a record replaced by load(): not a monotone change
+                elif pu not in recompute:
+                    touched[pu] = _widen(touched[pu] if pu in touched else users.get(pu), new)
+            if new != old:
+                group = groups.get(pc)
+                if group is None:
+                    group = groups[pc] = _Group()
+                group.patch(old, new)
+                patched[pc] = group
+        for pc, group in patched.items():
+            group.commit()
+            if not group:
+                del groups[pc]
+        if recompute:
+            touched.update(self._user_views(recompute))
+        self._flush_users(touched)
 
-        platform_active = self._platform_active
-        platform_adds: dict[str, list[int]] = {}
-        platform_touched: set[str] = set()
-        for pu, old_max in users.items():
-            user = user_active[pu]
-            communities = user[1]
-            if communities:
-                new_max = max(communities.values())
-                user[0] = new_max
+    def _user_views(self, wanted: set[PC]) -> dict[PC, View | None]:
+        """The "*" views of these users from their records (one pass over the records):
+        after a delete, a user's min/max can move back, which only a rescan shows."""
+        views: dict[PC, View | None] = dict.fromkeys(wanted)
+        for key, record in self.records.items():
+            platform, _community, user_id = key.split(SEP)
+            pu = (platform, user_id)
+            if pu in views:
+                view = (record.first_seen_ms, record.last_active_ms, False)
+                views[pu] = _widen(views[pu], view)
+        return views
+
+    def _flush_users(self, touched: dict[PC, View | None]) -> None:
+        """The "*" part of :meth:`flush`: patch each touched user's view."""
+        platforms, follows, users = self._platforms, self._user_follows, self._users
+        patched: dict[str, _Group] = {}
+        for pu, view in touched.items():
+            old = users.get(pu)
+            if view is None:
+                new = None
+                users.pop(pu, None)
             else:
-                new_max = None
-                del user_active[pu]
-            if new_max == old_max:
-                continue
-            platform = pu[0]
-            if old_max is not None:
-                platform_active[platform].remove(old_max)
-                platform_touched.add(platform)
-            if new_max is not None:
-                platform_adds.setdefault(platform, []).append(new_max)
-        for platform, batch in platform_adds.items():
-            maxima = platform_active.get(platform)
-            if maxima is None:
-                platform_active[platform] = SortedList(batch)
-            else:
-                maxima.update(batch)
-        for platform in platform_touched:
-            if not platform_active[platform]:
-                del platform_active[platform]
+                new = (view[0], view[1], pu in follows)
+                users[pu] = new
+            if new != old:
+                group = platforms.get(pu[0])
+                if group is None:
+                    group = platforms[pu[0]] = _Group()
+                group.patch(old, new)
+                patched[pu[0]] = group
+        for platform, group in patched.items():
+            group.commit()
+            if not group:
+                del platforms[platform]
 
     # -- rebuild and expiry -----------------------------------------------------------
 
@@ -357,7 +543,7 @@ class PartitionState:
         newest = record.newest_ms()
         if newest > self._max_ts:
             self._max_ts = newest
-        if record.last_active_ms is not None and key not in self._pending:
+        if key not in self._pending:
             self._pending[key] = None
         if record.follow_ts_ms is not None:
             pc = (platform, community)
@@ -370,8 +556,8 @@ class PartitionState:
         record = self.records.pop(key, None)
         if record is None:
             return
-        if record.last_active_ms is not None and key not in self._pending:
-            self._pending[key] = record.last_active_ms
+        if key not in self._pending:
+            self._pending[key] = (record.first_seen_ms, record.last_active_ms, record.following)
         if record.follow_ts_ms is not None:
             platform, community, user_id = split_key(key)
             pc = (platform, community)
@@ -385,20 +571,32 @@ class PartitionState:
                 self._followers.pop(pc, None)
 
     def expired_keys(self, now_ms: int, horizon_ms: int) -> list[str]:
-        """Keys that can be dropped: not following, and the newest of (last_active,
-        follow_ts, first_seen) is <= now - horizon.
+        """Keys that can be dropped: every record of a (platform, user) whose records
+        all are not following and have their newest time (last_active, follow_ts,
+        first_seen) <= now - horizon.
 
-        With horizon >= the longest window, dropping them changes no count at ``now``.
-        A follower is never dropped (the follower gauge is not windowed). The horizon
-        must also exceed the lateness tolerated: an event older than a dropped
-        record's unfollow would otherwise be applied as new.
+        With horizon >= twice the longest window, dropping them changes no count at
+        ``now``: dormant users reach back to now - 2W. A user is dropped whole, because
+        their first seen in "*" is the min over their communities: dropping one old
+        record of a user still seen elsewhere would make them new again. A follower is
+        never dropped (the follower gauge is not windowed). The horizon must also
+        exceed the lateness tolerated: an event older than a dropped record's unfollow
+        would otherwise be applied as new.
         """
         cutoff = now_ms - horizon_ms
-        return [
-            key
-            for key, record in self.records.items()
-            if not record.following and record.newest_ms() <= cutoff
-        ]
+        keys: dict[PC, list[str]] = {}
+        kept: set[PC] = set()
+        for key, record in self.records.items():
+            platform, _community, user_id = key.split(SEP)
+            pu = (platform, user_id)
+            if pu in kept:
+                continue
+            if record.following or record.newest_ms() > cutoff:
+                kept.add(pu)
+                keys.pop(pu, None)
+            else:
+                keys.setdefault(pu, []).append(key)
+        return [key for user_keys in keys.values() for key in user_keys]
 
     # -- counts -----------------------------------------------------------------------
 
@@ -408,10 +606,25 @@ class PartitionState:
         self.flush()
         bounds = [(label, now_ms - width) for label, width in windows.items()]
         out: dict[PC, dict[str, int]] = {}
-        for pc, times in self._comm_active.items():
-            out[pc] = _window_counts(times, now_ms, bounds)
-        for platform, maxima in self._platform_active.items():
-            out[(platform, ALL_COMMUNITIES)] = _window_counts(maxima, now_ms, bounds)
+        for pc, group in self._groups.items():
+            if group.active:
+                out[pc] = group.active_in(now_ms, bounds)
+        for platform, group in self._platforms.items():
+            if group.active:
+                out[(platform, ALL_COMMUNITIES)] = group.active_in(now_ms, bounds)
+        return out
+
+    def lifecycle_counts(
+        self, now_ms: int, windows: dict[str, int]
+    ) -> dict[PC, dict[str, Lifecycle]]:
+        """{(platform, community): {window_label: Lifecycle}} at now (see
+        :class:`Lifecycle` and :meth:`_Group.lifecycle`), incl. (platform, "*")."""
+        self.flush()
+        out: dict[PC, dict[str, Lifecycle]] = {}
+        for pc, group in self._groups.items():
+            out[pc] = group.lifecycle(now_ms, windows)
+        for platform, group in self._platforms.items():
+            out[(platform, ALL_COMMUNITIES)] = group.lifecycle(now_ms, windows)
         return out
 
     def follower_counts(self) -> dict[PC, int]:
@@ -426,22 +639,6 @@ class PartitionState:
             if star not in out:
                 out[star] = self._platform_followers.get(platform, 0)
         return out
-
-
-def _window_counts(times: SortedList, now_ms: int, bounds: list[tuple[str, int]]) -> dict[str, int]:
-    """Counts in (low, now] for each bound, by bisection.
-
-    Most lists are small (the long tail of communities) and fit in one sublist of
-    the SortedList, where a C bisect on that sublist avoids the Python-level
-    positional index; ``_lists`` is a stable internal of sortedcontainers 2.x.
-    """
-    lists = times._lists
-    if len(lists) == 1:
-        values = lists[0]
-        upper = len(values) if values[-1] <= now_ms else bisect_right(values, now_ms)
-        return {label: upper - bisect_right(values, low, 0, upper) for label, low in bounds}
-    upper = len(times) if times[-1] <= now_ms else times.bisect_right(now_ms)
-    return {label: upper - times.bisect_right(low) if upper else 0 for label, low in bounds}
 
 
 class WorkerState:
@@ -474,6 +671,20 @@ class WorkerState:
                 else:
                     for label, count in counts.items():
                         total[label] += count
+        return out
+
+    def lifecycle_counts(
+        self, now_ms: int, windows: dict[str, int]
+    ) -> dict[PC, dict[str, Lifecycle]]:
+        out: dict[PC, dict[str, Lifecycle]] = {}
+        for state in self.partitions.values():
+            for pc, counts in state.lifecycle_counts(now_ms, windows).items():
+                total = out.get(pc)
+                if total is None:
+                    out[pc] = counts
+                else:
+                    for label, count in counts.items():
+                        total[label] = total[label].plus(count)
         return out
 
     def follower_counts(self) -> dict[PC, int]:

@@ -14,6 +14,8 @@ Which keys appear (the same rules as the state):
 
 * :func:`expected_active`: every (platform, community) with at least one event of an
   active type (zero counts included), plus (platform, "*") for each such platform.
+* :func:`expected_lifecycle`: every (platform, community) with at least one event,
+  plus (platform, "*") for each such platform.
 * :func:`expected_followers`: every (platform, community) with at least one follow
   or unfollow event (zero counts included), plus (platform, "*") for each such
   platform.
@@ -132,3 +134,67 @@ def top_users_after_flush(
         merged[user] = merged.get(user, 0) + n
     ranked = sorted(merged.items(), key=lambda us: (us[1], us[0]))
     return dict(ranked[-top_n:]) if top_n else {}
+
+
+def expected_lifecycle(
+    events: Iterable[Event | Mapping[str, Any]],
+    now_ms: int,
+    windows: Mapping[str, int],
+    active_types: frozenset[str] = DEFAULT_ACTIVE_TYPES,
+) -> dict[Key, dict[str, tuple[int, int, int, int]]]:
+    """{(platform, community): {label: (active_followers, new, returning, dormant)}}.
+
+    Straight from the definitions (docs/metrics.md), with L = now - W: a user's first
+    seen is the min ts of any of their events, last active the max ts of their active
+    events, following the winner of :func:`follow_state`. In "*" the same over all
+    of the platform's communities (following: at least one).
+
+    * active_followers: following, last active in (L, now]
+    * new: first seen in (L, now]
+    * returning: last active in (L, now] and first seen <= L
+    * dormant: last active in (now - 2W, L]
+    """
+    rows = [fields(e) for e in events]
+    follows = follow_state(rows_as_events(rows))
+    # (platform, community or "*", user) -> [first seen, last active or None, following]
+    users: dict[tuple[str, str, str], list[Any]] = {}
+    for platform, community, user, ts_ms, kind in rows:
+        for group in (community, ALL_COMMUNITIES):
+            u = users.setdefault((platform, group, user), [ts_ms, None, False])
+            u[0] = min(u[0], ts_ms)
+            if kind in active_types and (u[1] is None or ts_ms > u[1]):
+                u[1] = ts_ms
+    for (platform, community, user), following in follows.items():
+        if following:
+            users[(platform, community, user)][2] = True
+            users[(platform, ALL_COMMUNITIES, user)][2] = True
+    out: dict[Key, dict[str, tuple[int, int, int, int]]] = {}
+    for platform, group, _user in users:
+        out[(platform, group)] = {}
+    for (platform, group), counts in out.items():
+        members = [v for k, v in users.items() if k[0] == platform and k[1] == group]
+        for label, width in windows.items():
+            low = now_ms - width
+
+            def active(last: int | None, low: int = low) -> bool:
+                return last is not None and low < last <= now_ms
+
+            counts[label] = (
+                sum(1 for first, last, following in members if following and active(last)),
+                sum(1 for first, _last, _f in members if low < first <= now_ms),
+                sum(1 for first, last, _f in members if active(last) and first <= low),
+                sum(
+                    1
+                    for _first, last, _f in members
+                    if last is not None and low - width < last <= low
+                ),
+            )
+    return out
+
+
+def rows_as_events(rows: Iterable[Fields]) -> list[dict[str, Any]]:
+    """Field tuples back into the mapping form the other oracle functions take."""
+    return [
+        {"platform": p, "community": c, "user_id": u, "ts_ms": ts, "type": kind}
+        for p, c, u, ts, kind in rows
+    ]

@@ -23,7 +23,7 @@ from streams.state import (
     merge,
     split_key,
 )
-from tests.oracle import event_clock, expected_active, expected_followers
+from tests.oracle import event_clock, expected_active, expected_followers, expected_lifecycle
 
 MINUTE = 60_000
 DAY = 86_400_000
@@ -53,7 +53,14 @@ settings.load_profile("state")
 _T0 = 40 * DAY
 _anchors = [_T0, _T0 + 7, _T0 + 3 * DAY]
 _edges = sorted(
-    {a - w + d for a in _anchors for w in WINDOWS.values() for d in (-1, 0, 1) if a - w + d >= 0}
+    {
+        a - k * w + d
+        for a in _anchors
+        for w in WINDOWS.values()
+        for k in (1, 2)  # the edges of (t - W, t] and of (t - 2W, t - W] (dormant)
+        for d in (-1, 0, 1)
+        if a - k * w + d >= 0
+    }
     | set(_anchors)
 )
 timestamps = st.one_of(
@@ -93,7 +100,8 @@ def query_times(draw: st.DrawFn, events: Sequence[Event]) -> int:
     if choice == 0:
         return max(times)
     if choice == 1:
-        return t + draw(st.sampled_from(list(WINDOWS.values()))) + draw(st.integers(-1, 1))
+        k = draw(st.sampled_from([1, 2]))  # an event on the edge of (t-W, t] or (t-2W, t-W]
+        return t + k * draw(st.sampled_from(list(WINDOWS.values()))) + draw(st.integers(-1, 1))
     if choice == 2:
         return t + draw(st.integers(-2, 2))
     return draw(st.integers(0, _T0 + 40 * DAY))
@@ -121,6 +129,10 @@ def nonzero_active(counts: dict) -> dict:
     return {k: v for k, v in counts.items() if any(v.values())}
 
 
+def nonzero_lifecycle(counts: dict) -> dict:
+    return {k: v for k, v in counts.items() if any(any(c) for c in v.values())}
+
+
 def nonzero(counts: dict) -> dict:
     return {k: v for k, v in counts.items() if v}
 
@@ -142,6 +154,7 @@ def test_state_equals_oracle(data: st.DataObject, events: list[Event], partition
     for _ in range(3):
         now = data.draw(query_times(events))
         assert worker.active_counts(now, WINDOWS) == expected_active(events, now, WINDOWS)
+        assert worker.lifecycle_counts(now, WINDOWS) == expected_lifecycle(events, now, WINDOWS)
     assert worker.follower_counts() == expected_followers(events)
     assert worker.watermark_ms() == event_clock(events)
     assert len(worker) == len({make_key(e.platform, e.community, e.user_id) for e in events})
@@ -155,6 +168,9 @@ def test_state_equals_oracle_any_active_types(
     worker = build(events, dict.fromkeys(USERS, 0), active_types)
     now = data.draw(query_times(events))
     assert worker.active_counts(now, WINDOWS) == expected_active(events, now, WINDOWS, active_types)
+    assert worker.lifecycle_counts(now, WINDOWS) == expected_lifecycle(
+        events, now, WINDOWS, active_types
+    )
     assert worker.follower_counts() == expected_followers(events)
 
 
@@ -285,23 +301,45 @@ def test_wire_round_trip(events: list[Event]) -> None:
 # -- expiry, rebuild, delete, revoke --------------------------------------------------------
 
 
-@given(st.data(), event_lists(), partitionings, st.integers(LONGEST, LONGEST + 2 * DAY))
+@given(st.data(), event_lists(), partitionings, st.integers(2 * LONGEST, 2 * LONGEST + 2 * DAY))
 def test_expiry_keeps_counts(data: st.DataObject, events, partition_of, horizon: int) -> None:
+    """A horizon of twice the longest window keeps every count at now, dormant and "*"
+    (a user's first seen over communities) included; a user goes whole or not at all."""
     worker = build(events, partition_of)
     now = data.draw(query_times(events))
     active_before = worker.active_counts(now, WINDOWS)
+    lifecycle_before = worker.lifecycle_counts(now, WINDOWS)
     followers_before = worker.follower_counts()
     for state in worker.partitions.values():
-        expired = state.expired_keys(now, horizon)
+        expired = set(state.expired_keys(now, horizon))
         for key in expired:
             record = state.records[key]
             assert not record.following
             assert record.newest_ms() <= now - horizon
             state.delete(key)
+        users_left = {(split_key(k)[0], split_key(k)[2]) for k in state.records}
         for key, record in state.records.items():
-            assert record.following or record.newest_ms() > now - horizon, key
+            assert record.following or record.newest_ms() > now - horizon or any(
+                r.following or r.newest_ms() > now - horizon
+                for k, r in state.records.items()
+                if (split_key(k)[0], split_key(k)[2]) == (split_key(key)[0], split_key(key)[2])
+            ), key
+        assert not {(split_key(k)[0], split_key(k)[2]) for k in expired} & users_left
     assert nonzero_active(worker.active_counts(now, WINDOWS)) == nonzero_active(active_before)
+    assert nonzero_lifecycle(worker.lifecycle_counts(now, WINDOWS)) == nonzero_lifecycle(
+        lifecycle_before
+    )
     assert nonzero(worker.follower_counts()) == nonzero(followers_before)
+
+
+def test_expiry_at_one_window_would_lose_dormant_users() -> None:
+    """Why the horizon doubled: a user last active in (t - 2W, t - W] is dormant."""
+    state = PartitionState(DEFAULT_ACTIVE_TYPES)
+    state.apply("x", "a", "u", 100, "post")
+    windows = {"50ms": 50}
+    assert state.lifecycle_counts(160, windows)[("x", "a")]["50ms"] == (0, 0, 0, 1)
+    assert state.expired_keys(160, 50) == [make_key("x", "a", "u")]
+    assert state.expired_keys(160, 100) == []
 
 
 @given(st.data(), event_lists(), partitionings, st.randoms(use_true_random=False))
@@ -320,6 +358,7 @@ def test_load_rebuilds_same_indexes(data: st.DataObject, events, partition_of, r
     for _ in range(3):
         now = data.draw(query_times(events))
         assert rebuilt.active_counts(now, WINDOWS) == worker.active_counts(now, WINDOWS)
+        assert rebuilt.lifecycle_counts(now, WINDOWS) == worker.lifecycle_counts(now, WINDOWS)
     assert rebuilt.follower_counts() == worker.follower_counts()
 
 
@@ -339,6 +378,7 @@ def test_load_then_apply_equals_apply_all(data: st.DataObject, first, second, pa
     events = first + second
     now = data.draw(query_times(events))
     assert resumed.active_counts(now, WINDOWS) == expected_active(events, now, WINDOWS)
+    assert resumed.lifecycle_counts(now, WINDOWS) == expected_lifecycle(events, now, WINDOWS)
     assert resumed.follower_counts() == expected_followers(events)
 
 
@@ -363,6 +403,7 @@ def test_delete_is_as_if_the_key_never_had_events(data: st.DataObject, events, p
     kept = [e for e in events if make_key(e.platform, e.community, e.user_id) not in doomed]
     now = data.draw(query_times(events))
     assert worker.active_counts(now, WINDOWS) == expected_active(kept, now, WINDOWS)
+    assert worker.lifecycle_counts(now, WINDOWS) == expected_lifecycle(kept, now, WINDOWS)
     assert worker.follower_counts() == expected_followers(kept)
 
 
@@ -374,6 +415,7 @@ def test_revoke_removes_partition(data: st.DataObject, events, partition_of, gon
     kept = [e for e in events if partition_of[e.user_id] != gone]
     now = data.draw(query_times(events))
     assert worker.active_counts(now, WINDOWS) == expected_active(kept, now, WINDOWS)
+    assert worker.lifecycle_counts(now, WINDOWS) == expected_lifecycle(kept, now, WINDOWS)
     assert worker.follower_counts() == expected_followers(kept)
     # Re-assignment starts empty, ready for load().
     assert len(worker.assign(gone)) == 0
@@ -413,6 +455,7 @@ def test_delete_recomputes_user_max_for_all_communities(data: st.DataObject, row
     windows = {f"{w}ms": w for w in range(1, 32)}
     for now in range(0, 32):
         assert state.active_counts(now, windows) == expected_active(kept, now, windows)
+        assert state.lifecycle_counts(now, windows) == expected_lifecycle(kept, now, windows)
 
 
 def test_delete_newest_community_falls_back() -> None:
