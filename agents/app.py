@@ -160,6 +160,7 @@ def _state_stage(
     state: WorkerState,
     producer: SharedProducer,
     observers: list[BatchObserver],
+    late: BatchObserver,
 ) -> tuple[UsersTable, ChangelogWriter]:
     internal = by_user_topic(settings.app_id)
     topic = app.topic(
@@ -181,7 +182,7 @@ def _state_stage(
     table.source_topics = frozenset({internal})
     app.tables.add(table)
     writer = ChangelogWriter(producer, table.changelog_topic_name, state)
-    make_apply_agent(app, topic, table, writer, observers)
+    make_apply_agent(app, topic, table, writer, observers, late)
     return table, writer
 
 
@@ -242,9 +243,10 @@ def _housekeeping(
     async def expire_old_records() -> None:
         now = clock.now_ms()
         if now is not None:
-            removed = await expire(state, writer, now, windows[longest])
+            # Twice the longest window: dormant users reach back to now - 2W.
+            removed = await expire(state, writer, now, 2 * windows[longest])
             if removed:
-                log.info("state: expired %d records older than %s", removed, longest)
+                log.info("state: expired %d records older than 2 x %s", removed, longest)
 
     @app.on_before_shutdown.connect  # type: ignore[arg-type]
     async def stop_producer(app: faust.App, **kwargs: Any) -> None:
@@ -264,7 +266,14 @@ def build(settings: Settings) -> Pipeline:
 
     producer = SharedProducer(settings.kafka_bootstrap_servers)
     observers: list[BatchObserver] = []  # filled by optional read models
-    table, writer = _state_stage(app, settings, state, producer, observers)
+    table, writer = _state_stage(
+        app,
+        settings,
+        state,
+        producer,
+        observers,
+        lambda _partition, events: stats.late.observe(events, clock.watermark_ms()),
+    )
     _ingest_task(app, settings, stats, producer, faust_metrics)
     _housekeeping(app, settings, state, clock, writer, producer)
 

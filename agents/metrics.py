@@ -26,6 +26,7 @@ from streams import metric_names as names
 from streams.clock import Clock
 from streams.events import REASONS
 from streams.gauges import Gauges, gauge_rows
+from streams.lateness import DELAY_BUCKETS, LateEvents
 from streams.state import WorkerState
 
 #: Label naming the worker's app id on every sample of its ``/metrics``.
@@ -58,6 +59,8 @@ class IngestStats:
         self.invalid: dict[str, int] = dict.fromkeys(REASONS, 0)
         self.lag_buckets = [0] * (len(LAG_BUCKETS) + 1)
         self.lag_sum = 0.0
+        # Fed by the state stage (it sees events in the order they are applied).
+        self.late = LateEvents()
 
     def add(
         self, counts: dict[tuple[str, str, str], int], lag_buckets: list[int], lag_sum: float
@@ -100,9 +103,11 @@ class EngagementCollector(Collector):
             labels.platforms,
         )
         yield self._active_users(rows)
+        yield from self._lifecycle(rows)
         yield self._followers(rows)
         yield from self._ingest_counters()
         yield self._lag()
+        yield from self._late()
         yield self._watermark()
 
     def _active_users(self, rows: Gauges) -> Metric:
@@ -114,6 +119,24 @@ class EngagementCollector(Collector):
         for key, value in rows.active_rows():
             family.add_metric(list(key), value)
         return family
+
+    def _lifecycle(self, rows: Gauges) -> Iterator[Metric]:
+        by_field = rows.lifecycle_rows()
+        for field, name in names.LIFECYCLE.items():
+            family = GaugeMetricFamily(name, names.HELP[name], labels=names.LABELS[name])
+            for key, value in by_field[field]:
+                family.add_metric(list(key), value)
+            yield family
+
+    def _late(self) -> Iterator[Metric]:
+        late = self.stats.late
+        counter = CounterMetricFamily(
+            names.LATE_EVENTS, names.HELP[names.LATE_EVENTS], labels=names.LABELS[names.LATE_EVENTS]
+        )
+        for platform, n in sorted(late.counts.items()):
+            counter.add_metric([platform], n)
+        yield counter
+        yield _histogram(names.LATE_EVENT_DELAY, DELAY_BUCKETS, late.buckets, late.delay_sum_s)
 
     def _followers(self, rows: Gauges) -> Metric:
         family = GaugeMetricFamily(
@@ -140,16 +163,7 @@ class EngagementCollector(Collector):
         yield invalid
 
     def _lag(self) -> Metric:
-        cumulative, buckets = 0, []
-        for bound, count in zip((*LAG_BUCKETS, float("inf")), self.stats.lag_buckets, strict=True):
-            cumulative += count
-            buckets.append((_bound_label(bound), cumulative))
-        return HistogramMetricFamily(
-            names.EVENT_LAG,
-            names.HELP[names.EVENT_LAG],
-            buckets=buckets,
-            sum_value=self.stats.lag_sum,
-        )
+        return _histogram(names.EVENT_LAG, LAG_BUCKETS, self.stats.lag_buckets, self.stats.lag_sum)
 
     def _watermark(self) -> Metric:
         family = GaugeMetricFamily(names.WATERMARK, names.HELP[names.WATERMARK])
@@ -157,6 +171,17 @@ class EngagementCollector(Collector):
         if watermark is not None:
             family.add_metric([], watermark / 1000)
         return family
+
+
+def _histogram(
+    name: str, bounds: tuple[float, ...], counts: list[int], total: float
+) -> HistogramMetricFamily:
+    """A histogram family from per-bucket (not cumulative) counts, the last one +Inf."""
+    cumulative, buckets = 0, []
+    for bound, count in zip((*bounds, float("inf")), counts, strict=True):
+        cumulative += count
+        buckets.append((_bound_label(bound), cumulative))
+    return HistogramMetricFamily(name, names.HELP[name], buckets=buckets, sum_value=total)
 
 
 def _bound_label(bound: float) -> str:

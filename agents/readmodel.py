@@ -24,10 +24,13 @@ from typing import Any
 import orjson
 
 from agents.kafka_security import redis_kwargs
+from streams import metric_names as names
 from streams.events import ALL_COMMUNITIES
 from streams.gauges import PC, Gauges, ratio, stickiness
+from streams.state import Lifecycle
 
 SCHEMA_VERSION = 1
+_ZERO = Lifecycle(0, 0, 0, 0)
 STATUS_SCHEMA = "engagement-monitor/status/1"
 TOP_SCHEMA = "engagement-monitor/top/1"
 DAY_MS = 86_400_000
@@ -88,10 +91,12 @@ class Snapshot:
     windows: dict[str, int]  # label -> width in ms, in configured order
     active: dict[PC, dict[str, int]] = field(default_factory=dict)
     followers: dict[PC, int] = field(default_factory=dict)
+    lifecycle: dict[PC, dict[str, Lifecycle]] = field(default_factory=dict)
 
 
 def encode_snapshot(snap: Snapshot) -> bytes:
-    """Compact JSON: active counts as a list in window order (no repeated labels)."""
+    """Compact JSON: active counts as a list in window order (no repeated labels);
+    lifecycle counts as one list of the four :class:`Lifecycle` fields per window."""
     labels = list(snap.windows)
     return orjson.dumps(
         {
@@ -106,6 +111,10 @@ def encode_snapshot(snap: Snapshot) -> bytes:
                 for (p, c), counts in snap.active.items()
             ],
             "followers": [[p, c, n] for (p, c), n in snap.followers.items()],
+            "lifecycle": [
+                [p, c, [list(counts.get(label, _ZERO)) for label in labels]]
+                for (p, c), counts in snap.lifecycle.items()
+            ],
         }
     )
 
@@ -124,6 +133,13 @@ def decode_snapshot(raw: bytes | str) -> Snapshot:
         windows=windows,
         active={(p, c): dict(zip(labels, counts, strict=True)) for p, c, counts in doc["active"]},
         followers={(p, c): int(n) for p, c, n in doc["followers"]},
+        # absent in snapshots written before the lifecycle counts existed
+        lifecycle={
+            (p, c): {
+                label: Lifecycle(*map(int, n)) for label, n in zip(labels, counts, strict=True)
+            }
+            for p, c, counts in doc.get("lifecycle", ())
+        },
     )
 
 
@@ -136,6 +152,7 @@ class Totals:
     windows: dict[str, int]
     active: dict[PC, dict[str, int]]
     followers: dict[PC, int]
+    lifecycle: dict[PC, dict[str, Lifecycle]]
     as_of_ms: int | None  # the oldest worker clock among the snapshots
     newest_ms: int | None  # the newest one (differs when workers' clocks differ)
     written_ms: int | None  # the oldest write: how stale the sum can be
@@ -162,8 +179,12 @@ def sum_snapshots(snapshots: Iterable[Snapshot]) -> Totals:
     gauges = Gauges()
     for snap in snaps:
         gauges.add_active(snap.active)
+        gauges.add_lifecycle(snap.lifecycle)
         gauges.add_followers(snap.followers)
     active = {pc: {w: counts.get(w, 0) for w in windows} for pc, counts in gauges.active.items()}
+    lifecycle = {
+        pc: {w: counts.get(w, _ZERO) for w in windows} for pc, counts in gauges.lifecycle.items()
+    }
     clocks = [s.now_ms for s in snaps if s.now_ms is not None]
     return Totals(
         partitions_present=[s.partition for s in snaps],
@@ -171,6 +192,7 @@ def sum_snapshots(snapshots: Iterable[Snapshot]) -> Totals:
         windows=windows,
         active=active,
         followers=gauges.followers,
+        lifecycle=lifecycle,
         as_of_ms=min(clocks) if clocks else None,
         newest_ms=max(clocks) if clocks else None,
         written_ms=min((s.written_ms for s in snaps), default=None),
@@ -178,10 +200,17 @@ def sum_snapshots(snapshots: Iterable[Snapshot]) -> Totals:
 
 
 def community_row(
-    platform: str, community: str, active: Mapping[str, int], followers: int, windows: Iterable[str]
+    platform: str,
+    community: str,
+    active: Mapping[str, int],
+    followers: int,
+    windows: Iterable[str],
+    lifecycle: Mapping[str, Lifecycle] | None = None,
 ) -> dict[str, Any]:
     """One row of the status document (see docs/readmodel.md for the schema)."""
     counts = {label: int(active.get(label, 0)) for label in windows}
+    audience = {label: (lifecycle or {}).get(label, _ZERO) for label in counts}
+    ghost = audience.get(names.GHOST_WINDOW)
     return {
         "platform": platform,
         "community": community,
@@ -189,6 +218,16 @@ def community_row(
         "followers": followers,
         "active_per_follower": {label: ratio(n, followers) for label, n in counts.items()},
         "stickiness": stickiness(counts),
+        "audience": {
+            label: {
+                **n._asdict(),
+                "non_follower_active": counts[label] - n.active_followers,
+                "active_follower_share": ratio(n.active_followers, followers),
+            }
+            for label, n in audience.items()
+        },
+        # followers not active in GHOST_WINDOW (None when that window is not configured)
+        "ghost_followers": None if ghost is None else followers - ghost.active_followers,
     }
 
 
@@ -203,11 +242,18 @@ def status_document(
     wanted = set(communities)
     labels = list(totals.windows)
     keys = sorted(
-        set(totals.active) | set(totals.followers),
+        set(totals.active) | set(totals.followers) | set(totals.lifecycle),
         key=lambda pc: (pc[0], pc[1] != ALL_COMMUNITIES, pc[1]),
     )
     rows = [
-        community_row(p, c, totals.active.get((p, c), {}), totals.followers.get((p, c), 0), labels)
+        community_row(
+            p,
+            c,
+            totals.active.get((p, c), {}),
+            totals.followers.get((p, c), 0),
+            labels,
+            totals.lifecycle.get((p, c)),
+        )
         for p, c in keys
         if (not wanted or c in wanted) and (platform is None or p == platform)
     ]

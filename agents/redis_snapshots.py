@@ -63,7 +63,14 @@ def build_snapshots(
         rows = gauge_rows([part], now_ms, windows)
         out.append(
             Snapshot(
-                partition, partitions, now_ms, written_ms, windows, rows.active, rows.followers
+                partition,
+                partitions,
+                now_ms,
+                written_ms,
+                windows,
+                rows.active,
+                rows.followers,
+                rows.lifecycle,
             )
         )
     return out

@@ -100,9 +100,12 @@ def make_apply_agent(
     table: UsersTable,
     writer: ChangelogWriter,
     observers: list[BatchObserver] | None = None,
+    before: BatchObserver | None = None,
 ) -> Any:
     """The agent; each ``observer(partition, events)`` also sees every decoded batch
-    (e.g. the Redis read model's top-users tally) — kept off the state's own path."""
+    (e.g. the Redis read model's top-users tally) — kept off the state's own path;
+    ``before`` sees each batch before it is applied (the late-event tally, which
+    compares with the event clock as it stood)."""
     watchers = observers if observers is not None else []
 
     @app.agent(topic, name="apply-events")
@@ -112,6 +115,8 @@ def make_apply_agent(
             for raw in values:
                 partition, events = decode_batch(raw)
                 part = table.ensure_partition(partition)
+                if before is not None:
+                    before(partition, events)
                 keys = dirty.setdefault(partition, set())
                 apply = part.apply
                 for ts_ms, platform, community, user_id, event_type in events:

@@ -180,6 +180,11 @@ class Sweep:
         self.labels = CommunityLabels(community_cap) if labels is None else labels
         self.active = Family(names.ACTIVE_USERS)
         self.followers = Family(names.FOLLOWERS)
+        self.lifecycle = {key: Family(name) for key, name in names.LIFECYCLE.items()}
+
+    def families(self) -> list[Family]:
+        """Every family, in the collector's order."""
+        return [self.active, *self.lifecycle.values(), self.followers]
 
     def run(self, rows: list[Row], steps: list[int], progress: Any = None) -> None:
         rows = sorted(rows)
@@ -204,6 +209,10 @@ class Sweep:
         rows = gauge_rows([self.state], t, self.windows, self.labels, self.labels.platforms)
         for key, value in rows.active_rows():
             self.active.put(index, key, value)
+        for name, series in rows.lifecycle_rows().items():
+            family = self.lifecycle[name]
+            for key, value in series:
+                family.put(index, key, value)
         for pair, n in rows.follower_rows():
             self.followers.put(index, pair, n)
 
@@ -315,7 +324,7 @@ async def backfill(args: argparse.Namespace, conf: Any, out: TextIO) -> str:
     sweeping = Progress("backfill: steps", total=len(steps), unit="steps", enabled=not args.quiet)
     sweep.run(rows, steps, sweeping)
     sweeping.close()
-    samples = write_openmetrics(out, (sweep.active, sweep.followers), steps, conf.app_id)
+    samples = write_openmetrics(out, sweep.families(), steps, conf.app_id)
     return f"backfill: {source.tally.summary()}; {len(steps)} steps, {samples} samples"
 
 

@@ -40,6 +40,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--platform", help="only this platform")
     parser.add_argument("--json", action="store_true", help="print the JSON document")
+    parser.add_argument(
+        "--lifecycle",
+        action="store_true",
+        help="the audience per window: active followers, non-follower engagers, "
+        "new, returning, dormant users, ghost followers",
+    )
     parser.add_argument("--watch", action="store_true", help="refresh the table live")
     parser.add_argument(
         "--interval",
@@ -160,6 +166,48 @@ def build_table(doc: dict[str, Any], width: int = 200) -> Any:
     return table
 
 
+def build_lifecycle_table(doc: dict[str, Any]) -> Any:
+    """``status --lifecycle``: one line per community and window (pure, like build_table)."""
+    from rich.table import Table
+
+    title = f"{doc['app_id']} — audience as of {_when(doc['as_of_ms'])}"
+    table = Table(title=title, title_justify="left")
+    for name in ("platform", "community", "window"):
+        table.add_column(name)
+    columns = (
+        "active",
+        "active followers",
+        "non-followers",
+        "new",
+        "returning",
+        "dormant",
+        f"ghost followers ({names.GHOST_WINDOW})",
+    )
+    for name in columns:
+        table.add_column(name, justify="right")
+    for row in doc["communities"]:
+        ghosts = row["ghost_followers"]
+        for window in doc["windows"]:
+            audience = row["audience"][window]
+            table.add_row(
+                row["platform"],
+                row["community"],
+                window,
+                f"{row['active'][window]:,}",
+                f"{audience['active_followers']:,}",
+                f"{audience['non_follower_active']:,}",
+                f"{audience['new_users']:,}",
+                f"{audience['returning_users']:,}",
+                f"{audience['dormant_users']:,}",
+                "–" if ghosts is None else f"{ghosts:,}",
+            )
+    return table
+
+
+def _table(args: argparse.Namespace, doc: dict[str, Any], width: int) -> Any:
+    return build_lifecycle_table(doc) if args.lifecycle else build_table(doc, width)
+
+
 async def _with_client(url: str, fn: Callable[[Any], Any]) -> Any:
     client = connect(url)
     try:
@@ -188,7 +236,7 @@ def _render(args: argparse.Namespace) -> Any:
     except Exception as exc:  # noqa: BLE001 - shown in the live view; retried next refresh
         return Text(f"waiting for Redis at {redact_url(args.redis_url)} ({exc})", style="yellow")
     notes = [Text(w, style="yellow") for w in warnings(doc)]
-    return Group(build_table(doc, Console().width), *notes)
+    return Group(_table(args, doc, Console().width), *notes)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -217,7 +265,7 @@ def run(args: argparse.Namespace) -> int:
         sys.stdout.write(orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode() + "\n")
     else:
         console = Console()
-        console.print(build_table(doc, console.width))
+        console.print(_table(args, doc, console.width))
     return 0
 
 

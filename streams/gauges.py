@@ -1,4 +1,5 @@
-"""The gauge rows: active users per window and followers per (platform, community).
+"""The gauge rows: active users, the audience lifecycle per window, and followers per
+(platform, community).
 
 One computation for every place that shows them: the worker's ``/metrics`` collector
 (:mod:`agents.metrics`), ``backfill`` (past values), the Redis snapshots
@@ -16,7 +17,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from streams.metric_names import STICKINESS
-from streams.state import PartitionState
+from streams.state import Lifecycle, PartitionState
 
 PC = tuple[str, str]  # (platform, community)
 
@@ -27,10 +28,12 @@ def _same(community: str) -> str:
 
 @dataclass
 class Gauges:
-    """{(platform, community label): {window: users}} and {(platform, label): followers}."""
+    """{(platform, community label): {window: users}}, the same with a :class:`Lifecycle`
+    per window, and {(platform, label): followers}."""
 
     active: dict[PC, dict[str, int]] = field(default_factory=dict)
     followers: dict[PC, int] = field(default_factory=dict)
+    lifecycle: dict[PC, dict[str, Lifecycle]] = field(default_factory=dict)
 
     def add_active(
         self,
@@ -52,6 +55,28 @@ class Gauges:
         for (platform, community), n in followers.items():
             key = (platform_label(platform), label(community))
             self.followers[key] = self.followers.get(key, 0) + n
+
+    def add_lifecycle(
+        self,
+        lifecycle: Mapping[PC, Mapping[str, Lifecycle]],
+        label: Callable[[str], str] = _same,
+        platform_label: Callable[[str], str] = _same,
+    ) -> None:
+        for (platform, community), counts in lifecycle.items():
+            key = (platform_label(platform), label(community))
+            total = self.lifecycle.setdefault(key, {})
+            for window, n in counts.items():
+                before = total.get(window)
+                total[window] = n if before is None else before.plus(n)
+
+    def lifecycle_rows(self) -> dict[str, list[tuple[tuple[str, str, str], int]]]:
+        """{Lifecycle field: [((platform, community, window), users), ...]}, sorted."""
+        rows = sorted(
+            ((p, c, window), n)
+            for (p, c), counts in self.lifecycle.items()
+            for window, n in counts.items()
+        )
+        return {name: [(key, n[i]) for key, n in rows] for i, name in enumerate(Lifecycle._fields)}
 
     def active_rows(self) -> list[tuple[tuple[str, str, str], int]]:
         """((platform, community, window), users), sorted: the exposition order."""
@@ -82,6 +107,8 @@ def gauge_rows(
     if now_ms is not None:
         for part in parts:
             gauges.add_active(part.active_counts(now_ms, windows), label, platform_label)
+        for part in parts:
+            gauges.add_lifecycle(part.lifecycle_counts(now_ms, windows), label, platform_label)
     for part in parts:
         gauges.add_followers(part.follower_counts(), label, platform_label)
     return gauges

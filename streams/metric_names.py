@@ -20,10 +20,25 @@ WATERMARK = "engagement_watermark_seconds"
 REDIS_WRITE_FAILURES = "engagement_redis_write_failures"
 TOP_USERS_DROPPED = "engagement_top_users_dropped_events"
 REDIS_LAST_WRITE = "engagement_redis_last_write_seconds"
+ACTIVE_FOLLOWERS = "engagement_active_followers"
+NEW_USERS = "engagement_new_users"
+RETURNING_USERS = "engagement_returning_users"
+DORMANT_USERS = "engagement_dormant_users"
+LATE_EVENTS = "engagement_late_events"
+LATE_EVENT_DELAY = "engagement_late_event_delay_seconds"
+
+#: The audience families, one per field of :class:`streams.state.Lifecycle` (in order).
+LIFECYCLE = {
+    "active_followers": ACTIVE_FOLLOWERS,
+    "new_users": NEW_USERS,
+    "returning_users": RETURNING_USERS,
+    "dormant_users": DORMANT_USERS,
+}
 
 #: Counters as Prometheus stores them.
 EVENTS_TOTAL = EVENTS + "_total"
 INVALID_EVENTS_TOTAL = INVALID_EVENTS + "_total"
+LATE_EVENTS_TOTAL = LATE_EVENTS + "_total"
 
 #: Prefix of Faust's own sensor (``faust_topic_partition_end_offset``, ...): fixed, so
 #: names don't change with the app id.
@@ -39,6 +54,12 @@ HELP = {
     REDIS_WRITE_FAILURES: "Read-model writes to Redis that failed or timed out.",
     TOP_USERS_DROPPED: "Active events left out of the top-users sets: pending buffer full.",
     REDIS_LAST_WRITE: "Wall time of the last successful read-model write.",
+    ACTIVE_FOLLOWERS: "Users following now whose last active event is within the window.",
+    NEW_USERS: "Users first seen within the window.",
+    RETURNING_USERS: "Users active within the window and first seen before it.",
+    DORMANT_USERS: "Users last active in the window before this one, not since.",
+    LATE_EVENTS: "Events applied with a time behind the worker's event clock.",
+    LATE_EVENT_DELAY: "How far behind the worker's event clock late events were.",
 }
 
 LABELS: dict[str, tuple[str, ...]] = {
@@ -46,6 +67,8 @@ LABELS: dict[str, tuple[str, ...]] = {
     FOLLOWERS: ("platform", "community"),
     EVENTS: ("platform", "community", "type"),
     INVALID_EVENTS: ("reason",),
+    **dict.fromkeys(LIFECYCLE.values(), ("platform", "community", "window")),
+    LATE_EVENTS: ("platform",),
 }
 
 # -- recording rules (deploy/prometheus/rules_gen.py), read by the dashboards ----------
@@ -56,6 +79,15 @@ ACTIVE_FOLLOWERS_RATIO = "engagement:active_followers_ratio"
 EVENTS_RATE = "engagement:events:rate5m"
 INVALID_EVENTS_RATE = "engagement:invalid_events:rate5m"
 CONSUMER_LAG_SUM = "engagement:consumer_lag:sum"
+ACTIVE_FOLLOWERS_SUM = "engagement:active_followers:sum"
+NEW_USERS_SUM = "engagement:new_users:sum"
+RETURNING_USERS_SUM = "engagement:returning_users:sum"
+DORMANT_USERS_SUM = "engagement:dormant_users:sum"
+#: Share of followers active in the window / not active in GHOST_WINDOW.
+ACTIVE_FOLLOWER_SHARE = "engagement:active_follower_share"
+GHOST_FOLLOWER_SHARE = "engagement:ghost_follower_share"
+#: Active users who do not follow: active_users - active_followers, per window.
+NON_FOLLOWER_ACTIVE = "engagement:non_follower_active_users"
 
 # -- DAU / WAU / MAU and stickiness ---------------------------------------------------
 
@@ -64,6 +96,8 @@ CONSUMER_LAG_SUM = "engagement:consumer_lag:sum"
 DAU_WINDOW = "1d"
 WAU_WINDOW = "7d"
 MAU_WINDOW = "30d"
+#: A ghost follower follows and has not been active in this window.
+GHOST_WINDOW = MAU_WINDOW
 
 #: Stickiness ratios: name -> (numerator window, denominator window). The name is the
 #: key in the status document and the suffix of the ``engagement:stickiness_*`` rule.

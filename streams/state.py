@@ -268,9 +268,7 @@ class _Group:
         n_active, n_first_active = len(active), len(first_active)
         upper = _at_most(active, now_ms, True)
         ahead = (
-            [(v >> _SHIFT) - (v & _GAP) for v in active.islice(upper)]
-            if upper < n_active
-            else ()
+            [(v >> _SHIFT) - (v & _GAP) for v in active.islice(upper)] if upper < n_active else ()
         )
         followers_upper = _at_most(followers, now_ms, True) if followers else 0
         first_upper = _at_most(first_active, now_ms, False) + _at_most(first_idle, now_ms, False)

@@ -202,6 +202,7 @@ def recording_rules(s: Settings) -> list[dict[str, Any]]:
             "expr": f"{active}\n  / ignoring (window) group_left ()\n({names.FOLLOWERS_SUM} > 0)",
         },
         *stickiness,
+        *audience_rules(),
         {
             "record": names.EVENTS_RATE,
             "expr": f"sum without (instance, job) (rate({names.EVENTS_TOTAL}[{w}]))",
@@ -209,6 +210,36 @@ def recording_rules(s: Settings) -> list[dict[str, Any]]:
         {
             "record": names.INVALID_EVENTS_RATE,
             "expr": f"sum without (instance, job) (rate({names.INVALID_EVENTS_TOTAL}[{w}]))",
+        },
+    ]
+
+
+def audience_rules() -> list[dict[str, Any]]:
+    """Sums of the audience gauges, the follower shares and the non-follower engagers."""
+    sums = [
+        (names.ACTIVE_FOLLOWERS_SUM, names.ACTIVE_FOLLOWERS),
+        (names.NEW_USERS_SUM, names.NEW_USERS),
+        (names.RETURNING_USERS_SUM, names.RETURNING_USERS),
+        (names.DORMANT_USERS_SUM, names.DORMANT_USERS),
+    ]
+    followers, active_followers = names.FOLLOWERS_SUM, names.ACTIVE_FOLLOWERS_SUM
+    return [
+        *(
+            {"record": record, "expr": f"sum without (instance, job) ({family})"}
+            for record, family in sums
+        ),
+        {
+            "record": names.ACTIVE_FOLLOWER_SHARE,
+            "expr": f"{active_followers}\n  / ignoring (window) group_left ()\n({followers} > 0)",
+        },
+        {
+            "record": names.GHOST_FOLLOWER_SHARE,
+            "expr": f"(\n  {followers}\n  - ignoring (window)\n"
+            f'  {active_followers}{{window="{names.GHOST_WINDOW}"}}\n)\n/\n({followers} > 0)',
+        },
+        {
+            "record": names.NON_FOLLOWER_ACTIVE,
+            "expr": f"{names.ACTIVE_USERS_SUM} - {active_followers}",
         },
     ]
 

@@ -24,12 +24,19 @@ from grafana.dashboards.common import (
 )
 from streams.metric_names import (
     ACTIVE_FOLLOWERS_RATIO,
+    ACTIVE_FOLLOWERS_SUM,
     ACTIVE_USERS,
     ACTIVE_USERS_SUM,
     DAU_WINDOW,
+    DORMANT_USERS_SUM,
     EVENTS_RATE,
     FOLLOWERS_SUM,
+    GHOST_FOLLOWER_SHARE,
+    GHOST_WINDOW,
     MAU_WINDOW,
+    NEW_USERS_SUM,
+    NON_FOLLOWER_ACTIVE,
+    RETURNING_USERS_SUM,
     WAU_WINDOW,
     stickiness_record,
 )
@@ -62,6 +69,77 @@ EVENTS_BY_TYPE = (
 
 def active(window: str) -> str:
     return f'{ACTIVE_USERS_SUM}{{{SEL}, window="{window}"}}'
+
+
+#: The window of the new / returning / dormant panel.
+LIFECYCLE_WINDOW = WAU_WINDOW
+
+
+def in_window(record: str, window: str) -> str:
+    return f'{record}{{{SEL}, window="{window}"}}'
+
+
+def audience_row(dash: db.Dashboard) -> db.Dashboard:
+    """Who the followers are (active or ghosts), who else engages, and whether people
+    are arriving, coming back or going quiet."""
+    ghosts = (
+        f"{FOLLOWERS_SUM}{{{SEL}}}\n  - ignoring (window)\n"
+        f"{in_window(ACTIVE_FOLLOWERS_SUM, GHOST_WINDOW)}"
+    )
+    return (
+        dash.with_row(row("Audience"))
+        .with_panel(
+            timeseries_panel(
+                "Active vs ghost followers",
+                f"Followers active in the last {GHOST_WINDOW} and ghost followers (following, "
+                f"not active in {GHOST_WINDOW}), stacked: together they are the followers.",
+                targets(
+                    (in_window(ACTIVE_FOLLOWERS_SUM, GHOST_WINDOW), "active followers"),
+                    (ghosts, "ghost followers"),
+                ),
+                stacked=True,
+                width=8,
+            )
+        )
+        .with_panel(
+            timeseries_panel(
+                f"Active users: followers and non-followers ({MAU_WINDOW})",
+                f"Users active in the last {MAU_WINDOW}, stacked: those who follow and those "
+                "who engage without following.",
+                targets(
+                    (in_window(ACTIVE_FOLLOWERS_SUM, MAU_WINDOW), "followers"),
+                    (in_window(NON_FOLLOWER_ACTIVE, MAU_WINDOW), "non-followers"),
+                ),
+                stacked=True,
+                width=8,
+            )
+        )
+        .with_panel(
+            timeseries_panel(
+                f"New, returning and dormant users ({LIFECYCLE_WINDOW})",
+                f"Over the last {LIFECYCLE_WINDOW}: new (first seen in it), returning (active "
+                "in it, first seen before) and dormant (active in the previous "
+                f"{LIFECYCLE_WINDOW}, not since), stacked.",
+                targets(
+                    (in_window(NEW_USERS_SUM, LIFECYCLE_WINDOW), "new"),
+                    (in_window(RETURNING_USERS_SUM, LIFECYCLE_WINDOW), "returning"),
+                    (in_window(DORMANT_USERS_SUM, LIFECYCLE_WINDOW), "dormant"),
+                ),
+                stacked=True,
+                width=8,
+            )
+        )
+        .with_panel(
+            stat_panel(
+                f"Ghost followers ({GHOST_WINDOW})",
+                f"Share of followers with no active event in the last {GHOST_WINDOW}.",
+                f"{GHOST_FOLLOWER_SHARE}{{{SEL}}}",
+                unit="percentunit",
+                width=8,
+                decimals=1,
+            )
+        )
+    )
 
 
 def variables() -> list[db.QueryVariable]:
@@ -184,6 +262,7 @@ def build() -> model.Dashboard:
         )
     )
 
+    dash = audience_row(dash)
     dash = (
         dash.with_row(row("Communities and alerts"))
         .with_panel(

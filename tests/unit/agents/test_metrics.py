@@ -135,3 +135,35 @@ def test_every_sample_of_the_page_carries_the_app_label() -> None:
         'app="' not in plain
         and text.replace('app="shop",', "").replace('{app="shop"}', "") == plain
     )
+
+
+def test_lifecycle_and_late_events_are_exposed() -> None:
+    state = make_state()
+    stats = IngestStats(CommunityLabels(cap=10))
+    part = state.partitions[0]
+    # u9 follows c (T - 2h) and is active in it now; u8 was active in c 2h ago (dormant
+    # in 1h), u7 only viewed c (new, not active)
+    part.apply("tw", "c", "u9", T, "like")
+    part.apply("tw", "c", "u8", T - 2 * 3_600_000 + 1, "like")
+    part.apply("tw", "c", "u7", T - 10, "view")
+    # one batch as the state stage sees it: in order, behind the clock by 0, 2 and 1500 ms
+    stats.late.observe([[T, "tw"], [T - 2, "tw"], [T - 1_500, "ig"], [T + 5, "tw"]], T)
+    samples = scrape(state, stats, Clock("event", state.watermark_ms))
+
+    def gauge(name: str, window: str, community: str = "c") -> float:
+        key = (("community", community), ("platform", "tw"), ("window", window))
+        return samples[(name, key)]
+
+    assert gauge("engagement_active_followers", "5m") == 1
+    assert gauge("engagement_new_users", "5m") == 3  # u2, u3 (likes at T-2m, T-3m), u7
+    assert gauge("engagement_new_users", "1h") == 3
+    assert gauge("engagement_returning_users", "5m") == 1  # u9: first seen T - 2h
+    assert gauge("engagement_dormant_users", "1h") == 1  # u8
+    assert gauge("engagement_dormant_users", "5m") == 0
+    assert gauge("engagement_new_users", "1h", "*") == 5  # u0, u1, u2, u3, u7
+    assert samples[("engagement_late_events_total", (("platform", "tw"),))] == 1
+    assert samples[("engagement_late_events_total", (("platform", "ig"),))] == 1
+    assert samples[("engagement_late_event_delay_seconds_count", ())] == 2
+    assert samples[("engagement_late_event_delay_seconds_bucket", (("le", "0.001"),))] == 0
+    assert samples[("engagement_late_event_delay_seconds_bucket", (("le", "0.01"),))] == 1
+    assert samples[("engagement_late_event_delay_seconds_sum", ())] == 1.502

@@ -22,7 +22,7 @@ from agents.readmodel import (
 )
 from agents.redis_snapshots import build_snapshots, snapshot_ttl_ms
 from agents.top_users import DAY_MS, TopUsersTally, plan
-from commands.status import build_table, warnings
+from commands.status import build_lifecycle_table, build_table, warnings
 from streams.durations import parse_windows
 from streams.events import DEFAULT_ACTIVE_TYPES
 from streams.state import WorkerState
@@ -32,6 +32,7 @@ from tests.oracle import (
     event_clock,
     expected_active,
     expected_followers,
+    expected_lifecycle,
     fields,
     top_users_after_flush,
 )
@@ -63,7 +64,28 @@ def test_snapshots_round_trip_and_sum_to_the_oracle() -> None:
     totals = sum_snapshots(reversed(decoded))
     assert totals.active == expected_active(traffic.valid, now, WINDOWS)
     assert totals.followers == expected_followers(traffic.valid)
+    assert totals.lifecycle == expected_lifecycle(traffic.valid, now, WINDOWS)
     assert totals.partitions_present == [0, 1, 2, 3] and totals.complete
+    # status rows: the audience per window, ghosts and non-follower engagers from it
+    doc = status_document(totals, "app")
+    followers = expected_followers(traffic.valid)
+    for row in doc["communities"]:
+        pc = (row["platform"], row["community"])
+        want = expected_lifecycle(traffic.valid, now, WINDOWS).get(pc, {})
+        for window, n in want.items():
+            audience = row["audience"][window]
+            assert (
+                audience["active_followers"],
+                audience["new_users"],
+                audience["returning_users"],
+                audience["dormant_users"],
+            ) == n
+            assert audience["non_follower_active"] == row["active"][window] - n[0]
+        if pc in want or pc in followers:
+            ghosts = followers.get(pc, 0) - want.get("30d", (0,))[0]
+            assert row["ghost_followers"] == ghosts
+    table = build_lifecycle_table(doc)
+    assert table.row_count == len(doc["communities"]) * len(WINDOWS)
     assert totals.as_of_ms == totals.newest_ms == now
     assert list(totals.windows) == list(WINDOWS)
 
@@ -231,3 +253,17 @@ def test_top_payloads_chunk_and_carry_keys_increments_and_index(monkeypatch) -> 
         ["em:app:topidx:2026-01-02", '["x","*"]'],
     ]
     assert payloads[1][2] == [["em:app:top:2026-01-03:y:b%3Ac", ["u3", 1]]]
+
+
+def test_snapshot_without_lifecycle_still_decodes() -> None:
+    """A worker of the previous release writes no "lifecycle" list: zeros, not an error."""
+    import orjson
+
+    snap = Snapshot(0, 1, NOW, 1, {"1d": DAY_MS}, {("x", "a"): {"1d": 1}}, {("x", "a"): 1})
+    doc = orjson.loads(encode_snapshot(snap))
+    del doc["lifecycle"]
+    old = decode_snapshot(orjson.dumps(doc))
+    assert old.lifecycle == {}
+    row = status_document(sum_snapshots([old]), "app")["communities"][0]
+    assert row["audience"]["1d"]["new_users"] == 0
+    assert row["audience"]["1d"]["non_follower_active"] == 1

@@ -11,7 +11,8 @@ from prometheus_client.openmetrics.parser import text_string_to_metric_families
 from commands.backfill import Family, Sweep, escape, format_seconds, step_times, write_openmetrics
 from streams.durations import parse_windows
 from streams.events import DEFAULT_ACTIVE_TYPES
-from tests.oracle import expected_active, expected_followers
+from streams.metric_names import LIFECYCLE
+from tests.oracle import expected_active, expected_followers, expected_lifecycle
 
 WINDOWS = parse_windows("5m,1h,1d")
 TYPES = ["like", "comment", "view", "follow", "unfollow", "post", "click"]
@@ -64,6 +65,21 @@ def test_sweep_equals_the_oracle_at_every_step() -> None:
             if index >= s.first
         }
         assert got_f == expected_followers(upto)
+        lifecycle = expected_lifecycle(upto, t, WINDOWS, DEFAULT_ACTIVE_TYPES)
+        for i, field in enumerate(LIFECYCLE):
+            got_l = {
+                key: s.values[index - s.first]
+                for key, s in sweep.lifecycle[field].series.items()
+                if index >= s.first
+            }
+            assert got_l == {
+                (p, c, w): n[i] for (p, c), counts in lifecycle.items() for w, n in counts.items()
+            }, field
+    assert [f.name for f in sweep.families()] == [
+        "engagement_active_users",
+        *LIFECYCLE.values(),
+        "engagement_followers",
+    ]
 
 
 def test_community_cap_folds_late_communities_into_other() -> None:

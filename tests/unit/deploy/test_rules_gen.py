@@ -29,6 +29,13 @@ RECORDING_RULES = (  # docs/metrics.md: dashboards depend on these names
     "engagement:stickiness_dau_wau",
     "engagement:events:rate5m",
     "engagement:invalid_events:rate5m",
+    "engagement:active_followers:sum",
+    "engagement:new_users:sum",
+    "engagement:returning_users:sum",
+    "engagement:dormant_users:sum",
+    "engagement:active_follower_share",
+    "engagement:ghost_follower_share",
+    "engagement:non_follower_active_users",
 )
 ALERTS = (
     "EngagementDropVsLastWeek",

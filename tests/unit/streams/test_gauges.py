@@ -8,7 +8,7 @@ from streams.events import DEFAULT_ACTIVE_TYPES, EVENT_TYPES
 from streams.gauges import Gauges, gauge_rows, ratio, stickiness
 from streams.state import PartitionState
 from streams.topics import partition_for_user
-from tests.oracle import expected_active, expected_followers
+from tests.oracle import expected_active, expected_followers, expected_lifecycle
 
 WINDOWS = {"5m": 300_000, "1h": 3_600_000, "1d": 86_400_000}
 NOW = 1_800_000_000_000
@@ -42,6 +42,7 @@ def test_rows_over_partitions_equal_the_oracle() -> None:
     gauges = gauge_rows(partitioned(rows, 4), NOW, WINDOWS)
     assert gauges.active == expected_active(rows, NOW, WINDOWS)
     assert gauges.followers == expected_followers(rows)
+    assert gauges.lifecycle == expected_lifecycle(rows, NOW, WINDOWS)
     # the flat, sorted rows the collector exposes
     flat = gauges.active_rows()
     assert flat == sorted(flat)
@@ -69,12 +70,29 @@ def test_label_cap_sums_communities_that_share_a_label() -> None:
     assert gauges.followers[("tw", "_other")] == sum(
         n for (p, c), n in followers.items() if p == "tw" and label(c) == "_other"
     )
+    lifecycle = expected_lifecycle(rows, NOW, WINDOWS)
+    assert gauges.lifecycle[("tw", "_other")] == {
+        w: tuple(
+            sum(
+                c[w][i]
+                for (p, comm), c in lifecycle.items()
+                if p == "tw" and label(comm) == "_other"
+            )
+            for i in range(4)
+        )
+        for w in WINDOWS
+    }
+    by_field = gauges.lifecycle_rows()
+    assert [n for _key, n in by_field["dormant_users"]] == [
+        gauges.lifecycle[(p, c)][w].dormant_users for (p, c, w), _n in by_field["dormant_users"]
+    ]
 
 
 def test_no_clock_means_followers_only() -> None:
     rows = events(3, 500)
     gauges = gauge_rows(partitioned(rows, 2), None, WINDOWS)
     assert gauges.active == {}
+    assert gauges.lifecycle == {}
     assert gauges.followers == expected_followers(rows)
 
 
@@ -85,6 +103,7 @@ def test_adding_partition_rows_is_the_same_as_computing_them_together() -> None:
     for part in parts:
         one = gauge_rows([part], NOW, WINDOWS)
         summed.add_active(one.active)
+        summed.add_lifecycle(one.lifecycle)
         summed.add_followers(one.followers)
     assert summed == gauge_rows(parts, NOW, WINDOWS)
 

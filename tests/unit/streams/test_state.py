@@ -319,10 +319,14 @@ def test_expiry_keeps_counts(data: st.DataObject, events, partition_of, horizon:
             state.delete(key)
         users_left = {(split_key(k)[0], split_key(k)[2]) for k in state.records}
         for key, record in state.records.items():
-            assert record.following or record.newest_ms() > now - horizon or any(
-                r.following or r.newest_ms() > now - horizon
-                for k, r in state.records.items()
-                if (split_key(k)[0], split_key(k)[2]) == (split_key(key)[0], split_key(key)[2])
+            assert (
+                record.following
+                or record.newest_ms() > now - horizon
+                or any(
+                    r.following or r.newest_ms() > now - horizon
+                    for k, r in state.records.items()
+                    if (split_key(k)[0], split_key(k)[2]) == (split_key(key)[0], split_key(key)[2])
+                )
             ), key
         assert not {(split_key(k)[0], split_key(k)[2]) for k in expired} & users_left
     assert nonzero_active(worker.active_counts(now, WINDOWS)) == nonzero_active(active_before)
@@ -469,3 +473,29 @@ def test_delete_newest_community_falls_back() -> None:
     assert state.active_counts(30, {"15ms": 15})[("x", "*")] == {"15ms": 0}
     state.delete(make_key("x", "a", "u"))
     assert state.active_counts(30, {"15ms": 15}) == {}
+
+
+def test_worked_example_of_the_docs() -> None:
+    """docs/metrics.md, "A worked example": the same events, the same numbers."""
+    day = DAY
+    t = 40 * day
+    state = PartitionState(DEFAULT_ACTIVE_TYPES)
+    for user, ts, kind in [
+        ("ana", 2 * day, "follow"),
+        ("ana", 39 * day, "like"),
+        ("ben", 5 * day, "follow"),
+        ("ben", 30 * day, "like"),
+        ("cat", 37 * day, "like"),
+        ("dan", 38 * day, "view"),
+        ("eve", 3 * day, "follow"),
+        ("fay", 35 * day + day // 2, "unfollow"),
+        ("fay", 35 * day + day // 2, "follow"),
+        ("gus", 33 * day, "like"),
+    ]:
+        state.apply("x", "acme", user, ts, kind)
+    windows = {"7d": 7 * day, "30d": 30 * day}
+    assert state.active_counts(t, windows)[("x", "acme")] == {"7d": 3, "30d": 5}
+    assert state.follower_counts()[("x", "acme")] == 3
+    lifecycle = state.lifecycle_counts(t, windows)[("x", "acme")]
+    assert lifecycle["7d"] == (1, 3, 1, 2)  # active followers, new, returning, dormant
+    assert lifecycle["30d"].active_followers == 2  # ghost followers: 3 - 2 = 1 (eve)
