@@ -1,6 +1,8 @@
 """Throughput and latency of the pipeline against a raw aiokafka consumer, one run.
 
     python bench/pipeline_bench.py [--events 1000000] [--users 100000] [--communities 1000]
+    git worktree add /tmp/base main   # code to compare with
+    python bench/pipeline_bench.py --baseline /tmp/base --rounds 2   # before/after, one run
 
 Needs the local stack (``deploy/local/stack up``; KAFKA_BOOTSTRAP_SERVERS or
 KAFKA_PORT pick the broker). Steps, all in one run so the ratio is fair on a noisy
@@ -13,6 +15,12 @@ machine:
    the ratio to (a), and the worker's peak RSS;
 4. at a fixed lower rate, probe events (each in a community of its own) are sent and
    /metrics is polled until the probe's gauge appears: p50/p99 event-to-metric latency.
+
+With ``--baseline DIR`` step 3 runs ``--rounds`` times for each of two code trees —
+DIR (e.g. a worktree of main) and this one — alternating, on the same topic, and
+prints each run, the medians and their ratio; memory per stored record is (peak RSS −
+RSS of the idle worker before the first event) / distinct (platform, community, user)
+keys. Step 4 is skipped then.
 """
 
 from __future__ import annotations
@@ -27,6 +35,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
@@ -35,7 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from agents.kafka_admin import ensure_topics
 from agents.kafka_security import client_kwargs  # noqa: E402
-from bench.workers import Worker, wait_caught_up  # noqa: E402
+from bench.workers import REPO, Worker, wait_caught_up  # noqa: E402
 from streams.events import format_ts  # noqa: E402
 from streams.topics import ingest_group  # noqa: E402
 
@@ -148,11 +157,89 @@ async def first_progress(bootstrap: str, group: str, worker: Worker) -> float:
         await admin.close()
 
 
-def peak_rss_mib(pid: int) -> float:
+def peak_rss_mib(pid: int, field: str = "VmHWM") -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) / 1024
     return float("nan")
+
+
+@dataclass
+class Run:
+    events_per_s: float
+    peak_rss_mib: float
+    idle_rss_mib: float
+
+
+async def run_worker(
+    bootstrap: str, topic: str, app_id: str, args: argparse.Namespace, repo: Path
+) -> tuple[Run, Worker]:
+    """A fresh worker (own consumer group) from ``repo`` over the whole topic; it is left
+    running for the caller to probe or stop."""
+    tmp = tempfile.mkdtemp(prefix=f"{app_id}-")
+    redis_url = os.environ.get(
+        "REDIS_URL", f"redis://127.0.0.1:{os.environ.get('REDIS_PORT', '6379')}/0"
+    )
+    worker = Worker(
+        bootstrap,
+        app_id,
+        topic,
+        f"{topic}.dlq",
+        Path(tmp) / "data",
+        store=args.store,
+        repo=repo,
+        EM_PARTITIONS=str(args.partitions),
+        REDIS_URL=redis_url,
+        EM_EXPIRY_INTERVAL="60s",
+    ).start()
+    try:
+        worker.wait_metrics()
+        idle = peak_rss_mib(worker.proc.pid, "VmRSS")  # type: ignore[union-attr]
+        started = await first_progress(bootstrap, ingest_group(app_id), worker)
+        await wait_caught_up(bootstrap, app_id, topic, worker, timeout=1800)
+        worker_s = time.perf_counter() - started
+        peak = peak_rss_mib(worker.proc.pid)  # type: ignore[union-attr]
+    except BaseException:
+        worker.stop()
+        raise
+    return Run(args.events / worker_s, peak, idle), worker
+
+
+async def compare(
+    bootstrap: str, topic: str, tag: str, args: argparse.Namespace, records: int
+) -> None:
+    """Before/after: the baseline tree and this one, alternating, on the same topic."""
+    trees = {"baseline": Path(args.baseline).resolve(), "this tree": REPO}
+    runs: dict[str, list[Run]] = {name: [] for name in trees}
+    for i in range(args.rounds):
+        for name, repo in trees.items():
+            run, worker = await run_worker(
+                bootstrap,
+                topic,
+                f"{tag}-{i}-{len(runs[name])}-{'b' if name == 'baseline' else 't'}",
+                args,
+                repo,
+            )
+            worker.stop()
+            runs[name].append(run)
+            per_record = (run.peak_rss_mib - run.idle_rss_mib) * 2**20 / records
+            print(
+                f"  {name}: {run.events_per_s:,.0f} events/s, peak RSS {run.peak_rss_mib:.0f} "
+                f"MiB (idle {run.idle_rss_mib:.0f}), {per_record:.0f} B per stored record"
+            )
+    medians = {}
+    for name, rs in runs.items():
+        rate = statistics.median(r.events_per_s for r in rs)
+        per_record = statistics.median(
+            (r.peak_rss_mib - r.idle_rss_mib) * 2**20 / records for r in rs
+        )
+        medians[name] = (rate, per_record)
+        print(f"{name}: median {rate:,.0f} events/s, {per_record:.0f} B per stored record")
+    (rate_b, mem_b), (rate_t, mem_t) = medians["baseline"], medians["this tree"]
+    print(
+        f"this tree / baseline: throughput {rate_t / rate_b:.3f}, "
+        f"memory per stored record {mem_t / mem_b:.3f} ({records:,} records)"
+    )
 
 
 async def latency_probes(
@@ -233,6 +320,8 @@ async def main() -> None:
     parser.add_argument("--store", default="memory://")
     parser.add_argument("--latency-rate", type=int, default=2000)
     parser.add_argument("--probes", type=int, default=50)
+    parser.add_argument("--baseline", help="a checkout to compare with (before/after)")
+    parser.add_argument("--rounds", type=int, default=2, help="--baseline: runs per tree")
     args = parser.parse_args()
     port = os.environ.get("KAFKA_PORT", "9092")
     bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", f"127.0.0.1:{port}")
@@ -251,43 +340,30 @@ async def main() -> None:
     raw_s = await raw_consume(bootstrap, topic, args.events)
     raw_rate = args.events / raw_s
     print(f"(a) raw aiokafka consumer: {raw_rate:,.0f} events/s")
+    if args.baseline:
+        docs = [orjson.loads(p) for p in payloads]
+        records = len({(d["platform"], d["community"], d["user_id"]) for d in docs})
+        await compare(bootstrap, topic, tag, args, records)
+        return
 
-    with tempfile.TemporaryDirectory() as tmp:
-        redis_url = os.environ.get(
-            "REDIS_URL", f"redis://127.0.0.1:{os.environ.get('REDIS_PORT', '6379')}/0"
+    run, worker = await run_worker(bootstrap, topic, app_id, args, REPO)
+    try:
+        worker_rate = run.events_per_s
+        print(
+            f"(b) worker end to end ({args.store}): {worker_rate:,.0f} events/s; "
+            f"ratio to raw consumer {worker_rate / raw_rate:.3f}; "
+            f"peak RSS {run.peak_rss_mib:.0f} MiB"
         )
-        worker = Worker(
-            bootstrap,
-            app_id,
-            topic,
-            f"{topic}.dlq",
-            Path(tmp) / "data",
-            store=args.store,
-            EM_PARTITIONS=str(args.partitions),
-            REDIS_URL=redis_url,
-            EM_EXPIRY_INTERVAL="60s",
-        ).start()
-        try:
-            started = await first_progress(bootstrap, ingest_group(app_id), worker)
-            await wait_caught_up(bootstrap, app_id, topic, worker, timeout=1800)
-            worker_s = time.perf_counter() - started
-            worker_rate = args.events / worker_s
-            rss = peak_rss_mib(worker.proc.pid)  # type: ignore[union-attr]
-            print(
-                f"(b) worker end to end ({args.store}): {worker_rate:,.0f} events/s "
-                f"in {worker_s:.1f}s; ratio to raw consumer {worker_rate / raw_rate:.3f}; "
-                f"peak RSS {rss:.0f} MiB"
-            )
-            lat = await latency_probes(bootstrap, topic, worker, args.latency_rate, args.probes)
-            lat.sort()
-            p50 = statistics.median(lat)
-            p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))]
-            print(
-                f"event-to-metric latency at {args.latency_rate} events/s "
-                f"({len(lat)} probes): p50 {p50 * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms"
-            )
-        finally:
-            worker.stop()
+        lat = await latency_probes(bootstrap, topic, worker, args.latency_rate, args.probes)
+        lat.sort()
+        p50 = statistics.median(lat)
+        p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))]
+        print(
+            f"event-to-metric latency at {args.latency_rate} events/s "
+            f"({len(lat)} probes): p50 {p50 * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms"
+        )
+    finally:
+        worker.stop()
 
 
 if __name__ == "__main__":

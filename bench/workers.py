@@ -48,9 +48,11 @@ class Worker:
         dlq_topic: str,
         datadir: Path,
         store: str = "memory://",
+        repo: Path = REPO,
         **extra_env: str,
     ) -> None:
         self.app_id = app_id
+        self.repo = repo  # the code the worker runs (bench/pipeline_bench.py --baseline)
         self.port = free_port()
         self.log_path = datadir.parent / f"{app_id}-{self.port}.log"
         self.env = {
@@ -74,6 +76,8 @@ class Worker:
             ),
             **extra_env,
         }
+        if repo != REPO:
+            self.env["PYTHONPATH"] = str(repo)
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -86,7 +90,7 @@ class Worker:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "commands.cli", "worker"],
             env=self.env,
-            cwd=REPO,
+            cwd=self.repo,
             stdout=log,
             stderr=subprocess.STDOUT,
         )
@@ -160,6 +164,19 @@ def gauges(samples: dict[str, dict[Any, float]]) -> tuple[dict, dict]:
         for labels, value in samples.get(names.FOLLOWERS, {}).items()
     }
     return dict(active), followers
+
+
+def lifecycle_gauges(
+    samples: dict[str, dict[Any, float]],
+) -> dict[tuple[str, str], dict[str, tuple[int, ...]]]:
+    """{(platform, community): {window: (active followers, new, returning, dormant)}}."""
+    out: dict[tuple[str, str], dict[str, list[int]]] = defaultdict(dict)
+    for i, name in enumerate(names.LIFECYCLE.values()):
+        for labels, value in samples.get(name, {}).items():
+            d = dict(labels)
+            row = out[(d["platform"], d["community"])].setdefault(d["window"], [0] * 4)
+            row[i] = int(value)
+    return {pc: {w: tuple(n) for w, n in counts.items()} for pc, counts in out.items()}
 
 
 async def _committed(admin: Any, group: str) -> dict[Any, int]:

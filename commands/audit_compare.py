@@ -26,7 +26,7 @@ from streams.state import PartitionState
 Series = dict[str, int]
 #: the families compared: every gauge computed from the state (a family that
 #: streams.gauges.gauge_rows adds belongs here, with its rows in to_series)
-AUDITED = (names.ACTIVE_USERS, names.FOLLOWERS)
+AUDITED = (names.ACTIVE_USERS, *names.LIFECYCLE.values(), names.FOLLOWERS)
 
 
 def series_name(metric: str, labels: Iterable[str]) -> str:
@@ -37,6 +37,9 @@ def series_name(metric: str, labels: Iterable[str]) -> str:
 
 def to_series(gauges: Gauges) -> Series:
     out = {series_name(names.ACTIVE_USERS, key): n for key, n in gauges.active_rows()}
+    for field_name, rows in gauges.lifecycle_rows().items():
+        metric = names.LIFECYCLE[field_name]
+        out.update((series_name(metric, key), n) for key, n in rows)
     out.update((series_name(names.FOLLOWERS, pair), n) for pair, n in gauges.follower_rows())
     return out
 
@@ -162,6 +165,7 @@ def expected_state(
 def snapshot_series(snap: Any) -> Series:
     gauges = Gauges()
     gauges.add_active(snap.active)
+    gauges.add_lifecycle(snap.lifecycle)
     gauges.add_followers(snap.followers)
     return to_series(gauges)
 

@@ -23,13 +23,13 @@ from typing import Any
 import orjson
 import pytest
 
-from bench.workers import REPO, Worker, gauges, wait_caught_up
+from bench.workers import REPO, Worker, gauges, lifecycle_gauges, wait_caught_up
 from streams.durations import parse_windows
 from streams.events import DEFAULT_ACTIVE_TYPES, format_ts
 from streams.state import make_key
 from streams.topics import changelog_topic, partition_for_user
 from tests.integration.test_backfill import parse_output
-from tests.oracle import expected_active, expected_followers
+from tests.oracle import expected_active, expected_followers, expected_lifecycle
 
 pytestmark = pytest.mark.integration
 
@@ -153,7 +153,9 @@ def audit(stack: Any, app_id: str, topic: str, workers: list[Worker], settle: st
 
 def series_count(valid: list[dict[str, Any]], now_ms: int) -> int:
     active = expected_active(valid, now_ms, WINDOWS, DEFAULT_ACTIVE_TYPES)
-    return len(active) * len(WINDOWS) + len(expected_followers(valid))
+    lifecycle = expected_lifecycle(valid, now_ms, WINDOWS, DEFAULT_ACTIVE_TYPES)
+    per_group = len(WINDOWS) * 4  # active followers, new, returning, dormant
+    return len(active) * len(WINDOWS) + len(lifecycle) * per_group + len(expected_followers(valid))
 
 
 def wait_for(condition: Any, what: str, timeout: float = 90) -> None:
@@ -176,6 +178,7 @@ def test_backfill_and_audit_agree_with_the_workers_whatever_the_record_timestamp
     want = (
         expected_active(valid, clock, WINDOWS, DEFAULT_ACTIVE_TYPES),
         expected_followers(valid),
+        expected_lifecycle(valid, clock, WINDOWS, DEFAULT_ACTIVE_TYPES),
     )
 
     def start_worker(name: str) -> Worker:
@@ -187,7 +190,8 @@ def test_backfill_and_audit_agree_with_the_workers_whatever_the_record_timestamp
     try:
         workers[0].wait_metrics()
         asyncio.run(wait_caught_up(stack.kafka_bootstrap, app, topic, workers[0]))
-        live = gauges(workers[0].scrape())
+        samples = workers[0].scrape()
+        live = (*gauges(samples), lifecycle_gauges(samples))
         assert live == want
 
         out = tmp_path / "backfill.om"

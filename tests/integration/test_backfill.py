@@ -15,8 +15,9 @@ from prometheus_client.openmetrics.parser import text_string_to_metric_families
 from bench.workers import REPO
 from streams.durations import parse_windows
 from streams.events import DEFAULT_ACTIVE_TYPES
+from streams.metric_names import LIFECYCLE
 from tests.integration.test_rebuild import make_events, send
-from tests.oracle import expected_active, expected_followers
+from tests.oracle import expected_active, expected_followers, expected_lifecycle
 
 pytestmark = pytest.mark.integration
 
@@ -24,19 +25,28 @@ WINDOWS = parse_windows("5m,1h,1d,7d,30d")
 HOUR = 3_600_000
 
 
-def parse_output(text: str) -> dict[int, tuple[dict, dict]]:
-    """{step ms: (active {(platform, community): {window: n}}, followers {...})}."""
-    steps: dict[int, tuple[dict, dict]] = {}
+def parse_output(text: str) -> dict[int, tuple[dict, dict, dict]]:
+    """{step ms: (active {(platform, community): {window: n}}, followers {...},
+    lifecycle {(platform, community): {window: (active followers, new, returning, dormant)}})}."""
+    steps: dict[int, tuple[dict, dict, dict]] = {}
+    fields = list(LIFECYCLE.values())
     for family in text_string_to_metric_families(text):
         for s in family.samples:
             assert s.timestamp is not None
             t = round(float(s.timestamp) * 1000)
-            active, followers = steps.setdefault(t, ({}, {}))
+            active, followers, lifecycle = steps.setdefault(t, ({}, {}, {}))
             key = (s.labels["platform"], s.labels["community"])
             if family.name == "engagement_active_users":
                 active.setdefault(key, {})[s.labels["window"]] = int(s.value)
+            elif family.name in fields:
+                row = lifecycle.setdefault(key, {}).setdefault(s.labels["window"], [0] * 4)
+                row[fields.index(family.name)] = int(s.value)
             else:
                 followers[key] = int(s.value)
+    for _active, _followers, lifecycle in steps.values():
+        for counts in lifecycle.values():
+            for window, row in counts.items():
+                counts[window] = tuple(row)
     return steps
 
 
@@ -93,3 +103,4 @@ async def test_backfill_blocks_and_values(stack: Any, tmp_path: Path) -> None:
         upto = [e for e in events if e["ts_ms"] <= t]
         assert got[t][0] == expected_active(upto, t, WINDOWS, DEFAULT_ACTIVE_TYPES)
         assert got[t][1] == expected_followers(upto)
+        assert got[t][2] == expected_lifecycle(upto, t, WINDOWS, DEFAULT_ACTIVE_TYPES)

@@ -43,7 +43,7 @@ from streams.durations import parse_windows
 from streams.events import ALL_COMMUNITIES, DEFAULT_ACTIVE_TYPES
 from tests.eventgen import make_traffic
 from tests.integration.promapi import PromAPI, PromError, Series, finite, value
-from tests.oracle import event_clock, expected_active, expected_followers
+from tests.oracle import event_clock, expected_active, expected_followers, expected_lifecycle
 
 pytestmark = pytest.mark.integration
 
@@ -270,6 +270,27 @@ def test_engagement_values_equal_the_oracle(live: Live, community: str) -> None:
     assert _one(live, panels[("Followers against active users", "B")]) == want["30d"]
     assert _one(live, panels[("Followers against active users", "C")]) == want["1d"]
     assert _one(live, panels[("DAU against the same time last week", "A")]) == want["1d"]
+
+    # the audience row: (active followers, new, returning, dormant) per window
+    audience = expected_lifecycle(live.valid, live.now_ms, WINDOWS, DEFAULT_ACTIVE_TYPES)[
+        (PLATFORM, community)
+    ]
+    active_followers = audience["30d"][0]
+    assert 0 < active_followers < followers  # a real test: some ghosts, some active
+    assert _one(live, panels[("Active vs ghost followers", "A")]) == active_followers
+    assert _one(live, panels[("Active vs ghost followers", "B")]) == followers - active_followers
+    assert _one(live, panels[("Ghost followers (30d)", "A")]) == pytest.approx(
+        (followers - active_followers) / followers, rel=1e-12
+    )
+    mix = "Active users: followers and non-followers (30d)"
+    assert _one(live, panels[(mix, "A")]) == active_followers
+    assert _one(live, panels[(mix, "B")]) == want["30d"] - active_followers
+    lifecycle = "New, returning and dormant users (7d)"
+    new, returning, dormant = audience["7d"][1:]
+    assert new > 0 and returning > 0 and dormant > 0
+    assert _one(live, panels[(lifecycle, "A")]) == new
+    assert _one(live, panels[(lifecycle, "B")]) == returning
+    assert _one(live, panels[(lifecycle, "C")]) == dormant
 
     # events/s by type: the community's types, and the second batch made them grow
     types = {

@@ -14,6 +14,7 @@ import pytest
 from bench.workers import (
     Worker,
     gauges,
+    lifecycle_gauges,
     produce,
     read_all,
     wait_caught_up,
@@ -21,7 +22,7 @@ from bench.workers import (
 from streams.durations import parse_windows
 from streams.events import DEFAULT_ACTIVE_TYPES, REASONS
 from tests.eventgen import Traffic, make_traffic
-from tests.oracle import event_clock, expected_active, expected_followers
+from tests.oracle import event_clock, expected_active, expected_followers, expected_lifecycle
 
 pytestmark = pytest.mark.integration
 
@@ -37,6 +38,9 @@ def assert_gauges_match(worker: Worker, traffic: Traffic) -> None:
     got_active, got_followers = gauges(samples)
     assert nonzero(got_active) == nonzero(want_active)
     assert got_followers == want_followers
+    want_lifecycle = expected_lifecycle(traffic.valid, now_ms, WINDOWS, DEFAULT_ACTIVE_TYPES)
+    assert lifecycle_gauges(samples) == want_lifecycle
+    assert all(any(n[i] for c in want_lifecycle.values() for n in c.values()) for i in range(4))
     assert samples["engagement_watermark_seconds"][()] == now_ms / 1000
     # the oracle is not trivially empty: every window and many communities are covered
     assert len(want_active) > 20 and len(want_followers) > 10
@@ -172,12 +176,13 @@ async def test_two_workers_add_up_exactly(stack, tmp_path: Path) -> None:
         want = (
             expected_active(traffic.valid, now_ms, WINDOWS, DEFAULT_ACTIVE_TYPES),
             expected_followers(traffic.valid),
+            expected_lifecycle(traffic.valid, now_ms, WINDOWS, DEFAULT_ACTIVE_TYPES),
         )
-        want = (nonzero(want[0]), want[1])
+        want = (nonzero(want[0]), want[1], want[2])
         deadline = time.monotonic() + 60
         while True:
             got = summed_gauges([first, second])
-            got = (nonzero(got[0]), got[1])
+            got = (nonzero(got[0]), got[1], got[2])
             if got == want or time.monotonic() > deadline:
                 break
             time.sleep(0.5)
@@ -190,11 +195,18 @@ async def test_two_workers_add_up_exactly(stack, tmp_path: Path) -> None:
             second.stop()
 
 
-def summed_gauges(workers: list[Worker]) -> tuple[dict, dict]:
+def summed_gauges(workers: list[Worker]) -> tuple[dict, dict, dict]:
     active: dict = {}
     followers: dict = {}
+    lifecycle: dict = {}
     for worker in workers:
-        got_active, got_followers = gauges(worker.scrape())
+        samples = worker.scrape()
+        got_active, got_followers = gauges(samples)
+        for key, counts in lifecycle_gauges(samples).items():
+            total = lifecycle.setdefault(key, {})
+            for window, n in counts.items():
+                before = total.get(window, (0, 0, 0, 0))
+                total[window] = tuple(a + b for a, b in zip(before, n, strict=True))
         for key, counts in got_active.items():
             total = active.setdefault(key, dict.fromkeys(counts, 0))
             for window, n in counts.items():
@@ -203,4 +215,4 @@ def summed_gauges(workers: list[Worker]) -> tuple[dict, dict]:
             followers[key] = followers.get(key, 0) + n
     # a worker that holds no user of a community reports no series for it; the
     # oracle lists communities with zero counts, so compare on the oracle's keys
-    return active, followers
+    return active, followers, lifecycle

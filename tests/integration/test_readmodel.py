@@ -39,7 +39,13 @@ from streams.durations import parse_windows
 from streams.events import ALL_COMMUNITIES, DEFAULT_ACTIVE_TYPES
 from tests.eventgen import Traffic, make_traffic
 from tests.integration.test_pipeline import assert_gauges_match
-from tests.oracle import event_clock, expected_active, expected_followers, fields
+from tests.oracle import (
+    event_clock,
+    expected_active,
+    expected_followers,
+    expected_lifecycle,
+    fields,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -146,19 +152,36 @@ async def wait_fresh_snapshots(
         await asyncio.sleep(0.2)
 
 
-def oracle_rows(traffic: Traffic) -> dict[tuple[str, str], tuple[dict[str, int], int]]:
-    """{(platform, community): (active per window, followers)}, as the status rows say."""
+Row = tuple[dict[str, int], int, dict[str, tuple[int, int, int, int]]]
+
+
+def oracle_rows(traffic: Traffic) -> dict[tuple[str, str], Row]:
+    """{(platform, community): (active per window, followers, (active followers, new,
+    returning, dormant) per window)}, as the status rows say."""
     now = event_clock(traffic.valid)
     assert now is not None
     active = expected_active(traffic.valid, now, WINDOWS, DEFAULT_ACTIVE_TYPES)
     followers = expected_followers(traffic.valid)
+    lifecycle = expected_lifecycle(traffic.valid, now, WINDOWS, DEFAULT_ACTIVE_TYPES)
     zeros = dict.fromkeys(WINDOWS, 0)
-    return {k: (active.get(k, zeros), followers.get(k, 0)) for k in set(active) | set(followers)}
-
-
-def doc_rows(doc: dict[str, Any]) -> dict[tuple[str, str], tuple[dict[str, int], int]]:
+    none = dict.fromkeys(WINDOWS, (0, 0, 0, 0))
     return {
-        (r["platform"], r["community"]): (r["active"], r["followers"]) for r in doc["communities"]
+        k: (active.get(k, zeros), followers.get(k, 0), lifecycle.get(k, none))
+        for k in set(active) | set(followers) | set(lifecycle)
+    }
+
+
+def doc_rows(doc: dict[str, Any]) -> dict[tuple[str, str], Row]:
+    return {
+        (r["platform"], r["community"]): (
+            r["active"],
+            r["followers"],
+            {
+                w: (a["active_followers"], a["new_users"], a["returning_users"], a["dormant_users"])
+                for w, a in r["audience"].items()
+            },
+        )
+        for r in doc["communities"]
     }
 
 

@@ -20,8 +20,10 @@ from commands.audit_compare import (
 from commands.backfill import Row
 from streams.durations import parse_windows
 from streams.events import DEFAULT_ACTIVE_TYPES
+from streams.metric_names import LIFECYCLE
+from streams.state import Lifecycle
 from streams.topics import partition_for_user
-from tests.oracle import expected_active, expected_followers
+from tests.oracle import expected_active, expected_followers, expected_lifecycle
 
 WINDOWS = parse_windows("5m,1h,1d")
 T = 1_700_000_000_000
@@ -52,6 +54,10 @@ def oracle_series(events: list[Row], now_ms: int) -> dict[str, int]:
         for (p, c), counts in expected_active(dicts, now_ms, WINDOWS).items()
         for w, n in counts.items()
     }
+    for (p, c), counts in expected_lifecycle(dicts, now_ms, WINDOWS).items():
+        for w, row in counts.items():
+            for i, metric in enumerate(LIFECYCLE.values()):
+                out[series_name(metric, (p, c, w))] = row[i]
     for (p, c), n in expected_followers(dicts).items():
         out[series_name("engagement_followers", (p, c))] = n
     return out
@@ -72,6 +78,10 @@ def snapshot(events: list[Row], partition: int, now_ms: int) -> Snapshot:
         WINDOWS,
         expected_active(dicts, now_ms, WINDOWS),
         expected_followers(dicts),
+        {
+            pc: {w: Lifecycle(*n) for w, n in counts.items()}
+            for pc, counts in expected_lifecycle(dicts, now_ms, WINDOWS).items()
+        },
     )
 
 
