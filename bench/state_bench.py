@@ -4,14 +4,28 @@
 popularity, spread over 4 partitions like the by-user topic, event times mostly
 increasing with some lateness. Events are generated before timing, so only apply
 is measured. Run: ``.venv/bin/python bench/state_bench.py [--events N]``.
+
+Before/after in one run: ``--baseline DIR`` loads DIR/streams/state.py (e.g. a worktree
+of main) beside this tree's, and measures both ``--rounds`` times, alternating, in CPU
+time (steadier than wall time on a shared machine): apply, the first flush (every
+record new), a steady interval (50,000 more events and their flush), one scrape (every
+count the module has), and the traced memory per stored record (tracemalloc; event
+times are fresh ints, as decoded ones are in the worker).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import random
+import statistics
+import sys
 import time
+import tracemalloc
 import zlib
+from pathlib import Path
+from types import ModuleType
+from typing import Any
 
 from streams.events import DEFAULT_ACTIVE_TYPES
 from streams.state import WorkerState
@@ -46,6 +60,8 @@ def main() -> None:
     parser.add_argument("--partitions", type=int, default=4)
     parser.add_argument("--span-days", type=float, default=30.0)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--baseline", help="a checkout whose streams/state.py to compare with")
+    parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
 
     rnd = random.Random(args.seed)
@@ -77,6 +93,9 @@ def main() -> None:
         )
     partition_of = {u: zlib.crc32(u.encode()) % args.partitions for u in users}
     print(f"generated {n:,} events in {time.perf_counter() - t0:.1f}s")
+    if args.baseline:
+        compare(events, partition_of, args)
+        return
 
     worker = WorkerState(DEFAULT_ACTIVE_TYPES)
     parts = [worker.assign(p) for p in range(args.partitions)]
@@ -121,6 +140,97 @@ def main() -> None:
     print(f"expired_keys (7d horizon): {1e3 * (time.perf_counter() - t0):.0f} ms, {expired:,} keys")
     star = {k: v for k, v in active.items() if k[1] == "*"}
     print("'*' active:", star)
+
+
+def load_baseline(directory: str) -> ModuleType:
+    path = Path(directory).resolve() / "streams" / "state.py"
+    spec = importlib.util.spec_from_file_location("baseline_state", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["baseline_state"] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def measure(module: Any, events: list, partition_of: dict, partitions: int) -> list[float]:
+    """[apply µs/event, first flush µs/event, steady apply+flush µs/event, scrape ms]."""
+    clock = time.process_time
+    worker = module.WorkerState(DEFAULT_ACTIVE_TYPES)
+    parts = [worker.assign(p) for p in range(partitions)]
+    t0 = clock()
+    for platform, community, user, ts, kind in events:
+        parts[partition_of[user]].apply(platform, community, user, ts, kind)
+    t1 = clock()
+    for part in parts:
+        part.flush()
+    t2 = clock()
+    tail = events[-50_000:]
+    for platform, community, user, ts, kind in tail:
+        parts[partition_of[user]].apply(platform, community, user, ts + 60_000, kind)
+    for part in parts:
+        part.flush()
+    t3 = clock()
+    now = worker.watermark_ms()
+    worker.active_counts(now, WINDOWS)
+    worker.follower_counts()
+    if hasattr(worker, "lifecycle_counts"):
+        worker.lifecycle_counts(now, WINDOWS)
+    t4 = clock()
+    n = len(events)
+    return [
+        (t1 - t0) / n * 1e6,
+        (t2 - t1) / n * 1e6,
+        (t3 - t2) / len(tail) * 1e6,
+        (t4 - t3) * 1e3,
+    ]
+
+
+def bytes_per_record(module: Any, events: list, partition_of: dict, partitions: int) -> float:
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    worker = module.WorkerState(DEFAULT_ACTIVE_TYPES)
+    parts = [worker.assign(p) for p in range(partitions)]
+    for platform, community, user, ts, kind in events:
+        parts[partition_of[user]].apply(platform, community, user, ts + 0, kind)
+    for part in parts:
+        part.flush()
+    used = tracemalloc.get_traced_memory()[0] - before
+    tracemalloc.stop()
+    return used / len(worker)
+
+
+def compare(events: list, partition_of: dict, args: argparse.Namespace) -> None:
+    import streams.state as this
+
+    trees = {"baseline": load_baseline(args.baseline), "this tree": this}
+    results: dict[str, list[list[float]]] = {name: [] for name in trees}
+    for _ in range(args.rounds):
+        for name, module in trees.items():
+            results[name].append(measure(module, events, partition_of, args.partitions))
+    memory = {
+        name: bytes_per_record(module, events, partition_of, args.partitions)
+        for name, module in trees.items()
+    }
+    medians = {}
+    for name, runs in results.items():
+        med = [statistics.median(col) for col in zip(*runs, strict=True)]
+        medians[name] = med
+        print(
+            f"{name}: apply {med[0]:.2f} µs/event, first flush {med[1]:.2f} µs/event, "
+            f"steady apply+flush {med[2]:.2f} µs/event, scrape {med[3]:.0f} ms, "
+            f"{memory[name]:.0f} B per stored record (median of {args.rounds}, CPU time)"
+        )
+    base, new = medians["baseline"], medians["this tree"]
+    print(
+        "this tree / baseline: "
+        + ", ".join(
+            f"{what} {b / a:.2f}"
+            for what, a, b in zip(
+                ("apply", "first flush", "steady", "scrape"), base, new, strict=True
+            )
+        )
+        + f", memory per record {memory['this tree'] / memory['baseline']:.2f}"
+    )
 
 
 def scrape(worker: WorkerState, now: int, what: str) -> dict:

@@ -23,7 +23,9 @@ Why the indexes look the way they do (docs/metrics.md defines the numbers):
 from __future__ import annotations
 
 from bisect import bisect_left
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import NamedTuple
 
 from sortedcontainers import SortedList
@@ -153,7 +155,15 @@ class Lifecycle(NamedTuple):
     dormant_users: int  # last active in (t - 2W, t - W]
 
     def plus(self, other: Lifecycle) -> Lifecycle:
-        return Lifecycle(*(a + b for a, b in zip(self, other, strict=True)))
+        return _new_tuple(
+            Lifecycle,
+            (self[0] + other[0], self[1] + other[1], self[2] + other[2], self[3] + other[3]),
+        )
+
+
+# NamedTuple's own constructor is a Python-level function; scrapes build tens of
+# thousands of these, and tuple.__new__ is the C constructor underneath it.
+_new_tuple = tuple.__new__
 
 
 # What the indexes hold for one record, or for one user in "*": (first seen, last
@@ -255,7 +265,7 @@ class _Group:
         upper = _at_most(active, now_ms, True)
         return {label: upper - _at_most(active, low, True) for label, low in bounds}
 
-    def lifecycle(self, now_ms: int, windows: dict[str, int]) -> dict[str, Lifecycle]:
+    def lifecycle(self, now_ms: int, bounds: list[Bounds]) -> dict[str, Lifecycle]:
         """Every lifecycle count for each window, from bisections alone.
 
         Returning users are active in (L, t] (L = t - W) and first seen <= L. Because
@@ -263,30 +273,61 @@ class _Group:
         #{first <= L < last} = #{last > L} - #{first > L, has a last}; the members
         last active after t (events ahead of the clock) are then taken out one by one.
         """
-        active, first_active, first_idle = self.active, self.first_active, self.first_idle
-        followers = self.active_followers
-        n_active, n_first_active = len(active), len(first_active)
-        upper = _at_most(active, now_ms, True)
+        active, first_active = _finder(self.active), _finder(self.first_active)
+        first_idle, followers = _finder(self.first_idle), _finder(self.active_followers)
+        n_active, n_first_active = len(self.active), len(self.first_active)
+        upper_packed, upper = bounds[0][2], bounds[0][1]
+        active_upper = active(upper_packed)
         ahead = (
-            [(v >> _SHIFT) - (v & _GAP) for v in active.islice(upper)] if upper < n_active else ()
+            [(v >> _SHIFT) - (v & _GAP) for v in self.active.islice(active_upper)]
+            if active_upper < n_active
+            else ()
         )
-        followers_upper = _at_most(followers, now_ms, True) if followers else 0
-        first_upper = _at_most(first_active, now_ms, False) + _at_most(first_idle, now_ms, False)
+        followers_upper = followers(upper_packed)
+        first_upper = first_active(upper) + first_idle(upper)
         out = {}
-        for label, width in windows.items():
-            low = now_ms - width
-            active_low = _at_most(active, low, True)
-            active_first_low = _at_most(first_active, low, False)
-            returning = n_active - active_low - (n_first_active - active_first_low)
+        for label, low, low_packed, before_packed in bounds[1:]:
+            active_low = active(low_packed)
+            first_active_low = first_active(low + 1)
+            returning = n_active - active_low - (n_first_active - first_active_low)
             if ahead:
                 returning -= sum(1 for seen in ahead if seen <= low)
-            out[label] = Lifecycle(
-                followers_upper - _at_most(followers, low, True) if followers else 0,
-                first_upper - active_first_low - _at_most(first_idle, low, False),
-                returning,
-                active_low - _at_most(active, low - width, True),
+            out[label] = _new_tuple(
+                Lifecycle,
+                (
+                    followers_upper - followers(low_packed),
+                    first_upper - first_active_low - first_idle(low + 1),
+                    returning,
+                    active_low - active(before_packed),
+                ),
             )
         return out
+
+
+#: (label, low, packed low bound, packed bound of the window before); the first entry
+#: is ("", now + 1, packed now bound, 0): what :meth:`_Group.lifecycle` bisects with.
+Bounds = tuple[str, int, int, int]
+
+
+def lifecycle_bounds(now_ms: int, windows: dict[str, int]) -> list[Bounds]:
+    """The bisection keys of every window, computed once per count rather than per group."""
+    out: list[Bounds] = [("", now_ms + 1, (now_ms + 1) << _SHIFT, 0)]
+    for label, width in windows.items():
+        low = now_ms - width
+        out.append((label, low, (low + 1) << _SHIFT, (low - width + 1) << _SHIFT))
+    return out
+
+
+def _finder(index: SortedList) -> Callable[[int], int]:
+    """bisect_left over the sorted list: a C call on its only sublist when it has one
+    (most lists are small: the long tail of communities); ``_lists`` is a stable
+    internal of sortedcontainers 2.x."""
+    lists = index._lists
+    if len(lists) == 1:
+        return partial(bisect_left, lists[0])
+    if not lists:
+        return partial(bisect_left, ())
+    return index.bisect_left
 
 
 def _widen(view: View | None, record: View) -> View:
@@ -618,11 +659,12 @@ class PartitionState:
         """{(platform, community): {window_label: Lifecycle}} at now (see
         :class:`Lifecycle` and :meth:`_Group.lifecycle`), incl. (platform, "*")."""
         self.flush()
+        bounds = lifecycle_bounds(now_ms, windows)
         out: dict[PC, dict[str, Lifecycle]] = {}
         for pc, group in self._groups.items():
-            out[pc] = group.lifecycle(now_ms, windows)
+            out[pc] = group.lifecycle(now_ms, bounds)
         for platform, group in self._platforms.items():
-            out[(platform, ALL_COMMUNITIES)] = group.lifecycle(now_ms, windows)
+            out[(platform, ALL_COMMUNITIES)] = group.lifecycle(now_ms, bounds)
         return out
 
     def follower_counts(self) -> dict[PC, int]:
