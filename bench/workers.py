@@ -48,11 +48,11 @@ class Worker:
         dlq_topic: str,
         datadir: Path,
         store: str = "memory://",
-        repo: Path = REPO,
+        repo: Path | str = REPO,
         **extra_env: str,
     ) -> None:
         self.app_id = app_id
-        self.repo = repo  # the code the worker runs (bench/pipeline_bench.py --baseline)
+        self.repo = Path(repo)  # the code the worker runs (bench/pipeline_bench.py --baseline)
         self.port = free_port()
         self.log_path = datadir.parent / f"{app_id}-{self.port}.log"
         self.env = {
@@ -76,8 +76,8 @@ class Worker:
             ),
             **extra_env,
         }
-        if repo != REPO:
-            self.env["PYTHONPATH"] = str(repo)
+        if self.repo != REPO:
+            self.env["PYTHONPATH"] = str(self.repo)
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property

@@ -32,7 +32,7 @@ from tests.integration.securestack import SecureStack
 from tests.integration.test_backfill import parse_output
 from tests.integration.test_pipeline import assert_gauges_match, nonzero
 from tests.integration.test_readmodel import doc_rows, oracle_rows, wait_fresh_snapshots
-from tests.oracle import expected_active, expected_followers
+from tests.oracle import expected_active, expected_followers, expected_lifecycle
 from tests.tlscerts import untrusted_ca
 
 pytestmark = pytest.mark.integration
@@ -76,9 +76,10 @@ def backfill_at_newest(env: dict[str, str], topic: str, traffic: Traffic, out: P
     steps = parse_output(out.read_text())
     assert list(steps) == [step], (result.stderr, out.read_text()[:500])
     valid = [e for e in traffic.valid if e["ts_ms"] <= step]
-    active, followers = steps[step]
+    active, followers, lifecycle = steps[step]
     assert nonzero(active) == nonzero(expected_active(valid, step, WINDOWS, DEFAULT_ACTIVE_TYPES))
     assert followers == expected_followers(valid)
+    assert lifecycle == expected_lifecycle(valid, step, WINDOWS, DEFAULT_ACTIVE_TYPES)
 
 
 def rebuild_execute(env: dict[str, str], app_id: str, topic: str, datadir: Path) -> None:
