@@ -276,8 +276,7 @@ def test_audit_of_a_wall_clock_worker_at_a_chosen_time(stack: Any, tmp_path: Pat
         assert result.returncode == 0, result.stdout + result.stderr
         doc = json.loads(result.stdout)
         assert doc["equal"] and doc["clock"] == "wall"
-        active = expected_active(events, now_ms, WINDOWS, DEFAULT_ACTIVE_TYPES)
-        count = len(active) * len(WINDOWS) + len(expected_followers(events))
+        count = series_count(events, now_ms)
         assert [s["series"] for s in doc["sources"]] == [count, count]
     finally:
         worker.stop()
