@@ -17,6 +17,7 @@ import faust
 from faust.sensors.prometheus import FaustMetrics, PrometheusMonitor
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from agents import codec_guard
 from agents.changelog import ChangelogWriter
 from agents.ingest import IngestStage, Router
 from agents.kafka_admin import ensure_topics, replication_factor
@@ -193,6 +194,8 @@ def _ingest_task(
     producer: SharedProducer,
     faust_metrics: FaustMetrics,
 ) -> None:
+    codec_guard.install(settings.max_batch_bytes)  # before the consumer reads a batch
+
     @app.task
     async def ingest() -> None:
         stage = IngestStage(

@@ -66,8 +66,9 @@ def dead_letter(message: Any, error: InvalidEvent, max_value_bytes: int) -> Dead
     ]
     if error.exception:
         headers.append(("exception", _text(error.exception, 200)))
-    if value is None:
+    if value is None:  # a null value (original_size -1): the producer needs key or value
         headers.append(("original_size", b"-1"))
+        value = b""
     else:
         value, size_headers = cut(value, limit)
         headers += size_headers
@@ -114,7 +115,7 @@ async def deliver(producer: Any, topic: str, letters: list[DeadLetter]) -> int:
         if isinstance(result, record_errors()):
             headers = [*letter.headers, ("send_error", type(result).__name__.encode())]
             log.warning("dlq: %s refused the dead letter, sending it without payload", result)
-            stripped.append(await producer.send(topic, None, headers=headers))
+            stripped.append(await producer.send(topic, b"", headers=headers))
         elif isinstance(result, BaseException):
             raise result
     if stripped:

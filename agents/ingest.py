@@ -21,10 +21,12 @@ import time
 from bisect import bisect_left
 from collections import defaultdict
 from collections.abc import Callable
+from types import SimpleNamespace
 from typing import Any
 
 import orjson
 
+from agents.codec_guard import probe, rewind
 from agents.dead_letters import dead_letter, deliver
 from agents.kafka_security import client_kwargs
 from agents.metrics import LAG_BUCKETS, IngestStats
@@ -198,12 +200,45 @@ class IngestStage:
         log.info("ingest: reading %s as group %s", self.input_topic, self.group_id)
         try:
             while True:
-                polled = await self.consumer.getmany(timeout_ms=200, max_records=20000)
+                try:
+                    polled = await self.consumer.getmany(timeout_ms=200, max_records=20000)
+                except Exception:  # noqa: BLE001 - a batch aiokafka cannot read
+                    await self._skip_undecodable()
+                    continue
                 if polled:
                     await self._handle_or_rewind(polled)
                 self._export_offsets()
         finally:
             await self.consumer.stop()
+
+    async def _skip_undecodable(self) -> None:
+        """After a batch aiokafka cannot read (too large once decompressed, corrupt):
+        every partition back to its last commit; the one that fails is read record
+        by record up to the bad offset, which is dead-lettered by its coordinates
+        and passed. Nothing before it is lost, nothing after it waits."""
+        assigned = sorted(self.consumer.assignment())
+        for tp in assigned:
+            await rewind(self.consumer, tp)
+        for tp in assigned:
+            found = await probe(self.consumer, tp)
+            if found.bad_offset is None or found.error is None:
+                await rewind(self.consumer, tp)  # read again by the main loop
+                continue
+            if found.records:
+                await self._handle({tp: found.records})
+            self.router.stats.count_invalid("internal_error")
+            offset = found.bad_offset
+            where = SimpleNamespace(
+                topic=tp.topic,
+                partition=tp.partition,
+                offset=found.bad_offset,
+                key=None,
+                value=None,
+            )
+            letter = dead_letter(where, InvalidEvent.internal(found.error), 0)
+            await deliver(self.producer, self.dlq_topic, [letter])
+            await self.consumer.commit({tp: offset + 1})
+            self.consumer.seek(tp, offset + 1)
 
     async def _handle_or_rewind(self, polled: dict[Any, list[Any]]) -> None:
         """A broker outage must neither stop the worker nor lose a batch: if the

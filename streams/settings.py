@@ -201,6 +201,14 @@ class Settings:
         default=4096,
         metadata={"env": "EM_MAX_MESSAGE_BYTES", "help": "largest accepted message"},
     )
+    max_batch_bytes: int = field(
+        default=64 * 1024 * 1024,
+        metadata={
+            "env": "EM_MAX_BATCH_BYTES",
+            "help": "largest input batch once decompressed (gzip); a larger one is dead-lettered",
+            "min": 1024 * 1024,
+        },
+    )
     community_cap: int = field(
         default=1000,
         metadata={

@@ -122,6 +122,7 @@ class FakeProducer:
     sent: list[tuple[str, bytes | None, dict[str, bytes]]] = field(default_factory=list)
 
     async def send(self, topic: str, value: bytes | None, **kwargs: Any) -> Any:
+        assert value is not None or kwargs.get("key") is not None, "aiokafka: key or value"
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         size = len(value or b"")
         if self.down:
@@ -145,7 +146,7 @@ async def test_refused_dead_letter_goes_out_stripped(at_enqueue: bool) -> None:
     ]
     assert await deliver(producer, "dlq", letters) == 1
     assert sorted(v or b"" for _, v, _ in producer.sent) == [b"", b"ok"]
-    stripped = next(h for _, v, h in producer.sent if v is None)
+    stripped = next(h for _, v, h in producer.sent if v == b"")
     assert stripped == {"reason": b"too_large", "send_error": b"MessageSizeTooLargeError"}
 
 
@@ -184,13 +185,17 @@ async def test_a_refused_record_never_rewinds_the_poll() -> None:
         consumer_settings={},
     )
     stage.consumer = FakeConsumer()
-    polled = {"tp0": [Msg(event(), 0), Msg(b"z" * 15_000, 1), Msg(event("u-2"), 2)]}
+    polled = {"tp0": [Msg(event(), 0), Msg(b"z" * 15_000, 1), Msg(event("u-2"), 2), Msg(None, 3)]}
     await stage._handle_or_rewind(polled)
     assert stage.consumer.seeks == []
-    assert stage.consumer.commits == [{"tp0": 3}]
-    dlq = [(v, h) for t, v, h in producer.sent if t == "dlq"]
+    assert stage.consumer.commits == [{"tp0": 4}]
+    letters = [(v, h) for t, v, h in producer.sent if t == "dlq"]
+    # a null value with no key: the dead letter has an empty value (aiokafka needs one)
+    null = [(v, h["source_offset"]) for v, h in letters if h["original_size"] == b"-1"]
+    assert null == [(b"", b"3")]
+    dlq = [(v, h) for v, h in letters if h["original_size"] != b"-1"]
     assert [(v, h["reason"], h["send_error"]) for v, h in dlq] == [
-        (None, b"not_json", b"MessageSizeTooLargeError")
+        (b"", b"not_json", b"MessageSizeTooLargeError")
     ]
     by_user = [decode_batch(v or b"")[1] for t, v, _ in producer.sent if t == "by-user"]
     assert sorted(e[3] for batch in by_user for e in batch) == ["u-1", "u-2"]
@@ -200,3 +205,50 @@ async def test_a_refused_record_never_rewinds_the_poll() -> None:
 def test_internal_error_keeps_reason_closed() -> None:
     error = InvalidEvent.internal(RecursionError("deep"))
     assert (error.reason, error.exception) == ("internal_error", "RecursionError")
+
+
+def test_gzip_bombs_are_refused_by_aiokafkas_own_batch_reader(monkeypatch: Any) -> None:
+    """Regression: 3 KB of gzip became 3 MiB in memory (and 1 MiB of gzip can become
+    1 GiB): aiokafka decompresses a batch whole. With the guard, a batch beyond the
+    limit raises DecompressionBomb in aiokafka's (C) reader instead."""
+    from aiokafka.record import default_records, legacy_records
+    from aiokafka.record.default_records import DefaultRecordBatchBuilder
+    from aiokafka.record.memory_records import MemoryRecords
+
+    from agents import codec_guard
+
+    for module in (default_records, legacy_records, *_c_modules()):
+        monkeypatch.setattr(module, "gzip_decode", module.gzip_decode)  # restored after
+    builder = DefaultRecordBatchBuilder(2, 1, False, -1, -1, -1, 64 * 1024 * 1024)
+    builder.append(0, timestamp=None, key=None, value=b"0" * 3_000_000, headers=[])
+    raw = bytes(builder.build())
+    assert len(raw) < 10_000
+
+    def read() -> int:
+        return sum(len(r.value) for r in MemoryRecords(raw).next_batch())
+
+    assert read() == 3_000_000
+    codec_guard.install(1024 * 1024)
+    with pytest.raises(codec_guard.DecompressionBomb):
+        read()
+    codec_guard.install(4 * 1024 * 1024)
+    assert read() == 3_000_000
+
+
+def _c_modules() -> list[Any]:
+    try:
+        from aiokafka.record._crecords import default_records, legacy_records
+    except ImportError:
+        return []
+    return [default_records, legacy_records]
+
+
+def test_bounded_gzip_counts_every_member() -> None:
+    import gzip
+
+    from agents.codec_guard import DecompressionBomb, bounded_gzip
+
+    two = gzip.compress(b"a" * 600) + gzip.compress(b"b" * 400)
+    assert bounded_gzip(1000)(two) == b"a" * 600 + b"b" * 400
+    with pytest.raises(DecompressionBomb):
+        bounded_gzip(999)(two)
