@@ -89,10 +89,16 @@ def assert_exact(worker: Worker, valid: list[Event], sent: int, dlq: list[Any]) 
     assert now_ms is not None
     got_active, got_followers = gauges(samples)
     want = expected_active(valid, now_ms, WINDOWS, DEFAULT_ACTIVE_TYPES)
+    # a series whose values are all 0 may be gone: expiry deletes records older than
+    # the longest window (an unfollow of 200 days ago leaves nothing to count)
     assert {k: v for k, v in got_active.items() if any(v.values())} == {
         k: v for k, v in want.items() if any(v.values())
     }
-    assert got_followers == expected_followers(valid)
+    want_followers = expected_followers(valid)
+    assert {k: n for k, n in got_followers.items() if n} == {
+        k: n for k, n in want_followers.items() if n
+    }
+    assert len(want_followers) > 10 and len(want) > 20  # the oracle is not trivially empty
 
 
 async def test_every_codec_and_oversized_records(stack: Any, tmp_path: Path) -> None:
