@@ -116,8 +116,11 @@ async def lag(
     try:
         behind: dict[str, int] = {}
         committed: dict[int, int] = {}
+        # only topics that exist: naming a missing one in a metadata request creates it
+        # (an app id that never ran has no by-user topic, and must not get one here)
+        existing = set(await admin.list_topics())
         for group, topic in ((ingest_group(app_id), input_topic), (app_id, by_user_topic(app_id))):
-            ends = await _end_offsets(consumer, topic)
+            ends = await _end_offsets(consumer, topic) if topic in existing else {}
             done = await _group_offsets(admin, group, topic)
             behind[group] = sum(max(0, end - done.get(p, 0)) for p, end in ends.items())
             if topic == input_topic:

@@ -72,3 +72,24 @@ def test_read_commands_refuse_a_missing_topic_and_create_none(stack, tmp_path) -
             failures.append(f"{label}: exit {done.returncode}\n{done.stdout}{done.stderr}")
     assert not failures, "\n".join(failures)
     assert name not in topics(stack.kafka_bootstrap)
+
+
+def test_audit_of_an_app_that_never_ran_creates_no_topic(stack) -> None:
+    """The input exists; the app id is new (a typo): audit reports, and no
+    ``{app}-events-by-user`` topic appears."""
+    from bench.workers import produce
+
+    topic, app_id = stack.unique_name("audit-in"), stack.unique_name("never-ran")
+    asyncio.run(produce(stack.kafka_bootstrap, topic, [b"{}"]))
+    done = subprocess.run(
+        [sys.executable, "-m", "commands.cli", "audit", "--input-topic", topic,
+         "--app-id", app_id, "--read-model", "off", "--wait", "2s"],
+        env=stack.worker_env(),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )  # fmt: skip
+    assert done.returncode != 0, done.stdout
+    listed = topics(stack.kafka_bootstrap)
+    assert topic in listed and not any(t.startswith(app_id) for t in listed)
