@@ -274,8 +274,11 @@ class _Group:
         last active after t (events ahead of the clock) are then taken out one by one.
         """
         active, first_active = _finder(self.active), _finder(self.first_active)
-        first_idle, followers = _finder(self.first_idle), _finder(self.active_followers)
         n_active, n_first_active = len(self.active), len(self.first_active)
+        # Empty lists (no follower, no idle member: common in small communities) cost
+        # no bisection at all.
+        followers = _finder(self.active_followers) if self.active_followers else None
+        first_idle = _finder(self.first_idle) if self.first_idle else None
         upper_packed, upper = bounds[0][2], bounds[0][1]
         active_upper = active(upper_packed)
         ahead = (
@@ -283,8 +286,9 @@ class _Group:
             if active_upper < n_active
             else ()
         )
-        followers_upper = followers(upper_packed)
-        first_upper = first_active(upper) + first_idle(upper)
+        followers_upper = followers(upper_packed) if followers else 0
+        idle_upper = first_idle(upper) if first_idle else 0
+        first_upper = first_active(upper) + idle_upper
         out = {}
         for label, low, low_packed, before_packed in bounds[1:]:
             active_low = active(low_packed)
@@ -295,8 +299,8 @@ class _Group:
             out[label] = _new_tuple(
                 Lifecycle,
                 (
-                    followers_upper - followers(low_packed),
-                    first_upper - first_active_low - first_idle(low + 1),
+                    followers_upper - followers(low_packed) if followers else 0,
+                    first_upper - first_active_low - (first_idle(low + 1) if first_idle else 0),
                     returning,
                     active_low - active(before_packed),
                 ),
