@@ -26,7 +26,7 @@ from bisect import bisect_left
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from sortedcontainers import SortedList
 
@@ -185,7 +185,7 @@ class _Group:
     windows cost nothing on the hot path and can be added without new state.
     """
 
-    __slots__ = ("active", "first_active", "first_idle", "active_followers", "adds")
+    __slots__ = ("active", "first_active", "first_idle", "active_followers", "adds", "cached")
 
     def __init__(self) -> None:
         self.active = SortedList()  # packed last-active of every member with one
@@ -194,12 +194,16 @@ class _Group:
         self.active_followers = SortedList()  # packed last-active of members following
         # Insertions batched during a flush, one list per index in the order above.
         self.adds: tuple[list[int], list[int], list[int], list[int]] | None = None
+        # The last lifecycle counts: (windows, computed at, valid before, counts); see
+        # :meth:`lifecycle`. Any change to the lists drops it.
+        self.cached: tuple[Any, int, int, dict[str, Lifecycle]] | None = None
 
     def __bool__(self) -> bool:
         return bool(self.first_active or self.first_idle)
 
     def insert(self, first: int, last: int | None, following: bool) -> None:
         """:meth:`patch` for a new member (the common case while records are created)."""
+        self.cached = None
         adds = self.adds
         if adds is None:
             adds = self.adds = ([], [], [], [])
@@ -219,6 +223,7 @@ class _Group:
             if new is not None:
                 self.insert(*new)
             return
+        self.cached = None
         adds = self.adds
         if adds is None:
             adds = self.adds = ([], [], [], [])
@@ -265,47 +270,95 @@ class _Group:
         upper = _at_most(active, now_ms, True)
         return {label: upper - _at_most(active, low, True) for label, low in bounds}
 
-    def lifecycle(self, now_ms: int, bounds: list[Bounds]) -> dict[str, Lifecycle]:
-        """Every lifecycle count for each window, from bisections alone.
+    def lifecycle(self, now_ms: int, bounds: list[Bounds], key: Any) -> dict[str, Lifecycle]:
+        """Every lifecycle count for each window (``key`` names the windows), cached.
+
+        The counts only change when the lists change or when the clock brings some
+        element onto a window edge; :meth:`_lifecycle` says when that next happens, so
+        a scrape or snapshot recomputes only the communities that changed or whose
+        edge was crossed (a quiet community costs a comparison).
+        """
+        cached = self.cached
+        if cached is not None and cached[0] == key and cached[1] <= now_ms < cached[2]:
+            return cached[3]
+        counts, valid_until = self._lifecycle(now_ms, bounds)
+        self.cached = (key, now_ms, valid_until, counts)
+        return counts
+
+    def _lifecycle(self, now_ms: int, bounds: list[Bounds]) -> tuple[dict[str, Lifecycle], int]:
+        """The counts from bisections alone, and the first time after now at which any
+        of them changes (an element reaching a window edge).
 
         Returning users are active in (L, t] (L = t - W) and first seen <= L. Because
         first seen <= last active, "first seen > L" implies "last active > L", so
         #{first <= L < last} = #{last > L} - #{first > L, has a last}; the members
         last active after t (events ahead of the clock) are then taken out one by one.
         """
-        active, first_active = _finder(self.active), _finder(self.first_active)
-        n_active, n_first_active = len(self.active), len(self.first_active)
+        active_list, first_active_list = self.active, self.first_active
+        followers_list, idle_list = self.active_followers, self.first_idle
+        active, first_active = _finder(active_list), _finder(first_active_list)
+        n_active, n_first_active = len(active_list), len(first_active_list)
         # Empty lists (no follower, no idle member: common in small communities) cost
         # no bisection at all.
-        followers = _finder(self.active_followers) if self.active_followers else None
-        first_idle = _finder(self.first_idle) if self.first_idle else None
+        followers = _finder(followers_list) if followers_list else None
+        first_idle = _finder(idle_list) if idle_list else None
         upper_packed, upper = bounds[0][2], bounds[0][1]
         active_upper = active(upper_packed)
+        changes = [_next(active_list, active_upper, True, 0)]
         ahead = (
-            [(v >> _SHIFT) - (v & _GAP) for v in self.active.islice(active_upper)]
+            [(v >> _SHIFT) - (v & _GAP) for v in active_list.islice(active_upper)]
             if active_upper < n_active
             else ()
         )
-        followers_upper = followers(upper_packed) if followers else 0
-        idle_upper = first_idle(upper) if first_idle else 0
-        first_upper = first_active(upper) + idle_upper
+        followers_upper = 0
+        if followers:
+            followers_upper = followers(upper_packed)
+            changes.append(_next(followers_list, followers_upper, True, 0))
+        first_upper = first_active(upper)
+        changes.append(_next(first_active_list, first_upper, False, 0))
+        if first_idle:
+            idle_upper = first_idle(upper)
+            changes.append(_next(idle_list, idle_upper, False, 0))
+            first_upper += idle_upper
         out = {}
         for label, low, low_packed, before_packed in bounds[1:]:
+            width = now_ms - low
             active_low = active(low_packed)
+            active_before = active(before_packed)
             first_active_low = first_active(low + 1)
+            changes.append(_next(active_list, active_low, True, width))
+            changes.append(_next(active_list, active_before, True, 2 * width))
+            changes.append(_next(first_active_list, first_active_low, False, width))
             returning = n_active - active_low - (n_first_active - first_active_low)
             if ahead:
                 returning -= sum(1 for seen in ahead if seen <= low)
+            active_followers = 0
+            if followers:
+                followers_low = followers(low_packed)
+                changes.append(_next(followers_list, followers_low, True, width))
+                active_followers = followers_upper - followers_low
+            new = first_upper - first_active_low
+            if first_idle:
+                idle_low = first_idle(low + 1)
+                changes.append(_next(idle_list, idle_low, False, width))
+                new -= idle_low
             out[label] = _new_tuple(
-                Lifecycle,
-                (
-                    followers_upper - followers(low_packed) if followers else 0,
-                    first_upper - first_active_low - (first_idle(low + 1) if first_idle else 0),
-                    returning,
-                    active_low - active(before_packed),
-                ),
+                Lifecycle, (active_followers, new, returning, active_low - active_before)
             )
-        return out
+        return out, min(changes)
+
+
+def _next(index: SortedList, i: int, packed: bool, offset: int) -> int:
+    """When the clock brings element ``i`` (the first one above a bound that trails the
+    clock by ``offset``) onto that bound; "never" past the end."""
+    if i >= len(index):
+        return _NEVER
+    lists = index._lists
+    value = lists[0][i] if len(lists) == 1 else index[i]
+    return (value >> _SHIFT if packed else value) + offset
+
+
+_NEVER = 1 << 62
 
 
 #: (label, low, packed low bound, packed bound of the window before); the first entry
@@ -664,11 +717,13 @@ class PartitionState:
         :class:`Lifecycle` and :meth:`_Group.lifecycle`), incl. (platform, "*")."""
         self.flush()
         bounds = lifecycle_bounds(now_ms, windows)
+        key = tuple(windows.items())
         out: dict[PC, dict[str, Lifecycle]] = {}
+        # copies: callers may add other partitions' counts into what they get
         for pc, group in self._groups.items():
-            out[pc] = group.lifecycle(now_ms, bounds)
+            out[pc] = dict(group.lifecycle(now_ms, bounds, key))
         for platform, group in self._platforms.items():
-            out[(platform, ALL_COMMUNITIES)] = group.lifecycle(now_ms, bounds)
+            out[(platform, ALL_COMMUNITIES)] = dict(group.lifecycle(now_ms, bounds, key))
         return out
 
     def follower_counts(self) -> dict[PC, int]:

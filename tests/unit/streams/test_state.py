@@ -499,3 +499,27 @@ def test_worked_example_of_the_docs() -> None:
     lifecycle = state.lifecycle_counts(t, windows)[("x", "acme")]
     assert lifecycle["7d"] == (1, 3, 1, 2)  # active followers, new, returning, dormant
     assert lifecycle["30d"].active_followers == 2  # ghost followers: 3 - 2 = 1 (eve)
+
+
+@given(st.data(), event_lists(min_size=1), partitionings)
+def test_cached_counts_follow_the_clock_and_new_events(data: st.DataObject, events, partition_of):
+    """The lifecycle counts are cached per community until the clock brings an element
+    onto a window edge or the community changes: a rising clock, with events applied
+    between the queries, must still give the oracle's numbers at every step."""
+    worker = build([], partition_of)
+    times = sorted(data.draw(st.lists(query_times(events), min_size=2, max_size=8)))
+    cut = sorted(data.draw(st.lists(st.integers(0, len(events)), min_size=len(times))))
+    applied = 0
+    for now, upto in zip(times, cut, strict=False):
+        for e in events[applied:upto]:
+            worker.partitions[partition_of[e.user_id]].apply(
+                e.platform, e.community, e.user_id, e.ts_ms, e.type
+            )
+        applied = max(applied, upto)
+        seen = events[:applied]
+        assert worker.lifecycle_counts(now, WINDOWS) == expected_lifecycle(seen, now, WINDOWS)
+        # the same instant again, then one millisecond later: from the cache or not
+        assert worker.lifecycle_counts(now, WINDOWS) == expected_lifecycle(seen, now, WINDOWS)
+        assert worker.lifecycle_counts(now + 1, WINDOWS) == expected_lifecycle(
+            seen, now + 1, WINDOWS
+        )
