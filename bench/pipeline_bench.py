@@ -30,6 +30,7 @@ import asyncio
 import functools
 import os
 import random
+import shutil
 import statistics
 import sys
 import tempfile
@@ -205,6 +206,13 @@ async def run_worker(
     return Run(args.events / worker_s, peak, idle), worker
 
 
+def stop_and_clean(worker: Worker) -> None:
+    """Stop the worker and delete its temporary folder (data and log); a run that
+    failed keeps both for reading (run_worker stops it without cleaning)."""
+    worker.stop()
+    shutil.rmtree(worker.log_path.parent, ignore_errors=True)
+
+
 async def compare(
     bootstrap: str, topic: str, tag: str, args: argparse.Namespace, records: int
 ) -> None:
@@ -220,7 +228,7 @@ async def compare(
                 args,
                 repo,
             )
-            worker.stop()
+            stop_and_clean(worker)
             runs[name].append(run)
             per_record = (run.peak_rss_mib - run.idle_rss_mib) * 2**20 / records
             print(
@@ -363,7 +371,7 @@ async def main() -> None:
             f"({len(lat)} probes): p50 {p50 * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms"
         )
     finally:
-        worker.stop()
+        stop_and_clean(worker)
 
 
 if __name__ == "__main__":
