@@ -106,9 +106,19 @@ class Worker:
             os.kill(self.proc.pid, signal.SIGKILL)
             self.proc.wait(10)
 
+    def pause(self) -> None:
+        """SIGSTOP: the process keeps its sockets and state but misses heartbeats."""
+        assert self.proc is not None
+        os.kill(self.proc.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.proc is not None
+        os.kill(self.proc.pid, signal.SIGCONT)
+
     def stop(self) -> None:
         if self.alive():
             assert self.proc is not None
+            os.kill(self.proc.pid, signal.SIGCONT)  # a paused process can't handle SIGTERM
             os.kill(self.proc.pid, signal.SIGTERM)
             try:
                 self.proc.wait(30)
@@ -205,25 +215,65 @@ async def _end_offsets(bootstrap: str, topic: str) -> dict[Any, int]:
         await consumer.stop()
 
 
+async def _data_between(consumer: Any, gaps: dict[Any, tuple[int, int]]) -> dict[Any, int]:
+    """Of the (committed, end) gaps, those holding committed data records.
+
+    Transactional topics end with a commit marker after the last record, and a
+    transactional offset commit points just after the record, before the marker:
+    committed = end - 1 with nothing left to read. A read_committed consumer tells
+    data from markers and aborted records.
+    """
+    if not gaps:
+        return {}
+    consumer.assign(list(gaps))
+    for tp, (start, _) in gaps.items():
+        consumer.seek(tp, start)
+    behind: dict[Any, int] = {}
+    pending = dict(gaps)
+    deadline = time.monotonic() + 5
+    while pending and time.monotonic() < deadline:
+        batch = await consumer.getmany(*pending, timeout_ms=300)
+        for tp, messages in batch.items():
+            inside = [m for m in messages if m.offset < gaps[tp][1]]
+            if inside:
+                behind[tp] = len(inside)
+                pending.pop(tp, None)
+        for tp in list(pending):
+            if await consumer.position(tp) >= gaps[tp][1]:
+                pending.pop(tp)
+    for tp, (start, end) in pending.items():
+        behind[tp] = end - start  # could not tell within 5s: count it as behind
+    return behind
+
+
 async def wait_caught_up(
     bootstrap: str, app_id: str, input_topic: str, worker: Worker, timeout: float = 120
 ) -> None:
     """Return when both stages have committed everything that was in the topics."""
+    from aiokafka import AIOKafkaConsumer
     from aiokafka.admin import AIOKafkaAdminClient
 
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **client_kwargs())
+    reader = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        enable_auto_commit=False,
+        isolation_level="read_committed",
+        **client_kwargs(),
+    )
     await admin.start()
+    await reader.start()
     try:
         deadline = time.monotonic() + timeout
         for group, topic in ((ingest_group(app_id), input_topic), (app_id, by_user_topic(app_id))):
             ends = {tp: off for tp, off in (await _end_offsets(bootstrap, topic)).items() if off}
             while True:
                 committed = await _committed(admin, group)
-                behind = {
-                    tp: end - committed.get(tp, 0)
+                gaps = {
+                    tp: (committed.get(tp, 0), end)
                     for tp, end in ends.items()
                     if committed.get(tp, 0) < end
                 }
+                behind = await _data_between(reader, gaps)
                 if not behind:
                     break
                 if not worker.alive():
@@ -234,6 +284,7 @@ async def wait_caught_up(
                     )
                 await asyncio.sleep(0.3)
     finally:
+        await reader.stop()
         await admin.close()
 
 
@@ -258,7 +309,8 @@ async def produce(bootstrap: str, topic: str, values: Iterable[bytes], partition
 
 
 async def read_all(bootstrap: str, topic: str) -> list[Any]:
-    """Every record of a topic, from the beginning to the end offsets taken now."""
+    """Every committed record of a topic, from the beginning to the end offsets taken
+    now (read_committed: records of aborted transactions are not part of the topic)."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
     ends = await _end_offsets(bootstrap, topic)
@@ -266,6 +318,7 @@ async def read_all(bootstrap: str, topic: str) -> list[Any]:
         bootstrap_servers=bootstrap,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
+        isolation_level="read_committed",
         **client_kwargs(),
     )
     await consumer.start()
@@ -281,8 +334,9 @@ async def read_all(bootstrap: str, topic: str) -> list[Any]:
             batch = await consumer.getmany(timeout_ms=1000)
             for tp, messages in batch.items():
                 records.extend(m for m in messages if m.offset < ends[TopicPartition(*tp)])
-                if messages and messages[-1].offset + 1 >= ends[tp]:
-                    remaining.pop(tp, None)
+            for tp in list(remaining):  # markers and aborted records are skipped, not returned
+                if await consumer.position(tp) >= remaining[tp]:
+                    remaining.pop(tp)
         return records
     finally:
         await consumer.stop()
