@@ -10,6 +10,7 @@ fenced by B's), and the counts stay exact, live and after a fresh recovery.
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -50,6 +51,7 @@ async def test_a_paused_worker_resumed_after_its_partitions_moved_writes_nothing
             tmp_path / name / "data",
             store="rocksdb://",
             EM_READ_MODEL="off",
+            EM_LOG_LEVEL=os.environ.get("EM_CHAOS_LOG_LEVEL", "warn"),
         ).start()
 
     await produce(stack.kafka_bootstrap, topic, messages[:quarter])
