@@ -52,6 +52,15 @@ class TransactionalConsumer(Consumer):
 
 
 class CommittedRecovery(Recovery):
+    #: the consumer generation whose recovery is completing (tables compare it with
+    #: the current one: a recovery of an older generation may complete after the
+    #: next rebalance began, and its store is not up to date)
+    completing_generation: int = -1
+
+    async def on_recovery_completed(self, generation_id: int = 0) -> None:
+        self.completing_generation = generation_id
+        await super().on_recovery_completed(generation_id)
+
     async def _build_highwaters(
         self, consumer: Any, tps: Set[TP], destination: Any, title: str
     ) -> None:

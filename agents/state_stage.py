@@ -61,6 +61,11 @@ class UsersTable(faust.Table):
         up to the changelog's last committed record: a mirror kept across the
         rebalance could miss what another owner wrote while this worker was out."""
         await super().on_recovery_completed(active_tps, standby_tps)
+        recovery = getattr(self.app.tables, "recovery", None)
+        completing = getattr(recovery, "completing_generation", None)
+        if completing is not None and completing != self.app.consumer_generation_id:
+            log.info("state: recovery of generation %s is stale; waiting for the next", completing)
+            return  # still paused: the current generation's recovery rebuilds
         changelog = self.changelog_topic_name
         active = {tp.partition for tp in active_tps if tp.topic == changelog}
         for partition in sorted(set(self.worker_state.partitions) - active):

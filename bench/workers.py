@@ -25,6 +25,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from agents.kafka_admin import ensure_topics
 from agents.kafka_security import client_kwargs
+from agents.txn_offsets import records_behind
 from streams import metric_names as names
 from streams.topics import by_user_topic, ingest_group
 
@@ -215,37 +216,6 @@ async def _end_offsets(bootstrap: str, topic: str) -> dict[Any, int]:
         await consumer.stop()
 
 
-async def _data_between(consumer: Any, gaps: dict[Any, tuple[int, int]]) -> dict[Any, int]:
-    """Of the (committed, end) gaps, those holding committed data records.
-
-    Transactional topics end with a commit marker after the last record, and a
-    transactional offset commit points just after the record, before the marker:
-    committed = end - 1 with nothing left to read. A read_committed consumer tells
-    data from markers and aborted records.
-    """
-    if not gaps:
-        return {}
-    consumer.assign(list(gaps))
-    for tp, (start, _) in gaps.items():
-        consumer.seek(tp, start)
-    behind: dict[Any, int] = {}
-    pending = dict(gaps)
-    deadline = time.monotonic() + 5
-    while pending and time.monotonic() < deadline:
-        batch = await consumer.getmany(*pending, timeout_ms=300)
-        for tp, messages in batch.items():
-            inside = [m for m in messages if m.offset < gaps[tp][1]]
-            if inside:
-                behind[tp] = len(inside)
-                pending.pop(tp, None)
-        for tp in list(pending):
-            if await consumer.position(tp) >= gaps[tp][1]:
-                pending.pop(tp)
-    for tp, (start, end) in pending.items():
-        behind[tp] = end - start  # could not tell within 5s: count it as behind
-    return behind
-
-
 async def wait_caught_up(
     bootstrap: str, app_id: str, input_topic: str, worker: Worker, timeout: float = 120
 ) -> None:
@@ -273,7 +243,7 @@ async def wait_caught_up(
                     for tp, end in ends.items()
                     if committed.get(tp, 0) < end
                 }
-                behind = await _data_between(reader, gaps)
+                behind = await records_behind(reader, gaps)
                 if not behind:
                     break
                 if not worker.alive():
