@@ -37,6 +37,29 @@ def _fenced_errors() -> tuple[type[BaseException], ...]:
 _FENCED = _fenced_errors()
 
 
+def _illegal_operation() -> type[Exception]:
+    from aiokafka.errors import IllegalOperation
+
+    return IllegalOperation
+
+
+def _transaction_failed_base() -> type[Exception]:
+    from aiokafka.errors import KafkaError
+
+    return KafkaError
+
+
+class TransactionFailed(_transaction_failed_base()):  # type: ignore[misc]
+    """The transaction could not go on (aborted); retry with the same input."""
+
+
+def _background_error(producer: Any) -> BaseException | None:
+    waiter = producer._txn_manager.wait_for_transaction_end()  # noqa: SLF001
+    if waiter is not None and waiter.done() and not waiter.cancelled():
+        return waiter.exception()
+    return None
+
+
 class NotOwner(Exception):
     """This worker does not (or no longer) own the partition: nothing was written."""
 
@@ -133,16 +156,28 @@ class PartitionProducers:
             producer = self._producers.get(partition)
             if producer is None:  # replaced after a failed abort; the fence still holds
                 producer = self._producers[partition] = await self._start(partition)
+            txn = Transaction(producer)
             try:
                 await producer.begin_transaction()
-                txn = Transaction(producer)
                 yield txn
                 if txn.futures:
                     await asyncio.gather(*txn.futures)
                 await producer.commit_transaction()
             except _FENCED as exc:
+                _consume(txn.futures)
                 await self._fenced(partition, producer, exc)
+            except _illegal_operation() as exc:
+                # aiokafka ended the transaction in the background (its sender got an
+                # error, most often ProducerFenced); later calls just say "not in a
+                # transaction": look for the cause
+                _consume(txn.futures)
+                cause = _background_error(producer)
+                if isinstance(cause, _FENCED):
+                    await self._fenced(partition, producer, cause)
+                await self._abort(partition, producer)
+                raise TransactionFailed(f"{exc} ({cause!r})") from exc
             except BaseException:
+                _consume(txn.futures)
                 await self._abort(partition, producer)
                 raise
 
@@ -201,6 +236,13 @@ class PartitionProducers:
             await _stop_quietly(producer)
             raise
         return producer
+
+
+def _consume(futures: list[Any]) -> None:
+    """Retrieve the outcome of an aborted transaction's sends (asyncio would log
+    "exception was never retrieved" for each failed one)."""
+    for future in futures:
+        future.add_done_callback(lambda f: f.cancelled() or f.exception())
 
 
 async def _stop_quietly(producer: Any) -> None:
