@@ -32,7 +32,7 @@ from aiokafka.abc import ConsumerRebalanceListener
 
 from agents import ingest_counters
 from agents.codec_guard import probe, rewind
-from agents.dead_letters import dead_letter, deliver
+from agents.dead_letters import DeadLetter, dead_letter, deliver, record_errors
 from agents.ingest_counters import PollTally
 from agents.kafka_security import client_kwargs
 from agents.metrics import LAG_BUCKETS, IngestStats
@@ -92,6 +92,18 @@ class _Fence(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def on_partitions_assigned(self, assigned: set[Any]) -> None:
         await self.stage.on_assigned(assigned)
+
+
+def _strip(letter: DeadLetter, error: str) -> DeadLetter:
+    return DeadLetter(None, b"", [*letter.headers, ("send_error", error.encode())])
+
+
+def _refusal(exc: BaseException) -> BaseException | None:
+    """The record error behind a failed transaction, if that is what failed it."""
+    for candidate in (exc, getattr(exc, "cause", None)):
+        if isinstance(candidate, record_errors()):
+            return candidate
+    return None
 
 
 class Router:
@@ -315,7 +327,7 @@ class IngestStage:
             self._rewind(tp, expected)  # fetched before the seek to the committed offset
             return
         try:
-            await self._handle(tp, messages)
+            await self._transact(tp, messages)
         except NotOwner:
             self.next_offset.pop(tp, None)
             return
@@ -326,11 +338,24 @@ class IngestStage:
         else:
             self.outage.ok()
 
+    async def _transact(self, tp: Any, messages: list[Any]) -> None:
+        """A dead letter the broker refuses for its own sake dooms the whole
+        transaction (aiokafka aborts it); never a rewind for that: the poll goes
+        again at once with its dead letters stripped of key and value."""
+        try:
+            await self._handle(tp, messages)
+        except Exception as exc:
+            refusal = _refusal(exc)
+            if refusal is None:
+                raise
+            log.warning("dlq: %s refused a dead letter, sending them without payload", refusal)
+            await self._handle(tp, messages, stripped=type(refusal).__name__)
+
     def _rewind(self, tp: Any, offset: int) -> None:
         if tp in self.consumer.assignment():
             self.consumer.seek(tp, offset)
 
-    async def _handle(self, tp: Any, messages: list[Any]) -> None:
+    async def _handle(self, tp: Any, messages: list[Any], stripped: str | None = None) -> None:
         now_ms = int(time.time() * 1000)
         stats = self.router.stats
         tally = stats.tally()
@@ -344,6 +369,8 @@ class IngestStage:
                     await txn.send(self.by_user_topic, raw, partition=partition)
             max_bytes = self.router.limits.max_message_bytes
             letters = [dead_letter(message, exc, max_bytes) for message, exc in dead]
+            if stripped is not None:
+                letters = [_strip(letter, stripped) for letter in letters]
             await deliver(txn, self.dlq_topic, letters)
             await txn.send_offsets({tp: next_offset}, self.group_id)
         self._committed_poll(tp, counters, next_offset)

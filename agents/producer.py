@@ -50,7 +50,10 @@ def _transaction_failed_base() -> type[Exception]:
 
 
 class TransactionFailed(_transaction_failed_base()):  # type: ignore[misc]
-    """The transaction could not go on (aborted); retry with the same input."""
+    """The transaction could not go on (aborted); retry with the same input.
+    ``cause``: the error aiokafka ended it with, if known."""
+
+    cause: BaseException | None = None
 
 
 def _background_error(producer: Any) -> BaseException | None:
@@ -175,7 +178,9 @@ class PartitionProducers:
                 if isinstance(cause, _FENCED):
                     await self._fenced(partition, producer, cause)
                 await self._abort(partition, producer)
-                raise TransactionFailed(f"{exc} ({cause!r})") from exc
+                failed = TransactionFailed(f"{exc} ({cause!r})")
+                failed.cause = cause
+                raise failed from exc
             except BaseException:
                 _consume(txn.futures)
                 await self._abort(partition, producer)
