@@ -69,8 +69,8 @@ def wait_exact(workers: list[Worker], expected: tuple[dict, dict], timeout: floa
     still be moving a partition when the groups have caught up."""
     deadline = time.monotonic() + timeout
     while True:
-        got = summed(workers)
-        got = (nonzero(got[0]), got[1])
+        active, followers, _lifecycle = summed(workers)
+        got = (nonzero(active), followers)
         if got == expected or time.monotonic() > deadline:
             break
         time.sleep(0.5)
