@@ -164,8 +164,11 @@ async def test_two_workers_with_kills_and_a_broker_restart_stay_exact(
             len(messages) - len(traffic.invalid),
             Counter({r: n for r, n in Counter(r for _, r in traffic.invalid).items()}),
         )
-        dead = await read_all(broker.bootstrap, f"{topic}.dlq")
-        assert sorted(m.value for m in dead) == sorted(v for v, _ in traffic.invalid)
+        dead = [dict(m.headers) for m in await read_all(broker.bootstrap, f"{topic}.dlq")]
+        coordinates = [(h["source_partition"], h["source_offset"]) for h in dead]
+        assert len(set(coordinates)) == len(coordinates), "a bad message dead-lettered twice"
+        got = sorted((h["reason"].decode(), int(h["original_size"])) for h in dead)
+        assert got == sorted((reason, len(value)) for value, reason in traffic.invalid)
 
         # a fresh worker with an empty data folder: the changelog alone must be exact
         for worker in workers:
