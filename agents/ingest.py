@@ -269,8 +269,11 @@ class IngestStage:
             if found.bad_offset is None or found.error is None:
                 await rewind(self.consumer, tp)  # read again by the main loop
                 continue
-            if found.records:
-                await self._handle_or_rewind(tp, found.records)
+            if found.records and not await self._handle_or_rewind(tp, found.records):
+                await rewind(self.consumer, tp)  # not handled (yet): all read again
+                continue
+            if not self._expects(tp, found.bad_offset):
+                continue
             await self._pass_unreadable(tp, found.bad_offset, found.error)
 
     async def _pass_unreadable(self, tp: Any, offset: int, error: Exception) -> None:
@@ -315,28 +318,38 @@ class IngestStage:
         self.router.stats.partitions = {}
         await self.producers.revoke_all()
 
-    async def _handle_or_rewind(self, tp: Any, messages: list[Any]) -> None:
+    async def _handle_or_rewind(self, tp: Any, messages: list[Any]) -> bool:
         """A broker outage must neither stop the worker nor lose a batch: if the
-        transaction fails, read the same messages again later."""
+        transaction fails, read the same messages again later. True: committed."""
         from aiokafka.errors import KafkaError
 
-        expected = self.next_offset.get(tp, -1)
-        if expected == -1 or not self.producers.owns(tp.partition):
-            return  # fetched before a rebalance took the partition away
-        if expected is not None and messages[0].offset != expected:
-            self._rewind(tp, expected)  # fetched before the seek to the committed offset
-            return
+        if not self._expects(tp, messages[0].offset):
+            return False
         try:
             await self._transact(tp, messages)
         except NotOwner:
             self.next_offset.pop(tp, None)
-            return
+            return False
         except KafkaError as exc:
             self.outage.failed(exc)
             self._rewind(tp, messages[0].offset)
             await asyncio.sleep(1.0)
-        else:
-            self.outage.ok()
+            return False
+        self.outage.ok()
+        return True
+
+    def _expects(self, tp: Any, offset: int) -> bool:
+        """Whether a batch starting at ``offset`` is the next one of an owned partition.
+        Not while the assignment is in progress (no ``next_offset`` yet: it will seek)
+        or after the partition moved; a batch read before the seek to the committed
+        offset is read again from there."""
+        expected = self.next_offset.get(tp, -1)
+        if expected == -1 or not self.producers.owns(tp.partition):
+            return False
+        if expected is not None and offset != expected:
+            self._rewind(tp, expected)
+            return False
+        return True
 
     async def _transact(self, tp: Any, messages: list[Any]) -> None:
         """A dead letter the broker refuses for its own sake dooms the whole
