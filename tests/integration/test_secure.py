@@ -191,6 +191,17 @@ def _failing_commands(tmp_path: Path) -> dict[str, list[str]]:
         ("untrusted-certificate", "certificate is not trusted"),
     ],
 )
+def _error_lines(stderr: str) -> list[str]:
+    """stderr without the worker's start-up announcement (its app, metrics URL and
+    effective settings, secrets redacted), which comes before any connection."""
+    return [
+        line
+        for line in stderr.strip().splitlines()
+        if not line.startswith(("engagement-monitor worker: app ", "  "))
+        and line != "engagement-monitor worker: effective settings (secrets redacted):"
+    ]
+
+
 def test_a_wrong_password_or_untrusted_certificate_is_one_clear_line(
     secure: SecureStack, case: str, expected: str, tmp_path: Path
 ) -> None:
@@ -202,7 +213,7 @@ def test_a_wrong_password_or_untrusted_certificate_is_one_clear_line(
     for name, args in _failing_commands(tmp_path).items():
         started = time.monotonic()
         result = cli(env | {"EM_DATA_DIR": str(tmp_path / "data")}, *args, timeout=60)
-        lines = result.stderr.strip().splitlines()
+        lines = _error_lines(result.stderr)
         assert result.returncode == 1, (name, result.stdout, result.stderr)
         assert len(lines) == 1 and expected in lines[0], (name, result.stderr)
         for secret in (wrong, secure.kafka_password):

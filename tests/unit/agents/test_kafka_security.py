@@ -107,6 +107,17 @@ def test_redis_kwargs(certs: Path) -> None:
     }
 
 
+@pytest.fixture(autouse=True)
+def _aiokafka_logger_enabled(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another test in the same process may have run a logging setup that disables
+    existing loggers (mode's dictConfig does); the reason is recorded from aiokafka's
+    log record, so this module needs the logger as a fresh worker has it."""
+    logger = logging.getLogger("aiokafka")
+    monkeypatch.setattr(logger, "disabled", False)
+    monkeypatch.setattr(logger, "level", logging.NOTSET)
+    monkeypatch.setattr(logging.root.manager, "disable", 0)
+
+
 def _bootstrap_failed(reason: BaseException) -> KafkaConnectionError:
     """What aiokafka does: log the reason, raise without it."""
     logging.getLogger("aiokafka").error('Unable connect to "%s:%s": %s', "127.0.0.1", 1, reason)
