@@ -184,13 +184,6 @@ def _failing_commands(tmp_path: Path) -> dict[str, list[str]]:
     }
 
 
-@pytest.mark.parametrize(
-    ("case", "expected"),
-    [
-        ("wrong-password", "SASL authentication failed"),
-        ("untrusted-certificate", "certificate is not trusted"),
-    ],
-)
 def _error_lines(stderr: str) -> list[str]:
     """stderr without the worker's start-up announcement (its app, metrics URL and
     effective settings, secrets redacted), which comes before any connection."""
@@ -202,6 +195,13 @@ def _error_lines(stderr: str) -> list[str]:
     ]
 
 
+@pytest.mark.parametrize(
+    ("case", "expected"),
+    [
+        ("wrong-password", "SASL authentication failed"),
+        ("untrusted-certificate", "certificate is not trusted"),
+    ],
+)
 def test_a_wrong_password_or_untrusted_certificate_is_one_clear_line(
     secure: SecureStack, case: str, expected: str, tmp_path: Path
 ) -> None:
