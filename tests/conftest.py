@@ -9,8 +9,16 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 INTEGRATION_DIR = Path(__file__).parent / "integration"
+
+# The machines are shared and noisy: a property test is judged by its examples, never
+# by how fast this run could generate them.
+settings.register_profile(
+    "shared-machine", deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.load_profile("shared-machine")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
