@@ -327,8 +327,9 @@ class IngestStage:
             return False
         try:
             await self._transact(tp, messages)
-        except NotOwner:
+        except NotOwner:  # fenced: another worker owns it and exposes its counters
             self.next_offset.pop(tp, None)
+            self.router.stats.partitions.pop(tp.partition, None)
             return False
         except KafkaError as exc:
             self.outage.failed(exc)
