@@ -5,14 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 import pytest
-from aiokafka import TopicPartition
 from aiokafka.errors import KafkaConnectionError, MessageSizeTooLargeError
 
 import agents.ingest as ingest
@@ -69,13 +66,12 @@ def test_unexpected_exception_is_an_internal_error_dead_letter(monkeypatch: Any)
     monkeypatch.setattr(ingest, "parse_event", flaky)
     r = router()
     messages = [Msg(event("u-1"), 0), Msg(b"boom", 1), Msg(event("u-2"), 2)]
-    tally = r.stats.tally()
-    by_partition, dead = r.route(messages, NOW, tally)  # type: ignore[arg-type]
+    by_partition, dead = r.route(messages, NOW)  # type: ignore[arg-type]
     assert sum(len(v) for v in by_partition.values()) == 2
     assert [(m.offset, e.reason, e.exception) for m, e in dead] == [
         (1, "internal_error", "ZeroDivisionError")
     ]
-    assert tally.invalid == {"internal_error": 1}
+    assert r.stats.invalid["internal_error"] == 1
     headers = dict(dead_letter(dead[0][0], dead[0][1], 4096).headers)
     assert headers["exception"] == b"ZeroDivisionError"
     assert headers["reason"] == b"internal_error"
@@ -160,91 +156,39 @@ async def test_broker_outage_is_raised_for_a_rewind() -> None:
 
 
 class FakeConsumer:
-    def __init__(self, tp: Any) -> None:
-        self.tp = tp
+    def __init__(self) -> None:
+        self.commits: list[dict[Any, int]] = []
         self.seeks: list[tuple[Any, int]] = []
 
+    async def commit(self, offsets: dict[Any, int]) -> None:
+        self.commits.append(offsets)
+
     def assignment(self) -> set[Any]:
-        return {self.tp}
+        return {"tp0"}
 
     def seek(self, tp: Any, offset: int) -> None:
         self.seeks.append((tp, offset))
 
 
-class FakeTransaction:
-    def __init__(self, producer: FakeProducer) -> None:
-        self.producer = producer
-        self.futures: list[Any] = []
-        self.offsets: list[dict[Any, int]] = []
-
-    async def send(self, topic: str, value: bytes | None, **kwargs: Any) -> Any:
-        future = await self.producer.send(topic, value, **kwargs)
-        self.futures.append(future)
-        return future
-
-    async def send_many(self, topic: str, partition: int, records: list[Any]) -> None:
-        for _key, value in records:
-            await self.send(topic, value)
-
-    async def partition_count(self, topic: str) -> int:
-        return 1
-
-    async def send_offsets(self, offsets: dict[Any, int], group_id: str) -> None:
-        self.offsets.append(offsets)
-
-
-class FakeProducers:
-    """Transactions over a :class:`FakeProducer`, with aiokafka's rule: a record the
-    broker refused fails the whole transaction (its records are then aborted)."""
-
-    def __init__(self, producer: FakeProducer) -> None:
-        self.producer = producer
-        self.committed_offsets: list[dict[Any, int]] = []
-
-    def owns(self, partition: int) -> bool:
-        return True
-
-    @asynccontextmanager
-    async def transaction(self, partition: int) -> AsyncIterator[FakeTransaction]:
-        txn = FakeTransaction(self.producer)
-        mark = len(self.producer.sent)
-        try:
-            yield txn
-            for result in await asyncio.gather(*txn.futures, return_exceptions=True):
-                if isinstance(result, BaseException):
-                    raise result
-        except BaseException:
-            del self.producer.sent[mark:]  # aborted: read_committed readers never see it
-            raise
-        self.committed_offsets += txn.offsets
-
-
-@pytest.mark.parametrize("at_enqueue", [True, False])
-async def test_a_refused_record_never_rewinds_the_poll(at_enqueue: bool) -> None:
+async def test_a_refused_record_never_rewinds_the_poll() -> None:
     """Regression: MessageSizeTooLargeError is a KafkaError, so the stage rewound the
-    poll and retried it every second forever, counting its valid events each time.
-    In a transaction, a record the broker refuses aborts the whole poll: it goes
-    again at once with the dead letters stripped, and is counted once."""
-    producer = FakeProducer(limit=10_000, at_enqueue=at_enqueue)
-    producers = FakeProducers(producer)
+    poll and retried it every second forever, counting its valid events each time."""
+    producer = FakeProducer(limit=10_000, at_enqueue=False)
     stage = IngestStage(
         bootstrap="",
         group_id="g",
         input_topic="in",
         by_user_topic="by-user",
         dlq_topic="dlq",
-        counters_topic="counters",
         router=Router(4, Limits(max_message_bytes=20_000), IngestStats(CommunityLabels(10))),
-        producers=producers,  # type: ignore[arg-type]
+        producer=producer,
         consumer_settings={},
     )
-    tp = TopicPartition("in", 0)
-    stage.consumer = FakeConsumer(tp)
-    stage.next_offset[tp] = None
-    polled = [Msg(event(), 0), Msg(b"z" * 15_000, 1), Msg(event("u-2"), 2), Msg(None, 3)]
-    await stage._handle_or_rewind(tp, polled)
+    stage.consumer = FakeConsumer()
+    polled = {"tp0": [Msg(event(), 0), Msg(b"z" * 15_000, 1), Msg(event("u-2"), 2), Msg(None, 3)]}
+    await stage._handle_or_rewind(polled)
     assert stage.consumer.seeks == []
-    assert producers.committed_offsets == [{tp: 4}]
+    assert stage.consumer.commits == [{"tp0": 4}]
     letters = [(v, h) for t, v, h in producer.sent if t == "dlq"]
     # a null value with no key: the dead letter has an empty value (aiokafka needs one)
     null = [(v, h["source_offset"]) for v, h in letters if h["original_size"] == b"-1"]
@@ -255,9 +199,7 @@ async def test_a_refused_record_never_rewinds_the_poll(at_enqueue: bool) -> None
     ]
     by_user = [decode_batch(v or b"")[1] for t, v, _ in producer.sent if t == "by-user"]
     assert sorted(e[3] for batch in by_user for e in batch) == ["u-1", "u-2"]
-    counters = stage.router.stats.partitions[0]
-    assert sum(counters.events.values()) == 2
-    assert counters.invalid["not_json"] == 2  # the oversized value and the null one
+    assert sum(stage.router.stats.events.values()) == 2
 
 
 def test_internal_error_keeps_reason_closed() -> None:
