@@ -1,22 +1,31 @@
-"""A fast batched Kafka producer for the simulator, ``produce`` and ``replay``.
+"""Kafka writes through aiokafka's batch builders: the one batch producer.
 
-Why not ``AIOKafkaProducer.send()`` per event: each call is a coroutine, a future
-and a partitioner lookup — about 60k msg/s here at best. :class:`BatchWriter` fills
+Why not ``AIOKafkaProducer.send()`` per record: each call is a coroutine, a future
+and a partitioner lookup — about 60k msg/s here at best. :class:`Batches` fills
 aiokafka ``BatchBuilder``\\ s itself (a C extension appends a record in about a
-microsecond) and hands a full batch to ``send_batch``; nothing is awaited unless a
-batch is full, so a tight loop can call :meth:`BatchWriter.append` and only await
-:meth:`BatchWriter.drain` when it returns True.
+microsecond) and hands a full batch to ``send_batch``. Everything that writes in
+batches goes through it:
 
-Partitioning follows Kafka's Java client: murmur2 of the key when there is one (so
-a key lands where any Kafka producer would put it), otherwise "sticky": fill one
-partition's batch, then move to the next (Kafka's default since 2.4; batches stay
-large at low rates, partitions even out over batches).
+* the worker (:class:`agents.producer.SharedProducer`): by-user batches, dead
+  letters and changelog writes; :func:`send_to_partition` fills one partition's
+  batches, and the caller awaits the delivery futures;
+* the commands (:class:`BatchWriter`: simulator, ``produce``, ``replay``): nothing is
+  awaited unless a batch is full, so a tight loop can call :meth:`BatchWriter.append`
+  and only await :meth:`BatchWriter.drain` when it returns True; deliveries are
+  counted, not awaited one by one.
 
-Delivery: ``acks=1`` by default — the leader has the records. On this project's
-one-broker stacks ``all`` is the same thing, and ``acks=0`` would hide errors that
-the ``failed`` counter must show. Pass ``acks="all"`` for multi-broker clusters.
-Record timestamps are the event times, so ``offsets_for_times`` on a topic finds
-event-time ranges (what ``replay --from-topic`` relies on).
+:func:`start_producer` is the one place both build their client.
+
+BatchWriter's partitioning follows Kafka's Java client: murmur2 of the key when there
+is one (so a key lands where any Kafka producer would put it), otherwise "sticky":
+fill one partition's batch, then move to the next (Kafka's default since 2.4; batches
+stay large at low rates, partitions even out over batches).
+
+BatchWriter's delivery: ``acks=1`` by default — the leader has the records. On this
+project's one-broker stacks ``all`` is the same thing, and ``acks=0`` would hide
+errors that the ``failed`` counter must show. Pass ``acks="all"`` for multi-broker
+clusters. Record timestamps are the event times, so ``offsets_for_times`` on a topic
+finds event-time ranges (what ``replay --from-topic`` relies on).
 """
 
 from __future__ import annotations
@@ -25,8 +34,8 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, NamedTuple
 
 from agents.kafka_admin import ensure_topics
 from agents.kafka_security import client_kwargs
@@ -34,6 +43,7 @@ from agents.kafka_security import client_kwargs
 log = logging.getLogger(__name__)
 
 Headers = Sequence[tuple[str, bytes]]
+TopicPartition = tuple[str, int]
 
 DEFAULT_LINGER_MS = 20
 DEFAULT_BATCH_BYTES = 512 * 1024
@@ -53,12 +63,131 @@ def murmur2_partition(key: bytes, partitions: int) -> int:
     return (murmur2(key) & 0x7FFFFFFF) % partitions
 
 
+async def start_producer(bootstrap: str, **options: Any) -> Any:
+    """A started ``AIOKafkaProducer`` with the security settings every client takes.
+
+    A producer that fails to start is stopped again, so no half-open client is left."""
+    from aiokafka import AIOKafkaProducer
+
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, **options, **client_kwargs())
+    try:
+        await producer.start()
+    except BaseException:
+        await producer.stop()
+        raise
+    return producer
+
+
+class Handed(NamedTuple):
+    """A batch aiokafka accepted: where it goes, how many records, its delivery future."""
+
+    topic: str
+    records: int
+    future: Any
+
+
+class Batches:
+    """Open batch builders, one per (topic, partition), and the full ones in the order
+    they filled.
+
+    Handing the full ones over one at a time, oldest first, keeps record order per
+    partition; waiting while aiokafka still holds a partition's previous batch is the
+    back-pressure.
+    """
+
+    def __init__(self, producer: Any) -> None:
+        self.producer = producer
+        self.open: dict[TopicPartition, Any] = {}
+        self.opened_at: dict[TopicPartition, float] = {}
+        self.full: list[tuple[TopicPartition, Any]] = []
+
+    def append(
+        self,
+        tp: TopicPartition,
+        value: bytes | None,
+        key: bytes | None = None,
+        timestamp_ms: int | None = None,
+        headers: Headers | None = None,
+    ) -> bool:
+        """Add a record to ``tp``'s open batch (opening one). False: that batch is full
+        and the record is not in it — :meth:`close` the batch and append again."""
+        builder = self.open.get(tp)
+        if builder is None:
+            builder = self.producer.create_batch()
+            self.open[tp] = builder
+            self.opened_at[tp] = time.monotonic()
+        meta = builder.append(timestamp=timestamp_ms, key=key, value=value, headers=headers or [])
+        return meta is not None
+
+    def close(self, tp: TopicPartition) -> None:
+        """Queue ``tp``'s open batch for hand-over; the next append opens a new one."""
+        self.opened_at.pop(tp, None)
+        self.full.append((tp, self.open.pop(tp)))
+
+    def close_all(self, opened_before: float | None = None) -> list[TopicPartition]:
+        """Close every open batch holding records (only those opened at or before
+        ``opened_before``, a ``time.monotonic()``, if given); returns their partitions."""
+        closing = [
+            tp
+            for tp, builder in self.open.items()
+            if builder.record_count()
+            and (opened_before is None or self.opened_at[tp] <= opened_before)
+        ]
+        for tp in closing:
+            self.close(tp)
+        return closing
+
+    async def hand_over(
+        self, refused: Callable[[int, Exception], None] | None = None
+    ) -> list[Handed]:
+        """Hand the full batches to aiokafka, oldest first.
+
+        A batch aiokafka refuses raises — or, given ``refused``, is reported there
+        (records, error) and the others still go."""
+        handed = []
+        while self.full:
+            (topic, partition), builder = self.full.pop(0)
+            count = builder.record_count()
+            if not count:
+                continue
+            try:
+                future = await self.producer.send_batch(builder, topic, partition=partition)
+            except Exception as exc:
+                if refused is None:
+                    raise
+                refused(count, exc)
+                continue
+            handed.append(Handed(topic, count, future))
+        return handed
+
+
+async def send_to_partition(
+    producer: Any, topic: str, partition: int, records: Iterable[tuple[bytes, bytes | None]]
+) -> list[Any]:
+    """Send (key, value) records to one partition in as few batches as fit; returns the
+    batches' delivery futures. Each batch is handed over as soon as it is full.
+
+    Skips the per-record future, partitioner and accumulator work of ``send()`` — the
+    bulk of the cost of a changelog write.
+    """
+    batches = Batches(producer)
+    tp = (topic, partition)
+    futures = []
+    for key, value in records:
+        if not batches.append(tp, value, key):
+            batches.close(tp)
+            futures += [handed.future for handed in await batches.hand_over()]
+            batches.append(tp, value, key)
+    batches.close_all()
+    futures += [handed.future for handed in await batches.hand_over()]
+    return futures
+
+
 class BatchWriter:
     """Batched sends to one or more topics; ``sent``/``failed``/``bytes`` count records.
 
     Use as ``async with BatchWriter(bootstrap, topic) as w: await w.send(value, …)``;
-    leaving the block flushes. Record order is kept per partition: batches are
-    submitted one at a time, in the order they were filled.
+    leaving the block flushes. Record order is kept per partition (see :class:`Batches`).
     """
 
     def __init__(
@@ -87,11 +216,9 @@ class BatchWriter:
         self.sent_by_topic: Counter[str] = Counter()
         self.errors: list[str] = []
         self._producer: Any = None
+        self._batches = Batches(None)  # given the producer at start
         self._partitions: dict[str, list[int]] = {}
         self._sticky: dict[str, int] = {}
-        self._open: dict[tuple[str, int], Any] = {}
-        self._opened_at: dict[tuple[str, int], float] = {}
-        self._full: list[tuple[str, int, Any]] = []
         self._pending: set[asyncio.Future[Any]] = set()
         self._lock = asyncio.Lock()
         self._key_cache: dict[tuple[str, bytes], int] = {}
@@ -102,12 +229,10 @@ class BatchWriter:
     # lifecycle ---------------------------------------------------------------
 
     async def start(self) -> None:
-        from aiokafka import AIOKafkaProducer
-
         if self.create_partitions:
             await ensure_topics(self.bootstrap, {self.topic: self.create_partitions})
-        self._producer = AIOKafkaProducer(
-            bootstrap_servers=self.bootstrap,
+        self._producer = await start_producer(
+            self.bootstrap,
             client_id=self.client_id,
             acks=self.acks,
             linger_ms=self.linger_ms,
@@ -115,9 +240,8 @@ class BatchWriter:
             max_request_size=max(1024 * 1024, 2 * self.batch_bytes),
             compression_type=self.compression,
             request_timeout_ms=30_000,
-            **client_kwargs(),
         )
-        await self._producer.start()
+        self._batches = Batches(self._producer)
         await self.add_topic(self.topic)
         self._linger_task = asyncio.create_task(self._linger(), name="batch-writer-linger")
 
@@ -177,91 +301,62 @@ class BatchWriter:
 
         ``timestamp_ms`` None means now (Kafka's own default)."""
         topic = topic or self.topic
-        partition = self.partition_for(topic, key)
-        tp = (topic, partition)
-        builder = self._open.get(tp)
-        if builder is None:
-            builder = self._new_builder(tp)
-        if timestamp_ms is None or timestamp_ms > self._latest_ok_ms:
-            now_ms = int(time.time() * 1000)
-            self._latest_ok_ms = now_ms + FUTURE_CLAMP_MS
-            if timestamp_ms is not None and timestamp_ms > self._latest_ok_ms:
-                self.clamped += 1
-                timestamp_ms = now_ms
-            elif timestamp_ms is None:
-                timestamp_ms = now_ms
-        meta = builder.append(timestamp=timestamp_ms, key=key, value=value, headers=headers or [])
-        if meta is None:
-            self._close(tp, builder, switch=key is None)
+        tp = (topic, self.partition_for(topic, key))
+        timestamp_ms = self._record_time(timestamp_ms)
+        if not self._batches.append(tp, value, key, timestamp_ms, headers):
+            self._close(tp, switch=key is None)
             if key is None:  # sticky moved on: the record goes to the next partition
-                partition = self.partition_for(topic, None)
-                tp = (topic, partition)
-            builder = self._open.get(tp) or self._new_builder(tp)
-            meta = builder.append(
-                timestamp=timestamp_ms, key=key, value=value, headers=headers or []
-            )
-            if meta is None:
+                tp = (topic, self.partition_for(topic, None))
+            if not self._batches.append(tp, value, key, timestamp_ms, headers):
                 self.failed += 1
                 self.errors.append(f"record of {len(value)} bytes is larger than a batch")
-                return bool(self._full)
+                return bool(self._batches.full)
         self.bytes += len(value)
-        return bool(self._full)
+        return bool(self._batches.full)
 
-    async def send(
-        self,
-        value: bytes,
-        key: bytes | None = None,
-        timestamp_ms: int | None = None,
-        headers: Headers | None = None,
-        topic: str | None = None,
-    ) -> None:
-        """Add a record; awaits only when a batch is full and must be handed over."""
-        if self.append(value, key, timestamp_ms, headers, topic):
+    async def send(self, value: bytes, *record: Any, **fields: Any) -> None:
+        """:meth:`append` (same arguments); awaits only when a batch is full and must
+        be handed over."""
+        if self.append(value, *record, **fields):
             await self.drain()
 
     async def drain(self) -> None:
         """Hand the full batches to aiokafka (waits while a partition's previous batch
         is still queued — that is the back-pressure)."""
         async with self._lock:
-            while self._full:
-                topic, partition, builder = self._full.pop(0)
-                await self._submit(topic, partition, builder)
+            for handed in await self._batches.hand_over(refused=self._failed):
+                self._pending.add(handed.future)
+                handed.future.add_done_callback(
+                    lambda f, n=handed.records, t=handed.topic: self._delivered(f, n, t)
+                )
 
     async def flush(self) -> None:
         """Send everything appended so far and wait for the broker's answers."""
-        for tp, builder in list(self._open.items()):
-            if builder.record_count():
-                self._close(tp, builder, switch=True)
+        for tp in self._batches.close_all():
+            self._sticky[tp[0]] += 1
         await self.drain()
         if self._pending:
             await asyncio.gather(*list(self._pending), return_exceptions=True)
 
     # internals ---------------------------------------------------------------
 
-    def _new_builder(self, tp: tuple[str, int]) -> Any:
-        builder = self._producer.create_batch()
-        self._open[tp] = builder
-        self._opened_at[tp] = time.monotonic()
-        return builder
+    def _record_time(self, timestamp_ms: int | None) -> int:
+        """The record timestamp: now for None, and now for one too far ahead (counted)."""
+        if timestamp_ms is not None and timestamp_ms <= self._latest_ok_ms:
+            return timestamp_ms
+        now_ms = int(time.time() * 1000)
+        self._latest_ok_ms = now_ms + FUTURE_CLAMP_MS
+        if timestamp_ms is None:
+            return now_ms
+        if timestamp_ms > self._latest_ok_ms:
+            self.clamped += 1
+            return now_ms
+        return timestamp_ms
 
-    def _close(self, tp: tuple[str, int], builder: Any, switch: bool) -> None:
-        del self._open[tp]
-        self._opened_at.pop(tp, None)
-        self._full.append((tp[0], tp[1], builder))
+    def _close(self, tp: TopicPartition, switch: bool) -> None:
+        self._batches.close(tp)
         if switch:
             self._sticky[tp[0]] += 1
-
-    async def _submit(self, topic: str, partition: int, builder: Any) -> None:
-        count = builder.record_count()
-        if not count:
-            return
-        try:
-            future = await self._producer.send_batch(builder, topic, partition=partition)
-        except Exception as exc:  # noqa: BLE001 - counted and reported, the run goes on
-            self._failed(count, exc)
-            return
-        self._pending.add(future)
-        future.add_done_callback(lambda f, n=count, t=topic: self._delivered(f, n, t))
 
     def _delivered(self, future: asyncio.Future[Any], count: int, topic: str) -> None:
         self._pending.discard(future)
@@ -284,11 +379,7 @@ class BatchWriter:
         interval = max(self.linger_ms, 1) / 1000
         while True:
             await asyncio.sleep(interval)
-            deadline = time.monotonic() - interval
-            aged = [tp for tp, opened in self._opened_at.items() if opened <= deadline]
-            for tp in aged:
-                builder = self._open.get(tp)
-                if builder is not None and builder.record_count():
-                    self._close(tp, builder, switch=True)
-            if self._full:
+            for tp in self._batches.close_all(opened_before=time.monotonic() - interval):
+                self._sticky[tp[0]] += 1
+            if self._batches.full:
                 await self.drain()
