@@ -17,36 +17,20 @@ import argparse
 import asyncio
 import os
 import random
+import sys
 import time
 import zlib
+from pathlib import Path
 
-from agents.readmodel import encode_snapshot
-from agents.redis_snapshots import ReadModelWriter, build_snapshots
-from agents.top_users import TopUsersTally, plan
-from streams.clock import Clock
-from streams.events import DEFAULT_ACTIVE_TYPES
-from streams.state import WorkerState
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench.synthetic
 
-WINDOWS = {
-    "5m": 300_000,
-    "1h": 3_600_000,
-    "1d": 86_400_000,
-    "7d": 604_800_000,
-    "30d": 2_592_000_000,
-}
-TYPES = [
-    "post",
-    "comment",
-    "reply",
-    "like",
-    "share",
-    "mention",
-    "click",
-    "view",
-    "follow",
-    "unfollow",
-]
-TYPE_WEIGHTS = [5, 10, 5, 30, 5, 2, 15, 25, 2, 1]
+from agents.readmodel import encode_snapshot  # noqa: E402
+from agents.redis_snapshots import ReadModelWriter, build_snapshots  # noqa: E402
+from agents.top_users import TopUsersTally, plan  # noqa: E402
+from bench.synthetic import TYPE_WEIGHTS, TYPES, WINDOWS  # noqa: E402
+from streams.clock import Clock  # noqa: E402
+from streams.events import DEFAULT_ACTIVE_TYPES  # noqa: E402
+from streams.state import WorkerState  # noqa: E402
 
 
 def events(n: int, users: int, communities: int, seed: int) -> list[list]:

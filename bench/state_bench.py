@@ -27,29 +27,11 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from streams.events import DEFAULT_ACTIVE_TYPES
-from streams.state import WorkerState
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench.synthetic
 
-WINDOWS = {
-    "5m": 300_000,
-    "1h": 3_600_000,
-    "1d": 86_400_000,
-    "7d": 604_800_000,
-    "30d": 2_592_000_000,
-}
-TYPES = [
-    "post",
-    "comment",
-    "reply",
-    "like",
-    "share",
-    "mention",
-    "click",
-    "view",
-    "follow",
-    "unfollow",
-]
-TYPE_WEIGHTS = [5, 10, 5, 30, 5, 2, 15, 25, 2, 1]
+from bench.synthetic import TYPE_WEIGHTS, TYPES, WINDOWS  # noqa: E402
+from streams.events import DEFAULT_ACTIVE_TYPES  # noqa: E402
+from streams.state import WorkerState  # noqa: E402
 
 
 def main() -> None:

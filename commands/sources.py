@@ -15,6 +15,7 @@ import gzip
 import io
 import logging
 import re
+import sys
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -24,6 +25,7 @@ from typing import IO, Any
 
 import orjson
 
+from agents.kafka_admin import require_topic
 from agents.kafka_security import client_kwargs, start_or_close
 from streams.durations import parse_duration_ms
 from streams.events import (
@@ -35,6 +37,7 @@ from streams.events import (
     judge,
     parse_timestamp_ms,
 )
+from streams.merge import TimestampMerge
 
 #: A record ready to send: (value bytes, event time ms, key) — or, for a bad line,
 #: (original bytes, -1, None) with ``reason`` set. Tuples, not objects: they are
@@ -429,8 +432,6 @@ def open_binary(path: str | Path) -> tuple[IO[bytes], IO[bytes]]:
     file's position, which for .gz is the compressed offset (and the size too).
     ``-`` is standard input (gzip too)."""
     if str(path) == "-":
-        import sys
-
         raw: IO[bytes] = sys.stdin.buffer
     else:
         raw = open(path, "rb")  # noqa: SIM115 - closed by FileSource
@@ -744,8 +745,6 @@ class TopicSource:
         """Compute the spans, assign and seek; return {partition: stop offset} to read."""
         from aiokafka import TopicPartition
 
-        from agents.kafka_admin import require_topic
-
         # first without naming the topic: a metadata request naming a missing topic
         # creates it on brokers with auto-creation on (a typo would read "0 events")
         await require_topic(self.bootstrap, self.topic)
@@ -780,8 +779,6 @@ class TopicSource:
     async def _read_ordered(
         self, consumer: Any, active: dict[Any, int], max_buffered: int
     ) -> AsyncIterator[list[Decoded]]:
-        from streams.merge import TimestampMerge
-
         max_buffered = max(1, max_buffered)
         merge: TimestampMerge[Decoded] = TimestampMerge(
             (tp.partition for tp in active), _event_time

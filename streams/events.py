@@ -380,20 +380,6 @@ def _check_duplicate_keys(raw: bytes) -> None:
         raise InvalidEvent("not_json", describe(exc)[:120]) from None
 
 
-def event_to_json(event: Event) -> bytes:
-    """Serialise an event in the contract's shape (ts as RFC 3339, millisecond precision)."""
-    return orjson.dumps(
-        {
-            "event_id": event.event_id,
-            "ts": format_ts(event.ts_ms),
-            "platform": event.platform,
-            "community": event.community,
-            "user_id": event.user_id,
-            "type": event.type,
-        }
-    )
-
-
 def format_ts(ts_ms: int) -> str:
     """RFC 3339 UTC with milliseconds, e.g. 2026-11-25T17:00:00.120Z."""
     moment = _EPOCH + timedelta(milliseconds=ts_ms)

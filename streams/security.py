@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
@@ -32,90 +33,59 @@ def _meta(env: str, help_text: str, *, secret: bool = False, group: str = "kafka
     return {"env": env, "help": help_text, "secret": secret, "group": group}
 
 
+def _setting(env: str, help_text: str, default: str = "", *, group: str = "kafka") -> Any:
+    return field(default=default, metadata=_meta(env, help_text, group=group))
+
+
+def _secret(env: str, help_text: str, *, group: str = "kafka") -> Any:
+    """A secret: never shown, and also read from the file ``{env}_FILE`` names."""
+    return field(
+        default="", metadata=_meta(env, f"{help_text} (or {env}_FILE)", secret=True, group=group)
+    )
+
+
 @dataclass(frozen=True)
 class Security:
     """Everything that authenticates or protects; ``env`` in metadata names the variable."""
 
-    kafka_security_protocol: str = field(
-        default="PLAINTEXT",
-        metadata=_meta("EM_KAFKA_SECURITY_PROTOCOL", "PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL"),
+    kafka_security_protocol: str = _setting(
+        "EM_KAFKA_SECURITY_PROTOCOL", "PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL", "PLAINTEXT"
     )
-    kafka_sasl_mechanism: str = field(
-        default="SCRAM-SHA-512",
-        metadata=_meta("EM_KAFKA_SASL_MECHANISM", "PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512"),
+    kafka_sasl_mechanism: str = _setting(
+        "EM_KAFKA_SASL_MECHANISM", "PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512", "SCRAM-SHA-512"
     )
-    kafka_sasl_username: str = field(
-        default="", metadata=_meta("EM_KAFKA_SASL_USERNAME", "SASL user name")
+    kafka_sasl_username: str = _setting("EM_KAFKA_SASL_USERNAME", "SASL user name")
+    kafka_sasl_password: str = _secret("EM_KAFKA_SASL_PASSWORD", "SASL password")
+    kafka_ssl_ca_file: str = _setting(
+        "EM_KAFKA_SSL_CA_FILE", "CA certificates (PEM), else the system's"
     )
-    kafka_sasl_password: str = field(
-        default="",
-        metadata=_meta(
-            "EM_KAFKA_SASL_PASSWORD", "SASL password (or EM_KAFKA_SASL_PASSWORD_FILE)", secret=True
-        ),
+    kafka_ssl_cert_file: str = _setting(
+        "EM_KAFKA_SSL_CERT_FILE", "client certificate (PEM), for mutual TLS"
     )
-    kafka_ssl_ca_file: str = field(
-        default="",
-        metadata=_meta("EM_KAFKA_SSL_CA_FILE", "CA certificates (PEM), else the system's"),
+    kafka_ssl_key_file: str = _setting("EM_KAFKA_SSL_KEY_FILE", "client private key (PEM)")
+    kafka_ssl_key_password: str = _secret(
+        "EM_KAFKA_SSL_KEY_PASSWORD", "password of an encrypted client key"
     )
-    kafka_ssl_cert_file: str = field(
-        default="",
-        metadata=_meta("EM_KAFKA_SSL_CERT_FILE", "client certificate (PEM), for mutual TLS"),
+    kafka_ssl_check_hostname: str = _setting(
+        "EM_KAFKA_SSL_CHECK_HOSTNAME", "true: the broker certificate must name the host", "true"
     )
-    kafka_ssl_key_file: str = field(
-        default="", metadata=_meta("EM_KAFKA_SSL_KEY_FILE", "client private key (PEM)")
+    redis_password: str = _secret(
+        "EM_REDIS_PASSWORD", "Redis password, instead of one in REDIS_URL", group="redis"
     )
-    kafka_ssl_key_password: str = field(
-        default="",
-        metadata=_meta(
-            "EM_KAFKA_SSL_KEY_PASSWORD", "password of an encrypted client key", secret=True
-        ),
+    redis_ssl_ca_file: str = _setting(
+        "EM_REDIS_SSL_CA_FILE", "CA certificates for rediss:// (PEM)", group="redis"
     )
-    kafka_ssl_check_hostname: str = field(
-        default="true",
-        metadata=_meta(
-            "EM_KAFKA_SSL_CHECK_HOSTNAME", "true: the broker certificate must name the host"
-        ),
+    redis_ssl_cert_file: str = _setting(
+        "EM_REDIS_SSL_CERT_FILE", "client certificate for rediss://", group="redis"
     )
-    redis_password: str = field(
-        default="",
-        metadata=_meta(
-            "EM_REDIS_PASSWORD",
-            "Redis password, instead of one in REDIS_URL (or EM_REDIS_PASSWORD_FILE)",
-            secret=True,
-            group="redis",
-        ),
+    redis_ssl_key_file: str = _setting(
+        "EM_REDIS_SSL_KEY_FILE", "client private key for rediss://", group="redis"
     )
-    redis_ssl_ca_file: str = field(
-        default="",
-        metadata=_meta(
-            "EM_REDIS_SSL_CA_FILE", "CA certificates for rediss:// (PEM)", group="redis"
-        ),
+    http_token: str = _secret(
+        "EM_HTTP_TOKEN", "bearer token required by /metrics and /api", group="http"
     )
-    redis_ssl_cert_file: str = field(
-        default="",
-        metadata=_meta("EM_REDIS_SSL_CERT_FILE", "client certificate for rediss://", group="redis"),
-    )
-    redis_ssl_key_file: str = field(
-        default="",
-        metadata=_meta("EM_REDIS_SSL_KEY_FILE", "client private key for rediss://", group="redis"),
-    )
-    http_token: str = field(
-        default="",
-        metadata=_meta(
-            "EM_HTTP_TOKEN",
-            "bearer token required by /metrics and /api (or EM_HTTP_TOKEN_FILE)",
-            secret=True,
-            group="http",
-        ),
-    )
-    user_id_key: str = field(
-        default="",
-        metadata=_meta(
-            "EM_USER_ID_KEY",
-            "key that pseudonymises user ids at ingest (or EM_USER_ID_KEY_FILE)",
-            secret=True,
-            group="worker",
-        ),
+    user_id_key: str = _secret(
+        "EM_USER_ID_KEY", "key that pseudonymises user ids at ingest", group="worker"
     )
 
     @property

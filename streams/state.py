@@ -40,10 +40,6 @@ _UNFOLLOW = "unfollow"
 PC = tuple[str, str]  # (platform, community) or (platform, user_id)
 
 
-def make_key(platform: str, community: str, user_id: str) -> str:
-    return f"{platform}{SEP}{community}{SEP}{user_id}"
-
-
 def split_key(key: str) -> tuple[str, str, str]:
     platform, community, user_id = key.split(SEP)
     return platform, community, user_id

@@ -9,7 +9,7 @@ from typing import Any
 
 import orjson
 
-from streams.events import format_ts
+from streams.events import Event, format_ts
 
 DAY_MS = 86_400_000
 
@@ -19,6 +19,21 @@ class Traffic:
     messages: list[bytes] = field(default_factory=list)  # in send order
     valid: list[dict[str, Any]] = field(default_factory=list)  # decoded, with ts_ms
     invalid: list[tuple[bytes, str]] = field(default_factory=list)  # (bytes, reason)
+
+
+def event_to_json(event: Event) -> bytes:
+    """An event as a producer sends it, in the contract's shape (ts as RFC 3339,
+    millisecond precision)."""
+    return orjson.dumps(
+        {
+            "event_id": event.event_id,
+            "ts": format_ts(event.ts_ms),
+            "platform": event.platform,
+            "community": event.community,
+            "user_id": event.user_id,
+            "type": event.type,
+        }
+    )
 
 
 def _ts_forms(rng: random.Random, ts_ms: int) -> tuple[Any, int]:

@@ -32,6 +32,13 @@ Key = tuple[str, str]
 Fields = tuple[str, str, str, int, str]  # platform, community, user_id, ts_ms, type
 
 
+def make_key(platform: str, community: str, user_id: str) -> str:
+    """A user's key in the state, its table and its changelog, written from the state
+    model in docs/ (``platform \\x1f community \\x1f user_id``), not from the state's
+    code, so a change of the key form there fails the tests."""
+    return f"{platform}\x1f{community}\x1f{user_id}"
+
+
 def fields(event: Event | Mapping[str, Any]) -> Fields:
     """The five fields the counts depend on, from an Event or a mapping."""
     if isinstance(event, Event):

@@ -26,10 +26,9 @@ import pytest
 from bench.workers import REPO, Worker, gauges, lifecycle_gauges, wait_caught_up
 from streams.durations import parse_windows
 from streams.events import DEFAULT_ACTIVE_TYPES, format_ts
-from streams.state import make_key
 from streams.topics import changelog_topic, partition_for_user
 from tests.integration.test_backfill import parse_output
-from tests.oracle import expected_active, expected_followers, expected_lifecycle
+from tests.oracle import expected_active, expected_followers, expected_lifecycle, make_key
 
 pytestmark = pytest.mark.integration
 

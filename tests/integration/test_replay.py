@@ -14,7 +14,8 @@ import pytest
 
 from agents.kafka_out import BatchWriter
 from commands.replay import Replay, Tally, add_arguments
-from streams.events import Event, Limits, event_to_json, parse_event
+from streams.events import Event, Limits, parse_event
+from tests.eventgen import event_to_json
 
 pytestmark = pytest.mark.integration
 

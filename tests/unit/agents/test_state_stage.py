@@ -16,8 +16,9 @@ import pytest
 
 from agents.ingest import encode_batch
 from streams.settings import Settings
-from streams.state import UserRecord, make_key, split_key
+from streams.state import UserRecord, split_key
 from streams.topics import changelog_topic
+from tests.oracle import make_key
 
 T = 1_800_000_000_000
 

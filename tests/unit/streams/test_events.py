@@ -17,12 +17,12 @@ from streams.events import (
     Event,
     InvalidEvent,
     Limits,
-    event_to_json,
     format_ts,
     parse_event,
     parse_timestamp_ms,
     validate,
 )
+from tests.eventgen import event_to_json
 
 NOW = 1_764_090_000_000  # 2025-11-25T17:00:00Z
 T2024 = 1_704_067_200_000  # 2024-01-01T00:00:00Z

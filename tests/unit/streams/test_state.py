@@ -19,11 +19,16 @@ from streams.state import (
     PartitionState,
     UserRecord,
     WorkerState,
-    make_key,
     merge,
     split_key,
 )
-from tests.oracle import event_clock, expected_active, expected_followers, expected_lifecycle
+from tests.oracle import (
+    event_clock,
+    expected_active,
+    expected_followers,
+    expected_lifecycle,
+    make_key,
+)
 
 MINUTE = 60_000
 DAY = 86_400_000
