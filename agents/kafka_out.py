@@ -34,7 +34,7 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, NamedTuple
 
 from agents.kafka_admin import ensure_topics
@@ -54,6 +54,7 @@ _KEY_CACHE_LIMIT = 200_000
 #: worker will dead-letter as future_timestamp) are sent with the current time as
 #: the record timestamp instead; the value keeps its own ``ts``.
 FUTURE_CLAMP_MS = 30 * 60 * 1000
+_NO_HEADERS: list[tuple[str, bytes]] = []  # aiokafka's builder wants a list; never written
 
 
 def murmur2_partition(key: bytes, partitions: int) -> int:
@@ -111,13 +112,27 @@ class Batches:
     ) -> bool:
         """Add a record to ``tp``'s open batch (opening one). False: that batch is full
         and the record is not in it — :meth:`close` the batch and append again."""
-        builder = self.open.get(tp)
-        if builder is None:
-            builder = self.producer.create_batch()
-            self.open[tp] = builder
-            self.opened_at[tp] = time.monotonic()
-        meta = builder.append(timestamp=timestamp_ms, key=key, value=value, headers=headers or [])
+        builder = self.open.get(tp) or self._open(tp)
+        meta = builder.append(
+            timestamp=timestamp_ms, key=key, value=value, headers=headers or _NO_HEADERS
+        )
         return meta is not None
+
+    def fill(self, tp: TopicPartition, records: Iterator[tuple[bytes, bytes | None]]) -> bool:
+        """Append (key, value) records, stamped now, to ``tp``'s open batch until the
+        records run out (False) or the batch is full (True: it is closed, the record
+        that did not fit starts the next one; hand over, then fill again).
+
+        The bulk path: one local loop, no call per record — about twice the records
+        per CPU second of :meth:`append` one by one (changelog records, measured here)."""
+        builder = self.open.get(tp) or self._open(tp)
+        append = builder.append
+        for key, value in records:
+            if append(timestamp=None, key=key, value=value, headers=_NO_HEADERS) is None:
+                self.close(tp)
+                self._open(tp).append(timestamp=None, key=key, value=value, headers=_NO_HEADERS)
+                return True
+        return False
 
     def close(self, tp: TopicPartition) -> None:
         """Queue ``tp``'s open batch for hand-over; the next append opens a new one."""
@@ -136,6 +151,11 @@ class Batches:
         for tp in closing:
             self.close(tp)
         return closing
+
+    def _open(self, tp: TopicPartition) -> Any:
+        builder = self.open[tp] = self.producer.create_batch()
+        self.opened_at[tp] = time.monotonic()
+        return builder
 
     async def hand_over(
         self, refused: Callable[[int, Exception], None] | None = None
@@ -172,12 +192,10 @@ async def send_to_partition(
     """
     batches = Batches(producer)
     tp = (topic, partition)
+    pending = iter(records)
     futures = []
-    for key, value in records:
-        if not batches.append(tp, value, key):
-            batches.close(tp)
-            futures += [handed.future for handed in await batches.hand_over()]
-            batches.append(tp, value, key)
+    while batches.fill(tp, pending):
+        futures += [handed.future for handed in await batches.hand_over()]
     batches.close_all()
     futures += [handed.future for handed in await batches.hand_over()]
     return futures
@@ -302,7 +320,8 @@ class BatchWriter:
         ``timestamp_ms`` None means now (Kafka's own default)."""
         topic = topic or self.topic
         tp = (topic, self.partition_for(topic, key))
-        timestamp_ms = self._record_time(timestamp_ms)
+        if timestamp_ms is None or timestamp_ms > self._latest_ok_ms:
+            timestamp_ms = self._record_time(timestamp_ms)
         if not self._batches.append(tp, value, key, timestamp_ms, headers):
             self._close(tp, switch=key is None)
             if key is None:  # sticky moved on: the record goes to the next partition
@@ -341,9 +360,8 @@ class BatchWriter:
     # internals ---------------------------------------------------------------
 
     def _record_time(self, timestamp_ms: int | None) -> int:
-        """The record timestamp: now for None, and now for one too far ahead (counted)."""
-        if timestamp_ms is not None and timestamp_ms <= self._latest_ok_ms:
-            return timestamp_ms
+        """The record timestamp when ``timestamp_ms`` is None or past the last bound:
+        now for None, and now for one too far ahead (counted)."""
         now_ms = int(time.time() * 1000)
         self._latest_ok_ms = now_ms + FUTURE_CLAMP_MS
         if timestamp_ms is None:
