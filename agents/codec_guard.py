@@ -1,36 +1,46 @@
 """Bounded decompression of input batches, and a way past a batch that cannot be read.
 
 The consumer's fetch sizes bound the *compressed* bytes of a fetch, not what a batch
-expands to: 1 MiB of gzip can hold 1 GiB of zeros. aiokafka decompresses a whole
-batch at once, so its gzip decoder is replaced here by one that stops at a limit
-(``EM_MAX_BATCH_BYTES``) and raises :class:`DecompressionBomb`. snappy, lz4 and zstd
-(through cramjam) are left as they are: their frames declare their sizes.
+expands to: 1 MiB of gzip can hold 1 GiB of zeros, an lz4 block expands ~255-fold, a
+three-byte zstd block to 128 KiB, and raw snappy declares an output length that its
+decoder allocates at once (a 4 GB claim aborts the process). aiokafka decompresses
+a whole batch at once, so every codec's decoder is replaced here by one bounded by
+``EM_MAX_BATCH_BYTES``: gzip stops inflating at the limit; snappy, lz4 and zstd are
+measured from their frame headers (``streams/frame_sizes.py``) before a byte is
+decompressed. Beyond the limit the decoder raises :class:`DecompressionBomb`.
 
 A batch that raises while aiokafka reads it (a bomb, a corrupt batch, a codec the
 machine lacks) surfaces as an exception from ``getmany``, and aiokafka would fetch
 the same batch again forever. :func:`probe` reads a partition record by record to
 find where it fails, so the stage can handle what precedes it, dead-letter that
-offset and move on; a batch of N records is passed after N such steps.
+offset (:func:`refusal` says why) and move on; a batch of N records is passed after
+N such steps.
 """
 
 from __future__ import annotations
 
 import logging
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+
+from streams.events import InvalidEvent
+from streams.frame_sizes import lz4_bound, snappy_bound, zstd_bound
 
 log = logging.getLogger(__name__)
 
 #: Largest decompressed batch accepted (EM_MAX_BATCH_BYTES's default).
 DEFAULT_LIMIT = 64 * 1024 * 1024
 
+Decoder = Callable[[Any], bytes]
+
 
 class DecompressionBomb(ValueError):
     """A batch expands beyond the limit."""
 
 
-def bounded_gzip(limit: int) -> Any:
+def bounded_gzip(limit: int) -> Decoder:
     """A gzip decoder for aiokafka that refuses output beyond ``limit`` bytes (every
     gzip member of the payload counted)."""
 
@@ -40,15 +50,49 @@ def bounded_gzip(limit: int) -> Any:
             decoder = zlib.decompressobj(47)  # gzip or zlib header, detected
             out += decoder.decompress(data, limit + 1 - len(out))
             if len(out) > limit or decoder.unconsumed_tail:
-                raise DecompressionBomb(f"a gzip batch expands beyond {limit} bytes")
+                raise DecompressionBomb(
+                    f"a gzip batch of {len(payload)} bytes expands beyond {limit} bytes"
+                    " (EM_MAX_BATCH_BYTES)"
+                )
             data = decoder.unused_data
         return bytes(out)
 
     return gzip_decode
 
 
+def bounded(codec: str, bound: Callable[[bytes, int], int], decode: Decoder, limit: int) -> Decoder:
+    """``decode`` (aiokafka's own), called only when the payload's frames cannot
+    expand beyond ``limit``; a payload whose frames cannot be read is refused
+    (``MalformedFrame``), as the decoder would refuse it."""
+
+    def bounded_decode(payload: Any) -> bytes:
+        data = payload if isinstance(payload, bytes) else bytes(payload)
+        size = bound(data, limit)
+        if size > limit:
+            raise DecompressionBomb(
+                f"a {codec} batch of {len(data)} bytes would expand beyond {limit} bytes"
+                " (EM_MAX_BATCH_BYTES), by its frame headers"
+            )
+        return decode(data)
+
+    return bounded_decode
+
+
+def decoders(limit: int) -> dict[str, Decoder]:
+    """The bounded decoders, by the names aiokafka's record readers look up."""
+    from aiokafka import codec
+
+    return {
+        "gzip_decode": bounded_gzip(limit),
+        "snappy_decode": bounded("snappy", snappy_bound, codec.snappy_decode, limit),
+        "lz4_decode": bounded("lz4", lz4_bound, codec.lz4_decode, limit),
+        "zstd_decode": bounded("zstd", zstd_bound, codec.zstd_decode, limit),
+    }
+
+
 def install(limit: int = DEFAULT_LIMIT) -> None:
-    """Put the bounded decoder where aiokafka's record readers look it up."""
+    """Put the bounded decoders where aiokafka's record readers (pure-Python and C)
+    look them up: their module globals, read at each call."""
     from aiokafka.record import default_records, legacy_records
 
     modules: list[Any] = [default_records, legacy_records]
@@ -59,10 +103,20 @@ def install(limit: int = DEFAULT_LIMIT) -> None:
         modules += [c_default, c_legacy]
     except ImportError:  # the pure-Python build
         pass
-    decoder = bounded_gzip(limit)
-    for module in modules:
-        if hasattr(module, "gzip_decode"):
-            module.gzip_decode = decoder
+    for name, decoder in decoders(limit).items():
+        for module in modules:
+            if hasattr(module, name):  # the legacy readers know no zstd
+                setattr(module, name, decoder)
+
+
+def refusal(error: Exception) -> InvalidEvent:
+    """Why the records of an unreadable batch are dead-lettered: a bomb is
+    ``too_large`` (foreseen, not the worker's doubt); anything else (a corrupt
+    batch, a frame no codec reads) is ``internal_error``. The class goes in the
+    ``exception`` header either way."""
+    if isinstance(error, DecompressionBomb):
+        return InvalidEvent("too_large", str(error), type(error).__name__)
+    return InvalidEvent.internal(error)
 
 
 @dataclass

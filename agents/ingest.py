@@ -26,7 +26,7 @@ from typing import Any
 
 import orjson
 
-from agents.codec_guard import probe, rewind
+from agents.codec_guard import probe, refusal, rewind
 from agents.dead_letters import dead_letter, deliver
 from agents.kafka_security import client_kwargs
 from agents.metrics import LAG_BUCKETS, IngestStats
@@ -226,7 +226,8 @@ class IngestStage:
                 continue
             if found.records:
                 await self._handle({tp: found.records})
-            self.router.stats.count_invalid("internal_error")
+            error = refusal(found.error)
+            self.router.stats.count_invalid(error.reason)
             offset = found.bad_offset
             where = SimpleNamespace(
                 topic=tp.topic,
@@ -235,7 +236,7 @@ class IngestStage:
                 key=None,
                 value=None,
             )
-            letter = dead_letter(where, InvalidEvent.internal(found.error), 0)
+            letter = dead_letter(where, error, 0)
             await deliver(self.producer, self.dlq_topic, [letter])
             await self.consumer.commit({tp: offset + 1})
             self.consumer.seek(tp, offset + 1)

@@ -205,7 +205,7 @@ class Settings:
         default=64 * 1024 * 1024,
         metadata={
             "env": "EM_MAX_BATCH_BYTES",
-            "help": "largest input batch once decompressed (gzip); a larger one is dead-lettered",
+            "help": "largest input batch once decompressed (any codec); a bomb is dead-lettered",
             "min": 1024 * 1024,
         },
     )

@@ -9,6 +9,7 @@ the worker is alive, that every message is either counted as valid or in the DLQ
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -218,42 +219,96 @@ async def test_two_workers_agree_on_the_capped_labels_whatever_junk_arrives(
             worker.stop()
 
 
-async def test_a_gzip_bomb_is_dead_lettered_and_the_partition_goes_on(
-    stack: Any, tmp_path: Path
+#: the bomb's codec; "snappy-raw" is snappy without the xerial framing, as librdkafka
+#: sends it (aiokafka and the Java client frame it)
+BOMB_CODECS = ["gzip", "snappy", "snappy-raw", "lz4", "zstd"]
+
+
+async def produce_in_steps(
+    bootstrap: str, topic: str, codec: str, steps: list[list[tuple[int, bytes]]]
+) -> list[list[Any]]:
+    """Each step's (partition, value) records sent and acknowledged before the next
+    step's, with ``codec``; their record metadata (offsets), step by step."""
+    from aiokafka import AIOKafkaProducer
+
+    from agents.kafka_admin import ensure_topics
+
+    await ensure_topics(bootstrap, {topic: 4})
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap,
+        compression_type=codec.removesuffix("-raw"),
+        linger_ms=5,
+        acks="all",
+        enable_idempotence=True,
+        max_request_size=8 * 1024 * 1024,  # the bomb is large before compression
+    )
+    await producer.start()
+    try:
+        sent = []
+        for step in steps:
+            futures = [await producer.send(topic, v, partition=p) for p, v in step]
+            sent.append(list(await asyncio.gather(*futures)))
+        return sent
+    finally:
+        await producer.stop()
+
+
+def send_raw_snappy(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make this process's producers write snappy without the xerial framing."""
+    import cramjam
+    from aiokafka.record import default_records
+
+    def raw(data: Any) -> bytes:
+        return bytes(cramjam.snappy.compress_raw(bytes(data)))
+
+    builder_module = sys.modules[default_records.DefaultRecordBatchBuilder.__module__]
+    for module in {default_records, builder_module}:  # the C builder reads its own globals
+        monkeypatch.setattr(module, "snappy_encode", raw)
+
+
+@pytest.mark.parametrize("codec", BOMB_CODECS)
+async def test_a_bomb_of_each_codec_is_dead_lettered_and_the_partition_goes_on(
+    stack: Any, tmp_path: Path, codec: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Regression: a batch is decompressed whole, so a small gzip record could take
-    any amount of memory. Beyond EM_MAX_BATCH_BYTES the batch is dead-lettered by its
-    coordinates (reason internal_error, exception DecompressionBomb) and the events
-    around it in the same partition are counted exactly."""
-    import orjson
-
-    from streams.events import format_ts
-
+    """Regression: a batch is decompressed whole, and only gzip was bounded: a snappy,
+    lz4 or zstd record of a few KiB could take any amount of memory (raw snappy's
+    declared length is allocated at once). Now a batch beyond EM_MAX_BATCH_BYTES of
+    any codec is dead-lettered unread by its coordinates (reason too_large,
+    exception DecompressionBomb), the worker goes on, and the valid events before
+    and after it, in the same partitions and compressed with the same codec, are
+    counted exactly."""
+    if codec == "snappy-raw":
+        send_raw_snappy(monkeypatch)
     app_id, topic = stack.unique_name("bomb"), stack.unique_name("bomb-in")
-    ts = format_ts(int(time.time() * 1000) - 5000)
-
-    def event(i: int, pad: int = 0) -> bytes:
-        fields = {"event_id": f"e{i}", "ts": ts, "platform": "x", "community": "c"}
-        return orjson.dumps({**fields, "user_id": f"u{i}", "type": "like", "pad": "0" * pad})
-
-    plain: str | None = None
-    before = [(event(i), plain) for i in range(0, 400, 4)]  # all in partition 0
-    bomb: list[tuple[bytes, str | None]] = [(event(1000, pad=8_000_000), "gzip")]
-    after = [(event(i), plain) for i in range(400, 800, 4)]
-    for payloads in (before, bomb, after):
-        await produce_with_codecs(stack.kafka_bootstrap, topic, payloads, partitions=4)
+    fuzz = make_fuzz(seed=5, hostile=0, valid=400, now_ms=int(time.time() * 1000))
+    values = [value for value, _ in fuzz.payloads]
+    pad = b',"pad":"' + b"0" * 3_000_000 + b'"}'
+    bombs = [(p, values[p][:-1] + pad) for p in (0, 1)]  # 3 MB each, a few KiB compressed
+    half = len(values) // 2
+    steps = [values[:half], None, values[half:]]
+    _, sent_bombs, _ = await produce_in_steps(
+        stack.kafka_bootstrap,
+        topic,
+        codec,
+        [bombs if step is None else [(i % 4, v) for i, v in enumerate(step)] for step in steps],
+    )
     worker = start(stack, tmp_path, app_id, topic, EM_MAX_BATCH_BYTES=str(2 * 1024 * 1024))
     try:
         await wait_caught_up(stack.kafka_bootstrap, app_id, topic, worker)
         dlq = await read_all(stack.kafka_bootstrap, f"{topic}.dlq")
         assert worker.alive()
+        assert_exact(worker, fuzz.valid, len(values) + len(bombs), dlq)
         headers = [dict(r.headers) for r in dlq]
-        assert [
-            (h["reason"], h["exception"], r.value) for h, r in zip(headers, dlq, strict=True)
-        ] == [(b"internal_error", b"DecompressionBomb", b"")]
-        samples = worker.scrape()
-        assert sum(samples["engagement_events_total"].values()) == len(before) + len(after)
-        active, _ = gauges(samples)
-        assert active[("x", "c")]["30d"] == len(before) + len(after)
+        assert {(h["source_partition"], h["source_offset"]) for h in headers} == {
+            (str(m.partition).encode(), str(m.offset).encode()) for m in sent_bombs
+        }
+        assert {
+            (h["reason"], h["exception"], h["original_size"], r.value)
+            for h, r in zip(headers, dlq, strict=True)
+        } == {(b"too_large", b"DecompressionBomb", b"-1", b"")}
+        name = codec.removesuffix("-raw").encode()
+        assert all(h["detail"].startswith(b"a " + name + b" batch of ") for h in headers)
+        invalid = worker.scrape()["engagement_invalid_events_total"]
+        assert {k: v for k, v in invalid.items() if v} == {(("reason", "too_large"),): 2.0}
     finally:
         worker.stop()

@@ -1,0 +1,171 @@
+"""Every codec's decompression is bounded inside aiokafka's own (C) batch readers."""
+
+from __future__ import annotations
+
+import gzip
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import cramjam
+import pytest
+from aiokafka.record import default_records, legacy_records
+from aiokafka.record.memory_records import MemoryRecords
+
+from agents import codec_guard
+from agents.codec_guard import DecompressionBomb, bounded_gzip, refusal
+
+REPO = Path(__file__).resolve().parents[3]
+#: aiokafka's codec ids; "snappy-raw" is snappy without the xerial framing (librdkafka's)
+CODEC_IDS = {"gzip": 1, "snappy": 2, "snappy-raw": 2, "lz4": 3, "zstd": 4}
+NAMES = ("gzip_decode", "snappy_decode", "lz4_decode", "zstd_decode", "snappy_encode")
+
+
+def _record_modules() -> list[Any]:
+    try:
+        from aiokafka.record._crecords import default_records as c_default
+        from aiokafka.record._crecords import legacy_records as c_legacy
+    except ImportError:  # the pure-Python build
+        return [default_records, legacy_records]
+    return [default_records, legacy_records, c_default, c_legacy]
+
+
+@pytest.fixture(autouse=True)
+def restore_decoders(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """install() replaces module globals of aiokafka: put them back after each test."""
+    for module in _record_modules():
+        for name in NAMES:
+            if hasattr(module, name):
+                monkeypatch.setattr(module, name, getattr(module, name))
+    yield
+
+
+def _raw_snappy(data: Any) -> bytes:
+    return bytes(cramjam.snappy.compress_raw(bytes(data)))
+
+
+def batch(codec: str, value: bytes, monkeypatch: pytest.MonkeyPatch, magic: int = 2) -> bytes:
+    """One record batch as a producer sends it, compressed with ``codec``."""
+    from aiokafka.record.default_records import DefaultRecordBatchBuilder
+    from aiokafka.record.legacy_records import LegacyRecordBatchBuilder
+
+    if codec == "snappy-raw":
+        for module in _record_modules():
+            monkeypatch.setattr(module, "snappy_encode", _raw_snappy, raising=False)
+    if magic == 2:
+        builder: Any = DefaultRecordBatchBuilder(
+            2, CODEC_IDS[codec], False, -1, -1, -1, 64 * 1024 * 1024
+        )
+        builder.append(0, timestamp=None, key=None, value=value, headers=[])
+    else:
+        builder = LegacyRecordBatchBuilder(magic, CODEC_IDS[codec], 64 * 1024 * 1024)
+        builder.append(0, timestamp=None, key=None, value=value)
+    return bytes(builder.build())
+
+
+def read(raw: bytes) -> int:
+    """Bytes of the values aiokafka reads from ``raw`` (what the consumer does)."""
+    records = MemoryRecords(raw)
+    total = 0
+    while (found := records.next_batch()) is not None:
+        total += sum(len(r.value) for r in found)
+    return total
+
+
+@pytest.mark.parametrize("magic", [2, 1])
+@pytest.mark.parametrize("codec", list(CODEC_IDS))
+def test_a_bomb_is_refused_by_aiokafkas_own_batch_reader(
+    codec: str, magic: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Regression: only gzip was bounded; 3 MB of zeros is ~150 KB of snappy, ~12 KB
+    of lz4, ~100 bytes of zstd, and aiokafka decompressed it whole. With the guard, a
+    batch beyond the limit raises DecompressionBomb in aiokafka's reader, and one
+    within it reads as before."""
+    if magic == 1 and codec == "zstd":
+        pytest.skip("the message format v1 has no zstd")
+    raw = batch(codec, b"0" * 3_000_000, monkeypatch, magic)
+    assert len(raw) < 200_000
+    assert read(raw) == 3_000_000
+    codec_guard.install(1024 * 1024)
+    with pytest.raises(DecompressionBomb, match=codec.split("-")[0]):
+        read(raw)
+    codec_guard.install(4 * 1024 * 1024)
+    assert read(raw) == 3_000_000
+
+
+def test_a_batch_of_each_codec_just_within_the_limit_reads(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The header bounds are tight: a batch at the limit (not a byte more) passes."""
+    codec_guard.install(1024 * 1024)
+    for codec in CODEC_IDS:
+        value = bytes(range(256)) * 4000  # ~1 MB with the batch's framing
+        assert read(batch(codec, value, monkeypatch)) == len(value)
+
+
+LYING_SNAPPY = textwrap.dedent(
+    """
+    import resource, sys
+    import cramjam
+    from aiokafka.record import default_records as py_default
+    from aiokafka.record._crecords import default_records
+    from aiokafka.record.memory_records import MemoryRecords
+    from agents import codec_guard
+
+    # 5 bytes of raw snappy declaring 4 GB: cramjam allocates that at once
+    lie = bytes([0x80, 0xD0, 0xAC, 0xF3, 0x0E]) + b"\\x08abc"
+    for module in (py_default, default_records):
+        module.snappy_encode = lambda data: lie
+    builder = default_records.DefaultRecordBatchBuilder(2, 2, False, -1, -1, -1, 1 << 20)
+    builder.append(0, timestamp=None, key=None, value=b"abc", headers=[])
+    raw = bytes(builder.build())
+    resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))  # a worker's memory limit
+    if sys.argv[1] == "guarded":
+        codec_guard.install(64 << 20)
+    try:
+        list(MemoryRecords(raw).next_batch())
+    except Exception as exc:
+        print(type(exc).__name__, exc)
+    """
+)
+
+
+def test_a_lying_snappy_length_is_refused_before_anything_is_allocated() -> None:
+    """Regression: raw snappy whose length preamble claims 4 GB made the worker
+    process abort (a failed allocation in cramjam is no exception): no handler
+    could catch it, and the worker died at every restart."""
+
+    def run(mode: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-c", LYING_SNAPPY, mode],
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+            env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
+            timeout=60,
+        )
+
+    unguarded = run("unguarded")
+    assert unguarded.returncode == -6, unguarded  # SIGABRT: the regression is real
+    assert "memory allocation of 4000000000 bytes failed" in unguarded.stderr
+    guarded = run("guarded")
+    assert guarded.returncode == 0, guarded.stderr
+    assert guarded.stdout.startswith("DecompressionBomb a snappy batch of"), guarded.stdout
+
+
+def test_bounded_gzip_counts_every_member() -> None:
+    two = gzip.compress(b"a" * 600) + gzip.compress(b"b" * 400)
+    assert bounded_gzip(1000)(two) == b"a" * 600 + b"b" * 400
+    with pytest.raises(DecompressionBomb):
+        bounded_gzip(999)(two)
+
+
+def test_a_bomb_is_too_large_and_anything_else_unreadable_an_internal_error() -> None:
+    bomb = refusal(DecompressionBomb("a zstd batch of 90 bytes would expand beyond 1 bytes"))
+    assert (bomb.reason, bomb.exception) == ("too_large", "DecompressionBomb")
+    assert bomb.detail.startswith("a zstd batch")
+    corrupt = refusal(cramjam.DecompressionError("lz4: ERROR_frameSize_wrong"))
+    assert (corrupt.reason, corrupt.exception) == ("internal_error", "DecompressionError")
