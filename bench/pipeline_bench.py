@@ -3,6 +3,8 @@
     python bench/pipeline_bench.py [--events 1000000] [--users 100000] [--communities 1000]
     git worktree add /tmp/base main   # code to compare with
     python bench/pipeline_bench.py --baseline /tmp/base --rounds 2   # before/after, one run
+    python bench/pipeline_bench.py --before-state 4529a3b --rounds 3 # this tree without
+                                                # the audience counts of issue 15, and with
 
 Needs the local stack (``deploy/local/stack up``; KAFKA_BOOTSTRAP_SERVERS or
 KAFKA_PORT pick the broker). Steps, all in one run so the ratio is fair on a noisy
@@ -21,6 +23,10 @@ DIR (e.g. a worktree of main) and this one — alternating, on the same topic, a
 prints each run, the medians and their ratio; memory per stored record is (peak RSS −
 RSS of the idle worker before the first event) / distinct (platform, community, user)
 keys. Step 4 is skipped then.
+
+``--before-state COMMIT`` is the "before" of issue 15's bounds: the baseline is a copy
+of this tree whose streams/state.py is COMMIT's (before the audience counts) plus a
+shim that reports no audience counts, so the two workers differ only in the state.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ import os
 import random
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -213,6 +220,50 @@ def stop_and_clean(worker: Worker) -> None:
     shutil.rmtree(worker.log_path.parent, ignore_errors=True)
 
 
+#: Appended to an older streams/state.py (``--before-state``): the names the rest of
+#: this tree imports from it, and no audience counts.
+STATE_SHIM = """
+
+from typing import NamedTuple  # noqa: E402
+
+
+class Lifecycle(NamedTuple):
+    active_followers: int
+    new_users: int
+    returning_users: int
+    dormant_users: int
+
+    def plus(self, other):
+        return Lifecycle(*(a + b for a, b in zip(self, other)))
+
+
+def _no_lifecycle(self, now_ms, windows):
+    return {}
+
+
+PartitionState.lifecycle_counts = _no_lifecycle
+WorkerState.lifecycle_counts = _no_lifecycle
+"""
+
+
+def state_baseline(commit: str) -> Path:
+    """A copy of this tree with ``commit``'s streams/state.py and :data:`STATE_SHIM`."""
+    tree = Path(tempfile.mkdtemp(prefix="bench-before-state-")) / "tree"
+    shutil.copytree(
+        REPO,
+        tree,
+        ignore=shutil.ignore_patterns(".git", ".venv", ".state", "__pycache__", "*.egg-info"),
+    )
+    old = subprocess.run(
+        ["git", "-C", str(REPO), "show", f"{commit}:streams/state.py"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    (tree / "streams" / "state.py").write_text(old + STATE_SHIM)
+    return tree
+
+
 async def compare(
     bootstrap: str, topic: str, tag: str, args: argparse.Namespace, records: int
 ) -> None:
@@ -329,8 +380,15 @@ async def main() -> None:
     parser.add_argument("--latency-rate", type=int, default=2000)
     parser.add_argument("--probes", type=int, default=50)
     parser.add_argument("--baseline", help="a checkout to compare with (before/after)")
+    parser.add_argument(
+        "--before-state",
+        metavar="COMMIT",
+        help="baseline: this tree with COMMIT's streams/state.py and no audience counts",
+    )
     parser.add_argument("--rounds", type=int, default=2, help="--baseline: runs per tree")
     args = parser.parse_args()
+    if args.before_state:
+        args.baseline = str(state_baseline(args.before_state))
     port = os.environ.get("KAFKA_PORT", "9092")
     bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", f"127.0.0.1:{port}")
     tag = f"bench-{os.getpid()}-{int(time.time())}"
@@ -351,7 +409,11 @@ async def main() -> None:
     if args.baseline:
         docs = [orjson.loads(p) for p in payloads]
         records = len({(d["platform"], d["community"], d["user_id"]) for d in docs})
-        await compare(bootstrap, topic, tag, args, records)
+        try:
+            await compare(bootstrap, topic, tag, args, records)
+        finally:
+            if args.before_state:
+                shutil.rmtree(Path(args.baseline).parent, ignore_errors=True)
         return
 
     run, worker = await run_worker(bootstrap, topic, app_id, args, REPO)

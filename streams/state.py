@@ -14,8 +14,9 @@ Why the indexes look the way they do (docs/metrics.md defines the numbers):
   cost nothing on the hot path and can be added without new state.
 * The all-communities total ("*") counts *users*, not (user, community) pairs, so
   it keeps the same lists per platform over each user's view: the min first-seen,
-  the max last-active over their communities, and whether they follow any. Each
-  user's records are reachable from a small dict per (platform, user).
+  the max last-active over their communities, and whether they follow any.
+* A record is one packed int, not an object (see ``_pack``): a third of the
+  memory, and nothing for the garbage collector to walk.
 * Follower counts are plain counters: follow state changes are rare and the
   counts are not windowed.
 """
@@ -23,7 +24,7 @@ Why the indexes look the way they do (docs/metrics.md defines the numbers):
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, NamedTuple
@@ -49,9 +50,9 @@ def split_key(key: str) -> tuple[str, str, str]:
 class UserRecord:
     """Per (platform, community, user): the value stored in the changelog-backed table.
 
-    Records held by a :class:`PartitionState` are owned by it and updated in place
-    by :meth:`PartitionState.apply` (allocation would dominate the hot path);
-    serialise with :meth:`to_wire` when writing, and copy if a snapshot is needed.
+    A :class:`PartitionState` keeps its records packed into ints (see ``_pack``)
+    and hands out these as fresh copies (:class:`Records`); serialise with
+    :meth:`to_wire` when writing.
     """
 
     first_seen_ms: int  # min ts of any event of this user in this community
@@ -89,7 +90,9 @@ FIRST_FOLLOW = 16  # follow_ts was None before: the record now counts in followe
 
 
 def fold(record: UserRecord, ts_ms: int, event_type: str, active_types: frozenset[str]) -> int:
-    """Fold one event into ``record`` in place; the one definition of the rules.
+    """Fold one event into ``record`` in place; the definition of the rules
+    (:meth:`PartitionState.apply` applies the same rules to packed records, checked
+    against this by the unit tests).
 
     Returns what changed as bits (0: nothing, a duplicate or a late event that loses
     everywhere). Every field is a max or a min over a totally ordered key (the follow
@@ -181,15 +184,13 @@ class _Group:
     windows cost nothing on the hot path and can be added without new state.
     """
 
-    __slots__ = ("active", "first_active", "first_idle", "active_followers", "adds", "cached")
+    __slots__ = ("active", "first_active", "first_idle", "active_followers", "cached")
 
     def __init__(self) -> None:
         self.active = SortedList()  # packed last-active of every member with one
         self.first_active = SortedList()  # first-seen of every member with a last-active
         self.first_idle = SortedList()  # first-seen of every member without one
         self.active_followers = SortedList()  # packed last-active of members following
-        # Insertions batched during a flush, one list per index in the order above.
-        self.adds: tuple[list[int], list[int], list[int], list[int]] | None = None
         # The last lifecycle counts: (windows, computed at, valid before, counts); see
         # :meth:`lifecycle`. Any change to the lists drops it.
         self.cached: tuple[Any, int, int, dict[str, Lifecycle]] | None = None
@@ -197,32 +198,37 @@ class _Group:
     def __bool__(self) -> bool:
         return bool(self.first_active or self.first_idle)
 
-    def insert(self, first: int, last: int | None, following: bool) -> None:
-        """:meth:`patch` for a new member (the common case while records are created)."""
+    def update(self, changes: list[tuple[View | None, View | None]]) -> None:
+        """Replace each member's old view by its new one (None: not a member): removals
+        one by one, insertions in one sorted-list update per index. One change per
+        member; a new member (the common case while records are created) is inlined."""
         self.cached = None
-        adds = self.adds
-        if adds is None:
-            adds = self.adds = ([], [], [], [])
-        if last is None:
-            adds[2].append(first)
-        else:
-            packed = last << _SHIFT | (last - first)
-            adds[0].append(packed)
-            adds[1].append(first)
-            if following:
-                adds[3].append(packed)
+        adds: tuple[list[int], list[int], list[int], list[int]] = ([], [], [], [])
+        active, first_active, idle, followers = adds
+        for old, new in changes:
+            if old is None:
+                if new is None:
+                    continue
+                first, last, following = new
+                if last is None:
+                    idle.append(first)
+                else:
+                    packed = last << _SHIFT | (last - first)
+                    active.append(packed)
+                    first_active.append(first)
+                    if following:
+                        followers.append(packed)
+            else:
+                self._patch(old, new, adds)
+        indexes = (self.active, self.first_active, self.first_idle, self.active_followers)
+        for index, batch in zip(indexes, adds, strict=True):
+            if batch:
+                index.update(batch)
 
-    def patch(self, old: View | None, new: View | None) -> None:
-        """Replace a member's old view by its new one: removals now, insertions batched
-        until :meth:`commit`."""
-        if old is None:
-            if new is not None:
-                self.insert(*new)
-            return
-        self.cached = None
-        adds = self.adds
-        if adds is None:
-            adds = self.adds = ([], [], [], [])
+    def _patch(
+        self, old: View, new: View | None, adds: tuple[list[int], list[int], list[int], list[int]]
+    ) -> None:
+        """One member's change in :meth:`update`: removals now, insertions into ``adds``."""
         first0, last0, following0 = old
         packed0 = None if last0 is None else last0 << _SHIFT | (last0 - first0)
         if new is None:
@@ -248,17 +254,6 @@ class _Group:
                 self.active_followers.remove(follower0)
             if follower1 is not None:
                 adds[3].append(follower1)
-
-    def commit(self) -> None:
-        """Insert what :meth:`patch` batched, one sorted-list update per index."""
-        adds = self.adds
-        if adds is None:
-            return
-        self.adds = None
-        indexes = (self.active, self.first_active, self.first_idle, self.active_followers)
-        for index, batch in zip(indexes, adds, strict=True):
-            if batch:
-                index.update(batch)
 
     def active_in(self, now_ms: int, bounds: list[tuple[str, int]]) -> dict[str, int]:
         """{label: members last active in (now - W, now]} for each (label, now - W)."""
@@ -289,69 +284,64 @@ class _Group:
         first seen <= last active, "first seen > L" implies "last active > L", so
         #{first <= L < last} = #{last > L} - #{first > L, has a last}; the members
         last active after t (events ahead of the clock) are then taken out one by one.
+        The followers' packed times are a subset of the active ones, so their edges
+        never come first and are not looked at.
         """
-        active_list, first_active_list = self.active, self.first_active
-        followers_list, idle_list = self.active_followers, self.first_idle
-        active, first_active = _finder(active_list), _finder(first_active_list)
-        n_active, n_first_active = len(active_list), len(first_active_list)
+        active, active_at, n_active = _view(self.active)
+        first, first_at, n_first = _view(self.first_active)
         # Empty lists (no follower, no idle member: common in small communities) cost
         # no bisection at all.
-        followers = _finder(followers_list) if followers_list else None
-        first_idle = _finder(idle_list) if idle_list else None
+        followers = _view(self.active_followers)[0] if self.active_followers else None
+        idle = _view(self.first_idle) if self.first_idle else None
         upper_packed, upper = bounds[0][2], bounds[0][1]
-        active_upper = active(upper_packed)
-        changes = [_next(active_list, active_upper, True, 0)]
-        ahead = (
-            [(v >> _SHIFT) - (v & _GAP) for v in active_list.islice(active_upper)]
-            if active_upper < n_active
-            else ()
-        )
-        followers_upper = 0
-        if followers:
-            followers_upper = followers(upper_packed)
-            changes.append(_next(followers_list, followers_upper, True, 0))
-        first_upper = first_active(upper)
-        changes.append(_next(first_active_list, first_upper, False, 0))
-        if first_idle:
-            idle_upper = first_idle(upper)
-            changes.append(_next(idle_list, idle_upper, False, 0))
+        soon = _NEVER  # the next time a count changes
+        i = active(upper_packed)
+        ahead: list[int] = []
+        if i < n_active:
+            soon = active_at(i) >> _SHIFT
+            ahead = [(v >> _SHIFT) - (v & _GAP) for v in self.active.islice(i)]
+        first_upper = first(upper)
+        if first_upper < n_first and first_at(first_upper) < soon:
+            soon = first_at(first_upper)
+        followers_upper = followers(upper_packed) if followers else 0
+        if idle:
+            idle_upper = idle[0](upper)
+            if idle_upper < idle[2] and idle[1](idle_upper) < soon:
+                soon = idle[1](idle_upper)
             first_upper += idle_upper
         out = {}
         for label, low, low_packed, before_packed in bounds[1:]:
             width = now_ms - low
-            active_low = active(low_packed)
-            active_before = active(before_packed)
-            first_active_low = first_active(low + 1)
-            changes.append(_next(active_list, active_low, True, width))
-            changes.append(_next(active_list, active_before, True, 2 * width))
-            changes.append(_next(first_active_list, first_active_low, False, width))
-            returning = n_active - active_low - (n_first_active - first_active_low)
+            active_low, active_before = active(low_packed), active(before_packed)
+            first_low = first(low + 1)
+            edges = [
+                (active_at(active_low) >> _SHIFT) + width if active_low < n_active else _NEVER,
+                (active_at(active_before) >> _SHIFT) + 2 * width
+                if active_before < n_active
+                else _NEVER,
+                first_at(first_low) + width if first_low < n_first else _NEVER,
+                soon,
+            ]
+            returning = n_active - active_low - (n_first - first_low)
             if ahead:
                 returning -= sum(1 for seen in ahead if seen <= low)
-            active_followers = 0
-            if followers:
-                followers_low = followers(low_packed)
-                changes.append(_next(followers_list, followers_low, True, width))
-                active_followers = followers_upper - followers_low
-            new = first_upper - first_active_low
-            if first_idle:
-                idle_low = first_idle(low + 1)
-                changes.append(_next(idle_list, idle_low, False, width))
+            new = first_upper - first_low
+            if idle:
+                idle_low = idle[0](low + 1)
+                if idle_low < idle[2]:
+                    edges.append(idle[1](idle_low) + width)
                 new -= idle_low
+            soon = min(edges)
             out[label] = _new_tuple(
-                Lifecycle, (active_followers, new, returning, active_low - active_before)
+                Lifecycle,
+                (
+                    followers_upper - followers(low_packed) if followers else 0,
+                    new,
+                    returning,
+                    active_low - active_before,
+                ),
             )
-        return out, min(changes)
-
-
-def _next(index: SortedList, i: int, packed: bool, offset: int) -> int:
-    """When the clock brings element ``i`` (the first one above a bound that trails the
-    clock by ``offset``) onto that bound; "never" past the end."""
-    if i >= len(index):
-        return _NEVER
-    lists = index._lists
-    value = lists[0][i] if len(lists) == 1 else index[i]
-    return (value >> _SHIFT if packed else value) + offset
+        return out, soon
 
 
 _NEVER = 1 << 62
@@ -371,16 +361,26 @@ def lifecycle_bounds(now_ms: int, windows: dict[str, int]) -> list[Bounds]:
     return out
 
 
-def _finder(index: SortedList) -> Callable[[int], int]:
-    """bisect_left over the sorted list: a C call on its only sublist when it has one
-    (most lists are small: the long tail of communities); ``_lists`` is a stable
-    internal of sortedcontainers 2.x."""
+def _view(index: SortedList) -> tuple[Callable[[int], int], Callable[[int], int], int]:
+    """(bisect_left, item at a position, length) of a sorted list: C calls on its only
+    sublist when it has one (most lists are small: the long tail of communities);
+    ``_lists`` and ``_len`` are stable internals of sortedcontainers 2.x."""
     lists = index._lists
     if len(lists) == 1:
-        return partial(bisect_left, lists[0])
-    if not lists:
-        return partial(bisect_left, ())
-    return index.bisect_left
+        only = lists[0]
+        return partial(bisect_left, only), only.__getitem__, len(only)
+    return index.bisect_left, index.__getitem__, index._len
+
+
+def _update_groups(groups: dict[Any, _Group], changes: dict[Any, list[Any]]) -> None:
+    """Apply each group's changes (:meth:`_Group.update`); drop groups left empty."""
+    for name, group_changes in changes.items():
+        group = groups.get(name)
+        if group is None:
+            group = groups[name] = _Group()
+        group.update(group_changes)
+        if not group:
+            del groups[name]
 
 
 def _widen(view: View | None, record: View) -> View:
@@ -409,6 +409,92 @@ def _at_most(index: SortedList, value: int, packed: bool) -> int:
     if len(lists) == 1:
         return bisect_left(lists[0], bound)
     return index.bisect_left(bound)
+
+
+# A record is kept as one int rather than a :class:`UserRecord`: about 50 bytes
+# instead of ~180 (an object, three boxed times, a bool), and an int is not tracked
+# by the garbage collector, whose full passes over a million record objects cost
+# as much as the index upkeep itself. Each time is stored as ``ts + _OFF`` in a
+# ``_W``-bit field, 0 standing for None: first seen | last active << _W | follow ts
+# << 2 _W | following << 3 _W. Validated events are 1970-9999; the fields hold any
+# time within about ±570,000 years of 1970.
+_W = 56
+_M = (1 << _W) - 1
+_OFF = 1 << (_W - 2)
+_W2 = 2 * _W
+_W3 = 3 * _W
+_LOW2 = (1 << _W2) - 1
+
+
+def _pack(record: UserRecord) -> int:
+    last, follow_ts = record.last_active_ms, record.follow_ts_ms
+    return (
+        (record.first_seen_ms + _OFF)
+        | (0 if last is None else last + _OFF) << _W
+        | (0 if follow_ts is None else follow_ts + _OFF) << _W2
+        | int(record.following) << _W3
+    )
+
+
+def _unpack(v: int) -> UserRecord:
+    last, follow_ts = v >> _W & _M, v >> _W2 & _M
+    return UserRecord(
+        (v & _M) - _OFF,
+        last - _OFF if last else None,
+        follow_ts - _OFF if follow_ts else None,
+        bool(v >> _W3),
+    )
+
+
+def _indexed(v: int) -> View:
+    """What the indexes hold for a packed record: (first seen, last active, following)."""
+    last = v >> _W & _M
+    return ((v & _M) - _OFF, last - _OFF if last else None, bool(v >> _W3))
+
+
+def _newest(v: int) -> int:
+    """:meth:`UserRecord.newest_ms` of a packed record (an absent time is 0, below all)."""
+    return max(v & _M, v >> _W & _M, v >> _W2 & _M) - _OFF
+
+
+def _fold_follow(v: int, t: int, is_unfollow: bool) -> tuple[int, int]:
+    """:func:`fold`'s follow rule on a packed record (``t``: the offset time): the
+    greatest (ts, is_unfollow) wins."""
+    follow_ts = v >> _W2 & _M
+    following = v >> _W3
+    if t > follow_ts or (t == follow_ts and is_unfollow and following):
+        changed = FOLLOW_TS if follow_ts else FOLLOW_TS | FIRST_FOLLOW
+        if following == is_unfollow:
+            changed |= FOLLOWING
+        return (v & _LOW2) | t << _W2 | (not is_unfollow) << _W3, changed
+    return v, 0
+
+
+class Records(Mapping[str, UserRecord]):
+    """A partition's records as :class:`UserRecord` values, read-only: each read
+    unpacks a fresh copy (changing it changes nothing; :meth:`PartitionState.load`
+    replaces a record)."""
+
+    __slots__ = ("_packed",)
+
+    def __init__(self, packed: dict[str, int]) -> None:
+        self._packed = packed
+
+    def __getitem__(self, key: str) -> UserRecord:
+        return _unpack(self._packed[key])
+
+    def get(self, key: str, default: Any = None) -> Any:
+        v = self._packed.get(key)
+        return default if v is None else _unpack(v)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._packed
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._packed)
+
+    def __len__(self) -> int:
+        return len(self._packed)
 
 
 class PartitionState:
@@ -444,6 +530,7 @@ class PartitionState:
     __slots__ = (
         "active_types",
         "records",
+        "_packed",
         "_pending",
         "_groups",
         "_users",
@@ -457,10 +544,12 @@ class PartitionState:
 
     def __init__(self, active_types: frozenset[str]) -> None:
         self.active_types = frozenset(active_types)
-        self.records: dict[str, UserRecord] = {}
-        # key -> the view the indexes hold for it (None: not indexed), for the keys
-        # whose view may have changed since the last flush.
-        self._pending: dict[str, View | None] = {}
+        # key -> the packed record (see _pack); ``records`` reads them as UserRecords.
+        self._packed: dict[str, int] = {}
+        self.records = Records(self._packed)
+        # key -> the packed record whose view the indexes hold (None: not indexed),
+        # for the keys whose view may have changed since the last flush.
+        self._pending: dict[str, int | None] = {}
         # (platform, community) -> the indexes of its records.
         self._groups: dict[PC, _Group] = {}
         # (platform, user) -> the view indexed in "*".
@@ -477,7 +566,7 @@ class PartitionState:
         self._max_ts = -1
 
     def __len__(self) -> int:
-        return len(self.records)
+        return len(self._packed)
 
     def watermark_ms(self) -> int | None:
         """Newest event time applied, or record time loaded; None before the first."""
@@ -488,38 +577,47 @@ class PartitionState:
     def apply(
         self, platform: str, community: str, user_id: str, ts_ms: int, event_type: str
     ) -> str | None:
-        """Merge one event (:func:`fold`, in place); return the key if its record changed
-        (so the caller writes it to the changelog), else None."""
+        """Merge one event into its packed record, in place; return the key if the
+        record changed (so the caller writes it to the changelog), else None.
+
+        The rules of :func:`fold` on the packed fields (an absent time is 0, below
+        every stored time, so "none yet or older" is one comparison); the two are
+        checked against each other by the unit tests.
+        """
         if ts_ms > self._max_ts:
             self._max_ts = ts_ms
+        t = ts_ms + _OFF
+        if not 0 < t <= _M:
+            raise ValueError(f"timestamp out of range: {ts_ms}")
         key = f"{platform}{SEP}{community}{SEP}{user_id}"
-        record = self.records.get(key)
-        pending = self._pending
-        if record is None:
-            record = UserRecord(ts_ms, None, None, False)
-            self.records[key] = record
-            if key not in pending:
-                pending[key] = None
-            changed = fold(record, ts_ms, event_type, self.active_types) | FIRST_SEEN
-        elif key in pending:
-            changed = fold(record, ts_ms, event_type, self.active_types)
+        packed, pending = self._packed, self._pending
+        old = packed.get(key)
+        if old is None:
+            v, changed = t, FIRST_SEEN
         else:
-            first, last, following = (
-                record.first_seen_ms,
-                record.last_active_ms,
-                record.following,
-            )
-            changed = fold(record, ts_ms, event_type, self.active_types)
-            if changed & (FIRST_SEEN | LAST_ACTIVE | FOLLOWING):
-                pending[key] = (first, last, following)
+            v, changed = old, 0
+            if t < v & _M:
+                v += t - (v & _M)
+                changed = FIRST_SEEN
+        if event_type in self.active_types:
+            last = v >> _W & _M
+            if t > last:
+                v += (t - last) << _W
+                changed |= LAST_ACTIVE
+        if event_type == _FOLLOW or event_type == _UNFOLLOW:
+            v, follow_changed = _fold_follow(v, t, event_type == _UNFOLLOW)
+            changed |= follow_changed
         if not changed:
             return None
+        packed[key] = v
+        if key not in pending and (old is None or changed & (FIRST_SEEN | LAST_ACTIVE | FOLLOWING)):
+            pending[key] = old
         if changed & (FOLLOWING | FIRST_FOLLOW):
             pc = (platform, community)
             if changed & FIRST_FOLLOW:
                 self._follow_refs[pc] = self._follow_refs.get(pc, 0) + 1
             if changed & FOLLOWING:
-                self._count_follow(pc, (platform, user_id), 1 if record.following else -1)
+                self._count_follow(pc, (platform, user_id), 1 if v >> _W3 else -1)
         return key
 
     def _count_follow(self, pc: PC, pu: PC, delta: int) -> None:
@@ -549,39 +647,45 @@ class PartitionState:
         if not pending:
             return
         self._pending = {}
-        records, groups, users = self.records, self._groups, self._users
-        patched: dict[PC, _Group] = {}
+        packed, users = self._packed, self._users
+        changes: dict[PC, list[tuple[View | None, View | None]]] = {}
         touched: dict[PC, View | None] = {}  # (platform, user) -> new view so far
         recompute: set[PC] = set()
-        for key, old in pending.items():
-            record = records.get(key)
+        for key, was in pending.items():
+            v = packed.get(key)
             platform, community, user_id = key.split(SEP)
-            pc = (platform, community)
             pu = (platform, user_id)
-            if record is None:
+            old = None if was is None else _indexed(was)
+            if v is None:
                 recompute.add(pu)
                 if old is None:
                     continue
                 new = None
             else:
-                first, last = record.first_seen_ms, record.last_active_ms
-                new = (first, last, record.following)
+                last_at = v >> _W & _M
+                first, last = (v & _M) - _OFF, last_at - _OFF if last_at else None
+                new = (first, last, v >> _W3 == 1)
                 if old is not None and (
                     first > old[0] or (old[1] is not None and (last is None or last < old[1]))
                 ):
                     recompute.add(pu)  # a record replaced by load(): not a monotone change
                 elif pu not in recompute:
-                    touched[pu] = _widen(touched[pu] if pu in touched else users.get(pu), new)
+                    view = touched.get(pu) or users.get(pu)
+                    if view is None:
+                        touched[pu] = new
+                    else:  # widened: min first seen, max last active
+                        first0, last0, _ = view
+                        if last is None or (last0 is not None and last0 > last):
+                            last = last0
+                        touched[pu] = (first0 if first0 < first else first, last, False)
             if new != old:
-                group = groups.get(pc)
-                if group is None:
-                    group = groups[pc] = _Group()
-                group.patch(old, new)
-                patched[pc] = group
-        for pc, group in patched.items():
-            group.commit()
-            if not group:
-                del groups[pc]
+                pc = (platform, community)
+                group_changes = changes.get(pc)
+                if group_changes is None:
+                    changes[pc] = [(old, new)]
+                else:
+                    group_changes.append((old, new))
+        _update_groups(self._groups, changes)
         if recompute:
             touched.update(self._user_views(recompute))
         self._flush_users(touched)
@@ -590,18 +694,18 @@ class PartitionState:
         """The "*" views of these users from their records (one pass over the records):
         after a delete, a user's min/max can move back, which only a rescan shows."""
         views: dict[PC, View | None] = dict.fromkeys(wanted)
-        for key, record in self.records.items():
+        for key, v in self._packed.items():
             platform, _community, user_id = key.split(SEP)
             pu = (platform, user_id)
             if pu in views:
-                view = (record.first_seen_ms, record.last_active_ms, False)
-                views[pu] = _widen(views[pu], view)
+                first, last, _following = _indexed(v)
+                views[pu] = _widen(views[pu], (first, last, False))
         return views
 
     def _flush_users(self, touched: dict[PC, View | None]) -> None:
         """The "*" part of :meth:`flush`: patch each touched user's view."""
-        platforms, follows, users = self._platforms, self._user_follows, self._users
-        patched: dict[str, _Group] = {}
+        follows, users = self._user_follows, self._users
+        changes: dict[str, list[tuple[View | None, View | None]]] = {}
         for pu, view in touched.items():
             old = users.get(pu)
             if view is None:
@@ -611,15 +715,12 @@ class PartitionState:
                 new = (view[0], view[1], pu in follows)
                 users[pu] = new
             if new != old:
-                group = platforms.get(pu[0])
-                if group is None:
-                    group = platforms[pu[0]] = _Group()
-                group.patch(old, new)
-                patched[pu[0]] = group
-        for platform, group in patched.items():
-            group.commit()
-            if not group:
-                del platforms[platform]
+                platform_changes = changes.get(pu[0])
+                if platform_changes is None:
+                    changes[pu[0]] = [(old, new)]
+                else:
+                    platform_changes.append((old, new))
+        _update_groups(self._platforms, changes)
 
     # -- rebuild and expiry -----------------------------------------------------------
 
@@ -628,10 +729,13 @@ class PartitionState:
 
         A key already held is replaced, so loading is safe to repeat.
         """
-        if key in self.records:
+        for ts in (record.first_seen_ms, record.last_active_ms, record.follow_ts_ms):
+            if ts is not None and not 0 < ts + _OFF <= _M:
+                raise ValueError(f"timestamp out of range in {key!r}: {ts}")
+        if key in self._packed:
             self.delete(key)
         platform, community, user_id = split_key(key)
-        self.records[key] = record
+        self._packed[key] = _pack(record)
         newest = record.newest_ms()
         if newest > self._max_ts:
             self._max_ts = newest
@@ -645,15 +749,15 @@ class PartitionState:
 
     def delete(self, key: str) -> None:
         """Forget a record and its contribution to every count; a missing key is a no-op."""
-        record = self.records.pop(key, None)
-        if record is None:
+        v = self._packed.pop(key, None)
+        if v is None:
             return
         if key not in self._pending:
-            self._pending[key] = (record.first_seen_ms, record.last_active_ms, record.following)
-        if record.follow_ts_ms is not None:
+            self._pending[key] = v
+        if v >> _W2 & _M:  # a follow time
             platform, community, user_id = split_key(key)
             pc = (platform, community)
-            if record.following:
+            if v >> _W3:  # following
                 self._count_follow(pc, (platform, user_id), -1)
             refs = self._follow_refs[pc] - 1
             if refs:
@@ -678,12 +782,12 @@ class PartitionState:
         cutoff = now_ms - horizon_ms
         keys: dict[PC, list[str]] = {}
         kept: set[PC] = set()
-        for key, record in self.records.items():
+        for key, v in self._packed.items():
             platform, _community, user_id = key.split(SEP)
             pu = (platform, user_id)
             if pu in kept:
                 continue
-            if record.following or record.newest_ms() > cutoff:
+            if v >> _W3 or _newest(v) > cutoff:
                 kept.add(pu)
                 keys.pop(pu, None)
             else:

@@ -528,3 +528,38 @@ def test_cached_counts_follow_the_clock_and_new_events(data: st.DataObject, even
         assert worker.lifecycle_counts(now + 1, WINDOWS) == expected_lifecycle(
             seen, now + 1, WINDOWS
         )
+
+
+# -- packed records ---------------------------------------------------------------------
+
+YEAR_1_MS = -62_135_596_800_000
+YEAR_9999_END_MS = 253_402_300_799_999
+
+
+@given(
+    st.integers(YEAR_1_MS, YEAR_9999_END_MS),
+    st.none() | st.integers(YEAR_1_MS, YEAR_9999_END_MS),
+    st.none() | st.integers(YEAR_1_MS, YEAR_9999_END_MS),
+    st.booleans(),
+)
+def test_packed_record_round_trip(first: int, last, follow_ts, following: bool) -> None:
+    """Every time of years 1-9999 and every None survives the packed form."""
+    state = PartitionState(DEFAULT_ACTIVE_TYPES)
+    record = UserRecord(first, last, follow_ts, following)
+    state.load("x\x1fa\x1fu", record)
+    assert state.records["x\x1fa\x1fu"] == record
+    if record.newest_ms() >= 0:  # the watermark starts at 1970
+        assert state.watermark_ms() == record.newest_ms()
+
+
+def test_records_are_copies_and_out_of_range_times_are_refused() -> None:
+    state = PartitionState(DEFAULT_ACTIVE_TYPES)
+    state.apply("x", "a", "u", 10, "post")
+    copy = state.records["x\x1fa\x1fu"]
+    copy.last_active_ms = 99
+    assert state.records == {"x\x1fa\x1fu": UserRecord(10, 10, None, False)}
+    with pytest.raises(ValueError, match="out of range"):
+        state.apply("x", "a", "u", 1 << 60, "post")
+    with pytest.raises(ValueError, match="out of range"):
+        state.load("x\x1fa\x1fv", UserRecord(-(1 << 60), None, None, False))
+    assert len(state) == 1
