@@ -452,6 +452,12 @@ def _indexed(v: int) -> View:
     return ((v & _M) - _OFF, last - _OFF if last else None, bool(v >> _W3))
 
 
+def _pack_view(view: View) -> int:
+    """A view as one int that :func:`_indexed` reads back (a user's view in "*")."""
+    first, last, following = view
+    return (first + _OFF) | (0 if last is None else last + _OFF) << _W | following << _W3
+
+
 def _newest(v: int) -> int:
     """:meth:`UserRecord.newest_ms` of a packed record (an absent time is 0, below all)."""
     return max(v & _M, v >> _W & _M, v >> _W2 & _M) - _OFF
@@ -552,8 +558,9 @@ class PartitionState:
         self._pending: dict[str, int | None] = {}
         # (platform, community) -> the indexes of its records.
         self._groups: dict[PC, _Group] = {}
-        # (platform, user) -> the view indexed in "*".
-        self._users: dict[PC, View] = {}
+        # "platform SEP user" -> the view indexed in "*", packed like a record
+        # without a follow time (see _pack_view).
+        self._users: dict[str, int] = {}
         # platform -> the indexes of its users ("*").
         self._platforms: dict[str, _Group] = {}
         # (platform, community) -> records with follow_ts set / records following.
@@ -647,9 +654,11 @@ class PartitionState:
         if not pending:
             return
         self._pending = {}
-        packed, users = self._packed, self._users
+        packed = self._packed
         changes: dict[PC, list[tuple[View | None, View | None]]] = {}
-        touched: dict[PC, View | None] = {}  # (platform, user) -> new view so far
+        # (platform, user) -> the widened view of their changed records (the view
+        # indexed in "*" is widened by it once per user, in _flush_users)
+        touched: dict[PC, View] = {}
         recompute: set[PC] = set()
         for key, was in pending.items():
             v = packed.get(key)
@@ -670,14 +679,8 @@ class PartitionState:
                 ):
                     recompute.add(pu)  # a record replaced by load(): not a monotone change
                 elif pu not in recompute:
-                    view = touched.get(pu) or users.get(pu)
-                    if view is None:
-                        touched[pu] = new
-                    else:  # widened: min first seen, max last active
-                        first0, last0, _ = view
-                        if last is None or (last0 is not None and last0 > last):
-                            last = last0
-                        touched[pu] = (first0 if first0 < first else first, last, False)
+                    view = touched.get(pu)
+                    touched[pu] = new if view is None else _widen(view, new)
             if new != old:
                 pc = (platform, community)
                 group_changes = changes.get(pc)
@@ -686,9 +689,7 @@ class PartitionState:
                 else:
                     group_changes.append((old, new))
         _update_groups(self._groups, changes)
-        if recompute:
-            touched.update(self._user_views(recompute))
-        self._flush_users(touched)
+        self._flush_users(touched, self._user_views(recompute) if recompute else {})
 
     def _user_views(self, wanted: set[PC]) -> dict[PC, View | None]:
         """The "*" views of these users from their records (one pass over the records):
@@ -702,18 +703,25 @@ class PartitionState:
                 views[pu] = _widen(views[pu], (first, last, False))
         return views
 
-    def _flush_users(self, touched: dict[PC, View | None]) -> None:
-        """The "*" part of :meth:`flush`: patch each touched user's view."""
+    def _flush_users(self, widened: dict[PC, View], recomputed: dict[PC, View | None]) -> None:
+        """The "*" part of :meth:`flush`: each touched user's indexed view, widened by
+        their changed records or replaced by a recomputed one, and patched in."""
         follows, users = self._user_follows, self._users
         changes: dict[str, list[tuple[View | None, View | None]]] = {}
-        for pu, view in touched.items():
-            old = users.get(pu)
+        for pu in recomputed:
+            widened.pop(pu, None)
+        for pu, view in (*widened.items(), *recomputed.items()):
+            ukey = f"{pu[0]}{SEP}{pu[1]}"
+            stored = users.get(ukey)
+            old = None if stored is None else _indexed(stored)
             if view is None:
                 new = None
-                users.pop(pu, None)
+                users.pop(ukey, None)
             else:
+                if old is not None and pu not in recomputed:
+                    view = _widen(view, old)
                 new = (view[0], view[1], pu in follows)
-                users[pu] = new
+                users[ukey] = _pack_view(new)
             if new != old:
                 platform_changes = changes.get(pu[0])
                 if platform_changes is None:
