@@ -206,9 +206,18 @@ async def _end_offsets(bootstrap: str, topic: str) -> dict[Any, int]:
 
 
 async def wait_caught_up(
-    bootstrap: str, app_id: str, input_topic: str, worker: Worker, timeout: float = 120
+    bootstrap: str,
+    app_id: str,
+    input_topic: str,
+    worker: Worker,
+    timeout: float = 120,
+    stall: float | None = None,
 ) -> None:
-    """Return when both stages have committed everything that was in the topics."""
+    """Return when both stages have committed everything that was in the topics.
+
+    Fails after ``timeout`` seconds in all or, with ``stall``, after ``stall``
+    seconds in which no commit moved: a long run on a loaded machine may take its
+    whole ``timeout`` while a stuck worker is found out early."""
     from aiokafka.admin import AIOKafkaAdminClient
 
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **client_kwargs())
@@ -217,6 +226,7 @@ async def wait_caught_up(
         deadline = time.monotonic() + timeout
         for group, topic in ((ingest_group(app_id), input_topic), (app_id, by_user_topic(app_id))):
             ends = {tp: off for tp, off in (await _end_offsets(bootstrap, topic)).items() if off}
+            least, moved_at = None, time.monotonic()
             while True:
                 committed = await _committed(admin, group)
                 behind = {
@@ -228,7 +238,10 @@ async def wait_caught_up(
                     break
                 if not worker.alive():
                     raise AssertionError(f"worker died:\n{worker.log_tail()}")
-                if time.monotonic() > deadline:
+                now = time.monotonic()
+                if least is None or sum(behind.values()) < least:
+                    least, moved_at = sum(behind.values()), now
+                if now > deadline or (stall is not None and now - moved_at > stall):
                     raise AssertionError(
                         f"group {group} still behind on {topic}: {behind}\n{worker.log_tail()}"
                     )

@@ -170,21 +170,29 @@ class FakeConsumer:
         self.seeks.append((tp, offset))
 
 
-async def test_a_refused_record_never_rewinds_the_poll() -> None:
-    """Regression: MessageSizeTooLargeError is a KafkaError, so the stage rewound the
-    poll and retried it every second forever, counting its valid events each time."""
-    producer = FakeProducer(limit=10_000, at_enqueue=False)
+def stage_with(producer: FakeProducer, router: Router) -> IngestStage:
+    """An ingest stage over fakes: topics in, by-user and dlq."""
     stage = IngestStage(
         bootstrap="",
         group_id="g",
         input_topic="in",
         by_user_topic="by-user",
         dlq_topic="dlq",
-        router=Router(4, Limits(max_message_bytes=20_000), IngestStats(CommunityLabels(10))),
+        router=router,
         producer=producer,
         consumer_settings={},
     )
     stage.consumer = FakeConsumer()
+    return stage
+
+
+async def test_a_refused_record_never_rewinds_the_poll() -> None:
+    """Regression: MessageSizeTooLargeError is a KafkaError, so the stage rewound the
+    poll and retried it every second forever, counting its valid events each time."""
+    producer = FakeProducer(limit=10_000, at_enqueue=False)
+    stage = stage_with(
+        producer, Router(4, Limits(max_message_bytes=20_000), IngestStats(CommunityLabels(10)))
+    )
     polled = {"tp0": [Msg(event(), 0), Msg(b"z" * 15_000, 1), Msg(event("u-2"), 2), Msg(None, 3)]}
     await stage._handle_or_rewind(polled)
     assert stage.consumer.seeks == []
@@ -205,3 +213,38 @@ async def test_a_refused_record_never_rewinds_the_poll() -> None:
 def test_internal_error_keeps_reason_closed() -> None:
     error = InvalidEvent.internal(RecursionError("deep"))
     assert (error.reason, error.exception) == ("internal_error", "RecursionError")
+
+
+async def test_a_large_poll_lets_the_event_loop_through_while_it_is_judged(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Regression: a poll of 20,000 hostile messages was judged in one go, holding the
+    event loop for seconds (tens on a loaded machine): heartbeats, the state agent and
+    /metrics waited. Now other tasks run between slices of the poll — they see the
+    refusals grow slice by slice (here every slice takes its turn's time) — and the
+    poll's outcome is the same, its valid events counted once."""
+    monkeypatch.setattr(ingest, "ROUTE_TURN_SECONDS", 0.0)
+    producer = FakeProducer(limit=10**6)
+    stage = stage_with(producer, router())
+    size = 4 * ingest.ROUTE_SLICE
+    polled = {"tp0": [Msg(event(f"u-{i}") if i % 2 else b"junk", i) for i in range(size)]}
+    seen: set[int] = set()
+
+    async def watch() -> None:
+        while True:
+            seen.add(stage.router.stats.invalid["not_json"])  # counted as they come
+            await asyncio.sleep(0)
+
+    watcher = asyncio.create_task(watch())
+    await asyncio.sleep(0)
+    await stage._handle(polled)
+    watcher.cancel()
+    half = ingest.ROUTE_SLICE // 2
+    assert {0, half, 2 * half, 3 * half} <= seen
+    assert sum(stage.router.stats.events.values()) == size // 2
+    letters = [h["source_offset"] for t, _, h in producer.sent if t == "dlq"]
+    assert letters == [str(i).encode() for i in range(0, size, 2)]
+    by_user = [decode_batch(v or b"")[1] for t, v, _ in producer.sent if t == "by-user"]
+    users = sorted(e[3] for batch in by_user for e in batch)
+    assert users == sorted(f"u-{i}" for i in range(1, size, 2))
+    assert stage.consumer.commits == [{"tp0": size}]
