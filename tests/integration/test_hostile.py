@@ -284,7 +284,8 @@ async def test_a_bomb_of_each_codec_is_dead_lettered_and_the_partition_goes_on(
     if codec == "snappy-raw":
         send_raw_snappy(monkeypatch)
     app_id, topic = stack.unique_name("bomb"), stack.unique_name("bomb-in")
-    fuzz = make_fuzz(seed=5, hostile=0, valid=400, now_ms=int(time.time() * 1000))
+    # 625 events a partition before the bombs: more than the probe reads at a time
+    fuzz = make_fuzz(seed=5, hostile=0, valid=5000, now_ms=int(time.time() * 1000))
     values = [value for value, _ in fuzz.payloads]
     pad = b',"pad":"' + b"0" * 3_000_000 + b'"}'
     bombs = [(p, values[p][:-1] + pad) for p in (0, 1)]  # 3 MB each, a few KiB compressed

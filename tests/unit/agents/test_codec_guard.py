@@ -169,3 +169,44 @@ def test_a_bomb_is_too_large_and_anything_else_unreadable_an_internal_error() ->
     assert bomb.detail.startswith("a zstd batch")
     corrupt = refusal(cramjam.DecompressionError("lz4: ERROR_frameSize_wrong"))
     assert (corrupt.reason, corrupt.exception) == ("internal_error", "DecompressionError")
+
+
+class BacklogConsumer:
+    """aiokafka's reading semantics over one partition of ``size`` records whose batch
+    at ``bad`` cannot be read: a ``getmany`` that meets it raises, and the records it
+    had read before are dropped (the position moves past them)."""
+
+    def __init__(self, size: int, bad: int | None) -> None:
+        self.size, self.bad, self.at, self.calls = size, bad, 0, 0
+
+    async def position(self, tp: str) -> int:
+        return self.at
+
+    def seek(self, tp: str, offset: int) -> None:
+        self.at = offset
+
+    async def getmany(self, tp: str, timeout_ms: int, max_records: int) -> dict[str, list[int]]:
+        self.calls += 1
+        end = min(self.at + max_records, self.size)
+        if self.bad is not None and self.at <= self.bad < end:
+            self.at = self.bad
+            raise DecompressionBomb("a zstd batch of 90 bytes would expand beyond 1 bytes")
+        got, self.at = list(range(self.at, end)), end
+        return {tp: got} if got else {}
+
+
+@pytest.mark.parametrize("bad", [0, 1, 499, 500, 12_345, 29_999, None])
+async def test_probe_finds_the_unreadable_batch_without_reading_the_backlog_one_by_one(
+    bad: int | None,
+) -> None:
+    """Regression: the probe read every partition one record at a time, so a bomb
+    behind a backlog of 30,000 records cost 30,000 calls per partition at every
+    offset of the bomb. Now it reads 500 at a time and only the chunk that raised
+    record by record; nothing before the bad batch is dropped."""
+    consumer = BacklogConsumer(30_000, bad)
+    found = await codec_guard.probe(consumer, "tp")
+    before = 30_000 if bad is None else bad
+    assert found.records == list(range(before))
+    assert found.bad_offset == bad
+    assert isinstance(found.error, DecompressionBomb) == (bad is not None)
+    assert consumer.calls <= before // 500 + 2 + (0 if bad is None else bad % 500 + 1)
