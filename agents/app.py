@@ -19,17 +19,19 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 from agents import codec_guard
 from agents.changelog import ChangelogWriter
+from agents.faust_txn import CommittedTableManager
+from agents.faust_txn import install as install_transactions
 from agents.ingest import IngestStage, Router
+from agents.ingest_counters import TOPIC_CONFIGS as COUNTER_TOPIC_CONFIGS
 from agents.kafka_admin import ensure_topics, replication_factor
 from agents.kafka_security import current as current_security
 from agents.kafka_security import faust_settings
 from agents.label_ranking import install as install_label_ranking
 from agents.labels import worker_labels
 from agents.metrics import AppLabelled, EngagementCollector, IngestStats
-from agents.producer import SharedProducer
+from agents.producer import PartitionProducers
 from agents.redis_snapshots import install as install_read_model
 from agents.state_stage import BatchObserver, UsersTable, expire, make_apply_agent
-from agents.store_guard import GuardedTableManager
 from streams.clock import Clock
 from streams.metric_names import FAUST_METRIC_PREFIX
 from streams.security import bearer_ok, pseudonymiser
@@ -39,6 +41,7 @@ from streams.topics import (
     TABLE_NAME,
     by_user_topic,
     changelog_topic,
+    ingest_counters_topic,
     ingest_group,
 )
 
@@ -56,7 +59,6 @@ class Pipeline:
     clock: Clock
     registry: CollectorRegistry
     table: UsersTable
-    producer: SharedProducer
     writer: ChangelogWriter
     #: callables ``(partition, events)`` run on every applied by-user batch
     observers: list[BatchObserver] = field(default_factory=list)
@@ -86,6 +88,12 @@ async def prepare_topics(settings: Settings) -> int:
         bootstrap,
         {changelog_topic(settings.app_id): settings.partitions},
         compacted=True,
+        replication=factor,
+    )
+    await ensure_topics(
+        bootstrap,
+        {ingest_counters_topic(settings.app_id): settings.partitions},
+        configs=COUNTER_TOPIC_CONFIGS,
         replication=factor,
     )
     return factor
@@ -119,7 +127,8 @@ def _faust_app(settings: Settings) -> faust.App:
         broker_commit_interval=1.0,
         table_standby_replicas=0,
         value_serializer="raw",
-        TableManager=GuardedTableManager,  # discards stale local stores before recovery
+        # discards stale local stores before recovery; recovers committed records only
+        TableManager=CommittedTableManager,
         **faust_settings(),
     )
 
@@ -159,7 +168,6 @@ def _state_stage(
     app: faust.App,
     settings: Settings,
     state: WorkerState,
-    producer: SharedProducer,
     observers: list[BatchObserver],
     late: BatchObserver,
 ) -> tuple[UsersTable, ChangelogWriter]:
@@ -182,7 +190,11 @@ def _state_stage(
     table.partitions_total = settings.partitions
     table.source_topics = frozenset({internal})
     app.tables.add(table)
-    writer = ChangelogWriter(producer, table.changelog_topic_name, state)
+    producers = PartitionProducers(settings.kafka_bootstrap_servers, f"{settings.app_id}-state")
+    writer = ChangelogWriter(
+        producers, table.changelog_topic_name, state, internal, settings.app_id
+    )
+    table.writer = writer
     make_apply_agent(app, topic, table, writer, observers, late)
     return table, writer
 
@@ -191,7 +203,6 @@ def _ingest_task(
     app: faust.App,
     settings: Settings,
     stats: IngestStats,
-    producer: SharedProducer,
     faust_metrics: FaustMetrics,
 ) -> None:
     codec_guard.install(settings.max_batch_bytes)  # before the consumer reads a batch
@@ -204,6 +215,7 @@ def _ingest_task(
             input_topic=settings.input_topic,
             by_user_topic=by_user_topic(settings.app_id),
             dlq_topic=settings.dlq_topic,
+            counters_topic=ingest_counters_topic(settings.app_id),
             router=Router(
                 settings.partitions,
                 settings.limits,
@@ -211,7 +223,9 @@ def _ingest_task(
                 pseudonymiser(current_security().user_id_key),
                 settings.mapping,
             ),
-            producer=producer,
+            producers=PartitionProducers(
+                settings.kafka_bootstrap_servers, f"{settings.app_id}-ingest"
+            ),
             consumer_settings={
                 "session_timeout_ms": settings.session_timeout_ms,
                 "rebalance_timeout_ms": settings.rebalance_timeout_ms,
@@ -231,7 +245,6 @@ def _housekeeping(
     state: WorkerState,
     clock: Clock,
     writer: ChangelogWriter,
-    producer: SharedProducer,
 ) -> None:
     windows = settings.window_ms
     longest = max(windows, key=lambda w: windows[w])
@@ -252,8 +265,8 @@ def _housekeeping(
                 log.info("state: expired %d records older than 2 x %s", removed, longest)
 
     @app.on_before_shutdown.connect  # type: ignore[arg-type]
-    async def stop_producer(app: faust.App, **kwargs: Any) -> None:
-        await producer.stop()
+    async def stop_producers(app: faust.App, **kwargs: Any) -> None:
+        await writer.producers.revoke_all()
 
 
 def build(settings: Settings) -> Pipeline:
@@ -267,22 +280,19 @@ def build(settings: Settings) -> Pipeline:
     faust_metrics = _metrics_page(app, registry, settings.app_id)
     registry.register(EngagementCollector(state, stats, clock, settings.window_ms))
 
-    producer = SharedProducer(settings.kafka_bootstrap_servers)
+    install_transactions(app)
     observers: list[BatchObserver] = []  # filled by optional read models
     table, writer = _state_stage(
         app,
         settings,
         state,
-        producer,
         observers,
         lambda _partition, events: stats.late.observe(events, clock.watermark_ms()),
     )
-    _ingest_task(app, settings, stats, producer, faust_metrics)
-    _housekeeping(app, settings, state, clock, writer, producer)
+    _ingest_task(app, settings, stats, faust_metrics)
+    _housekeeping(app, settings, state, clock, writer)
 
-    pipeline = Pipeline(
-        settings, app, state, stats, clock, registry, table, producer, writer, observers
-    )
+    pipeline = Pipeline(settings, app, state, stats, clock, registry, table, writer, observers)
     install_read_model(pipeline)  # Redis snapshots + top users, on a timer (EM_READ_MODEL=off)
     install_label_ranking(pipeline, labels)  # the label caps, the same on every worker
     return pipeline

@@ -1,4 +1,4 @@
-"""Writes of the users table's changelog, coalesced per batch.
+"""Writes of the users table's changelog: one transaction per partition and batch.
 
 Faust's ``table[key] = value`` sends one changelog record per assignment through
 its own producer path — ~100 µs each here, the main reason a naive table agent
@@ -6,58 +6,100 @@ runs at ~2,500 events/s. The state stage instead marks keys dirty while it appli
 a batch, and writes each dirty key once, in the same (JSON) encoding Faust's
 table uses, so Faust's recovery reads these records back unchanged. Like Kafka
 Streams' record cache: a key updated many times in one batch costs one record.
+
+Each partition's records go out in a transaction of that partition's fenced
+producer (:mod:`agents.producer`), together with the by-user offsets the batch
+consumed: the changelog and the stage's input position move together or not at
+all, and a worker that no longer owns the partition writes nothing.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 import orjson
 
 from agents.outage import Outage
+from agents.producer import NotOwner, PartitionProducers
 from streams.state import WorkerState
+
+log = logging.getLogger(__name__)
 
 
 class ChangelogWriter:
-    def __init__(self, producer: Any, topic: str, state: WorkerState) -> None:
-        self.producer = producer
+    def __init__(
+        self,
+        producers: PartitionProducers,
+        topic: str,
+        state: WorkerState,
+        source_topic: str = "",
+        group_id: str = "",
+    ) -> None:
+        self.producers = producers
         self.topic = topic
         self.state = state
+        self.source_topic = source_topic
+        self.group_id = group_id
         self.records_written = 0
+        #: set by the table while a rebalance is in progress (see state_stage.expire)
+        self.paused = False
         self.outage = Outage("changelog: cannot write to Kafka", "changelog: writing again")
 
-    async def write(self, dirty: dict[int, set[str]]) -> None:
-        """Send the current record (or a tombstone) of every dirty key; wait for acks.
+    async def write(
+        self, dirty: dict[int, set[str]], offsets: dict[int, int] | None = None
+    ) -> set[int]:
+        """Commit the current record (or a tombstone) of every dirty key, and the
+        by-user ``offsets`` ({partition: next offset}), one transaction per partition.
 
-        Waiting matters: the batch's input offsets are committed after this returns,
-        so a crash never commits input whose state change is not in the changelog.
-        While Kafka is unreachable it retries (the agent waits; nothing is lost, and
-        a record sent twice is harmless: it is the same value).
+        Returns the partitions written. A partition this worker does not hold (its
+        mirror was revoked, or its producer was fenced) is skipped whole: its keys
+        are neither written nor tombstoned, and its offsets are not committed — the
+        owner reads those events again. While Kafka is unreachable it retries (the
+        agent waits; a transaction either commits whole or not at all).
         """
+        offsets = offsets or {}
+        partitions = sorted(set(dirty) | set(offsets))
+        done = await asyncio.gather(
+            *(self._write_partition(p, dirty.get(p, set()), offsets.get(p)) for p in partitions)
+        )
+        return {p for p, ok in zip(partitions, done, strict=True) if ok}
+
+    async def _write_partition(self, partition: int, keys: set[str], offset: int | None) -> bool:
         from aiokafka.errors import KafkaError
 
         while True:
+            if partition not in self.state.partitions:
+                return False
             try:
-                await self._send(dirty)
+                await self._send(partition, keys, offset)
+            except NotOwner:
+                return False
             except KafkaError as exc:
                 self.outage.failed(exc)
                 await asyncio.sleep(1.0)
                 continue
             self.outage.ok()
-            return
+            return True
 
-    async def _send(self, dirty: dict[int, set[str]]) -> None:
+    async def _send(self, partition: int, keys: set[str], offset: int | None) -> None:
+        from aiokafka import TopicPartition
+
         dumps = orjson.dumps
-        futures = []
-        for partition, keys in dirty.items():
+        async with self.producers.transaction(partition) as txn:
             part = self.state.partitions.get(partition)
-            records = part.records if part is not None else {}
-            out = []
+            if part is None:  # revoked while waiting for the producer
+                raise NotOwner(partition)
+            records = part.records
+            out: list[tuple[bytes, Any]] = []
             for key in keys:
                 record = records.get(key)
                 out.append((dumps(key), None if record is None else dumps(record.to_wire())))
-            futures += await self.producer.send_many(self.topic, partition, out)
-            self.records_written += len(out)
-        if futures:
-            await asyncio.gather(*futures)
+            if out:
+                await txn.send_many(self.topic, partition, out)
+            if offset is not None:
+                await txn.send_offsets(
+                    {TopicPartition(self.source_topic, partition): offset}, self.group_id
+                )
+        self.records_written += len(out)

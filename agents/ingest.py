@@ -8,9 +8,12 @@ internal by-user topic as *batches*: one Kafka message per (partition, poll)
 carrying many events of that partition's users. The Faust agent of stage 2 then
 pays its per-message cost once per batch.
 
-Delivery is at least once: input offsets are committed only after every batch and
-dead letter derived from them is acknowledged by the broker. A redelivered event
-is harmless to the state (its merge is idempotent).
+Delivery is exactly once per input partition: each poll's by-user batches, dead
+letters and input offsets of one input partition are one Kafka transaction of that
+partition's fenced producer (:mod:`agents.producer`), so they are committed
+together or not at all, and a worker that lost the partition cannot add to them
+once the new owner has started. The new owner reads the committed offsets only
+after its producers have fenced the old ones.
 """
 
 from __future__ import annotations
@@ -21,17 +24,20 @@ import time
 from bisect import bisect_left
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any
 
 import orjson
+from aiokafka.abc import ConsumerRebalanceListener
 
+from agents import ingest_counters
 from agents.codec_guard import probe, refusal, rewind
-from agents.dead_letters import DeadLetter, dead_letter, deliver
+from agents.dead_letters import DeadLetter, dead_letter, deliver, record_errors
+from agents.ingest_counters import PollTally
 from agents.kafka_security import client_kwargs
 from agents.metrics import LAG_BUCKETS, IngestStats
 from agents.outage import Outage
+from agents.producer import NotOwner, PartitionProducers
 from streams.events import InvalidEvent, Limits, parse_event
 from streams.topics import partition_for_user
 
@@ -80,15 +86,29 @@ def decode_batch(raw: bytes) -> tuple[int, list[list[Any]]]:
     return partition, events
 
 
-@dataclass
-class Tally:
-    """Counts of one poll's valid events, handed to the stats once: the stats look
-    the label caps up per (platform, community, type), so per slice of a poll would
-    cost a quarter of the routing itself."""
+class _Fence(ConsumerRebalanceListener):  # type: ignore[misc]
+    """aiokafka rebalance listener: producers follow the assignment."""
 
-    counts: dict[tuple[str, str, str], int] = field(default_factory=dict)
-    lag_buckets: list[int] = field(default_factory=lambda: [0] * (len(LAG_BUCKETS) + 1))
-    lag_sum: float = 0.0
+    def __init__(self, stage: IngestStage) -> None:
+        self.stage = stage
+
+    async def on_partitions_revoked(self, revoked: set[Any]) -> None:
+        await self.stage.on_revoked()
+
+    async def on_partitions_assigned(self, assigned: set[Any]) -> None:
+        await self.stage.on_assigned(assigned)
+
+
+def _strip(letter: DeadLetter, error: str) -> DeadLetter:
+    return DeadLetter(None, b"", [*letter.headers, ("send_error", error.encode())])
+
+
+def _refusal(exc: BaseException) -> BaseException | None:
+    """The record error behind a failed transaction, if that is what failed it."""
+    for candidate in (exc, getattr(exc, "cause", None)):
+        if isinstance(candidate, record_errors()):
+            return candidate
+    return None
 
 
 class Router:
@@ -109,20 +129,23 @@ class Router:
         self.stats = stats
         #: EM_USER_ID_KEY: ids are replaced here, before anything is stored or sent
         self.pseudonymise = pseudonymise
+        self.internal_errors = 0
 
     def route(
-        self, messages: list[Any], now_ms: int, tally: Tally | None = None
+        self, messages: list[Any], now_ms: int, tally: PollTally | None = None
     ) -> tuple[dict[int, list[list[Any]]], list[tuple[Any, InvalidEvent]]]:
         """Valid events grouped by user partition, and the dead letters.
 
-        Counts are tallied in locals and handed to the stats once per poll (into
-        ``tally`` when given, for the caller to hand over): the per-event cost here
-        is most of the ingest stage's budget.
+        Counts are tallied in locals and handed to ``tally`` once per poll: the
+        per-event cost here is most of the ingest stage's budget. The stage applies
+        the tally to the partition's counters only once its transaction committed.
         """
+        tally = tally if tally is not None else self.stats.tally()
         by_partition: defaultdict[int, list[list[Any]]] = defaultdict(list)
         dead: list[tuple[Any, InvalidEvent]] = []
-        poll = Tally() if tally is None else tally
-        counts, lag_buckets, lag_sum = poll.counts, poll.lag_buckets, 0.0
+        counts: dict[tuple[str, str, str], int] = {}
+        lag_buckets = [0] * (len(LAG_BUCKETS) + 1)
+        lag_sum = 0.0
         n, limits, bounds, pseudonymise = (
             self.partitions,
             self.limits,
@@ -138,11 +161,11 @@ class Router:
                     user_id = pseudonymise(user_id)
                 partition = partition_for_user(user_id, n)
             except InvalidEvent as exc:
-                self.stats.count_invalid(exc.reason)
+                tally.count_invalid(exc.reason)
                 dead.append((message, exc))
                 continue
             except Exception as exc:  # noqa: BLE001 - no message may stop the worker
-                dead.append((message, self._internal_error(exc, message)))
+                dead.append((message, self._internal_error(exc, message, tally)))
                 continue
             by_partition[partition].append([ts_ms, platform, community, user_id, kind])
             key = (platform, community, kind)
@@ -150,19 +173,16 @@ class Router:
             lag = (now_ms - ts_ms) / 1000
             lag_buckets[bisect_left(bounds, lag)] += 1
             lag_sum += lag
-        poll.lag_sum += lag_sum
-        if tally is None:
-            self.count(poll)
+        tally.add(counts, lag_buckets, lag_sum)
         return by_partition, dead
 
-    def count(self, tally: Tally) -> None:
-        self.stats.add(tally.counts, tally.lag_buckets, tally.lag_sum)
-
-    def _internal_error(self, exc: Exception, message: Any) -> InvalidEvent:
+    def _internal_error(self, exc: Exception, message: Any, tally: PollTally) -> InvalidEvent:
         """A bug or an input the validator did not foresee: dead-letter the message
-        and go on. Logged at 1, 2, 4, 8, … occurrences, so a flood stays readable."""
-        self.stats.count_invalid("internal_error")
-        count = self.stats.invalid["internal_error"]
+        and go on. Logged at 1, 2, 4, 8, … occurrences (in this process), so a flood
+        stays readable."""
+        tally.count_invalid("internal_error")
+        self.internal_errors += 1
+        count = self.internal_errors
         if count & (count - 1) == 0:
             log.warning(
                 "ingest: unexpected %s on %s[%d]@%d (occurrence %d), sent to the DLQ",
@@ -176,7 +196,7 @@ class Router:
 
 
 class IngestStage:
-    """The I/O around :class:`Router`: consume, produce, commit."""
+    """The I/O around :class:`Router`: consume, then produce and commit in transactions."""
 
     def __init__(
         self,
@@ -186,8 +206,9 @@ class IngestStage:
         input_topic: str,
         by_user_topic: str,
         dlq_topic: str,
+        counters_topic: str,
         router: Router,
-        producer: Any,
+        producers: PartitionProducers,
         consumer_settings: dict[str, Any],
         offsets_gauges: Any = None,
     ) -> None:
@@ -196,19 +217,21 @@ class IngestStage:
         self.input_topic = input_topic
         self.by_user_topic = by_user_topic
         self.dlq_topic = dlq_topic
+        self.counters_topic = counters_topic
         self.router = router
-        self.producer = producer
+        self.producers = producers
         self.consumer_settings = consumer_settings
         self.offsets_gauges = offsets_gauges
         self.consumer: Any = None
         self.committed: dict[Any, int] = {}
+        #: where each owned input partition's next batch must start (None: unknown)
+        self.next_offset: dict[Any, int | None] = {}
         self.outage = Outage("ingest: cannot deliver to Kafka", "ingest: delivering again")
 
     async def run(self) -> None:
         from aiokafka import AIOKafkaConsumer
 
         self.consumer = AIOKafkaConsumer(
-            self.input_topic,
             bootstrap_servers=self.bootstrap,
             group_id=self.group_id,
             enable_auto_commit=False,
@@ -219,6 +242,7 @@ class IngestStage:
             **client_kwargs(),
         )
         await self.consumer.start()
+        self.consumer.subscribe([self.input_topic], listener=_Fence(self))
         log.info("ingest: reading %s as group %s", self.input_topic, self.group_id)
         try:
             while True:
@@ -228,16 +252,20 @@ class IngestStage:
                     await self._skip_undecodable()
                     continue
                 if polled:
-                    await self._handle_or_rewind(polled)
+                    await asyncio.gather(
+                        *(self._handle_or_rewind(tp, m) for tp, m in polled.items())
+                    )
                 self._export_offsets()
         finally:
             await self.consumer.stop()
+            await self.producers.revoke_all()
 
     async def _skip_undecodable(self) -> None:
         """After a batch aiokafka cannot read (too large once decompressed, corrupt):
         every partition back to its last commit; the one that fails is read record
         by record up to the bad offset, which is dead-lettered by its coordinates
-        and passed. Nothing before it is lost, nothing after it waits."""
+        and passed (in one transaction with its counter and offset). Nothing before
+        it is lost, nothing after it waits."""
         assigned = sorted(self.consumer.assignment())
         for tp in assigned:
             await rewind(self.consumer, tp)
@@ -246,65 +274,127 @@ class IngestStage:
             if found.bad_offset is None or found.error is None:
                 await rewind(self.consumer, tp)  # read again by the main loop
                 continue
-            if found.records:
-                await self._handle({tp: found.records})
-            error = refusal(found.error)
-            self.router.stats.count_invalid(error.reason)
-            offset = found.bad_offset
-            where = SimpleNamespace(
-                topic=tp.topic,
-                partition=tp.partition,
-                offset=found.bad_offset,
-                key=None,
-                value=None,
-            )
-            letter = dead_letter(where, error, 0)
-            await deliver(self.producer, self.dlq_topic, [letter])
-            await self.consumer.commit({tp: offset + 1})
-            self.consumer.seek(tp, offset + 1)
+            if found.records and not await self._handle_or_rewind(tp, found.records):
+                await rewind(self.consumer, tp)  # not handled (yet): all read again
+                continue
+            if not self._expects(tp, found.bad_offset):
+                continue
+            await self._pass_unreadable(tp, found.bad_offset, found.error)
 
-    async def _handle_or_rewind(self, polled: dict[Any, list[Any]]) -> None:
+    async def _pass_unreadable(self, tp: Any, offset: int, error: Exception) -> None:
+        stats = self.router.stats
+        tally = stats.tally()
+        reason = refusal(error)  # a bomb is too_large, anything else internal_error
+        tally.count_invalid(reason.reason)
+        counters, changed = ingest_counters.apply(tally, stats.counters(tp.partition))
+        where = SimpleNamespace(
+            topic=tp.topic, partition=tp.partition, offset=offset, key=None, value=None
+        )
+        letter = dead_letter(where, reason, 0)
+        try:
+            async with self.producers.transaction(tp.partition) as txn:
+                await self._send_counters(txn, tp, changed)
+                await deliver(txn, self.dlq_topic, [letter])
+                await txn.send_offsets({tp: offset + 1}, self.group_id)
+        except NotOwner:
+            return
+        self._committed_poll(tp, counters, offset + 1)
+        self.consumer.seek(tp, offset + 1)
+
+    async def on_assigned(self, assigned: set[Any]) -> None:
+        """Fence the previous owners first, then read where they stopped: their last
+        transaction is by then committed (offsets visible) or aborted."""
+        partitions = {tp.partition for tp in assigned}
+        await self.producers.assign(partitions)
+        stats = self.router.stats
+        stats.partitions = await ingest_counters.load(
+            self.bootstrap, self.counters_topic, partitions, len(LAG_BUCKETS) + 1
+        )
+        for tp in assigned:
+            # what was fetched meanwhile was skipped (see _handle_or_rewind): seek
+            committed = await self.consumer.committed(tp)
+            if committed is None:
+                await self.consumer.seek_to_beginning(tp)
+            else:
+                self.consumer.seek(tp, committed)
+            self.next_offset[tp] = committed
+
+    async def on_revoked(self) -> None:
+        self.next_offset.clear()
+        self.router.stats.partitions = {}
+        await self.producers.revoke_all()
+
+    async def _handle_or_rewind(self, tp: Any, messages: list[Any]) -> bool:
         """A broker outage must neither stop the worker nor lose a batch: if the
-        batch's output cannot be delivered, read the same messages again later."""
+        transaction fails, read the same messages again later. True: committed."""
         from aiokafka.errors import KafkaError
 
+        if not self._expects(tp, messages[0].offset):
+            return False
         try:
-            await self._handle(polled)
+            await self._transact(tp, messages)
+        except NotOwner:  # fenced: another worker owns it and exposes its counters
+            self.next_offset.pop(tp, None)
+            self.router.stats.partitions.pop(tp.partition, None)
+            return False
         except KafkaError as exc:
             self.outage.failed(exc)
-            assigned = self.consumer.assignment()
-            for tp, batch in polled.items():
-                if tp in assigned:
-                    self.consumer.seek(tp, batch[0].offset)
+            self._rewind(tp, messages[0].offset)
             await asyncio.sleep(1.0)
-        else:
-            self.outage.ok()
+            return False
+        self.outage.ok()
+        return True
 
-    async def _handle(self, polled: dict[Any, list[Any]]) -> None:
-        from aiokafka.errors import CommitFailedError
+    def _expects(self, tp: Any, offset: int) -> bool:
+        """Whether a batch starting at ``offset`` is the next one of an owned partition.
+        Not while the assignment is in progress (no ``next_offset`` yet: it will seek)
+        or after the partition moved; a batch read before the seek to the committed
+        offset is read again from there."""
+        expected = self.next_offset.get(tp, -1)
+        if expected == -1 or not self.producers.owns(tp.partition):
+            return False
+        if expected is not None and offset != expected:
+            self._rewind(tp, expected)
+            return False
+        return True
 
-        messages = [m for batch in polled.values() for m in batch]
-        by_partition, letters = await self._route(messages, int(time.time() * 1000))
-        sends = []
-        for partition, events in by_partition.items():
-            for raw in encode_batches(partition, events):
-                sends.append(await self.producer.send(self.by_user_topic, raw, partition=partition))
-        await deliver(self.producer, self.dlq_topic, letters)
-        if sends:
-            await asyncio.gather(*sends)
-        offsets = {tp: batch[-1].offset + 1 for tp, batch in polled.items()}
+    async def _transact(self, tp: Any, messages: list[Any]) -> None:
+        """A dead letter the broker refuses for its own sake dooms the whole
+        transaction (aiokafka aborts it); never a rewind for that: the poll goes
+        again at once with its dead letters stripped of key and value."""
         try:
-            await self.consumer.commit(offsets)
-        except CommitFailedError as exc:
-            # the group moved on (e.g. after a broker restart): whoever owns these
-            # partitions now reads them again from the last commit — duplicates,
-            # which the state absorbs, never a loss
-            log.warning("ingest: commit failed, the batch will be read again: %s", exc)
-            return
-        self.committed.update(offsets)
+            await self._handle(tp, messages)
+        except Exception as exc:
+            refusal = _refusal(exc)
+            if refusal is None:
+                raise
+            log.warning("dlq: %s refused a dead letter, sending them without payload", refusal)
+            await self._handle(tp, messages, stripped=type(refusal).__name__)
+
+    def _rewind(self, tp: Any, offset: int) -> None:
+        if tp in self.consumer.assignment():
+            self.consumer.seek(tp, offset)
+
+    async def _handle(self, tp: Any, messages: list[Any], stripped: str | None = None) -> None:
+        now_ms = int(time.time() * 1000)
+        stats = self.router.stats
+        tally = stats.tally()
+        by_partition, letters = await self._route(messages, now_ms, tally)
+        counters, changed = ingest_counters.apply(tally, stats.counters(tp.partition))
+        next_offset = messages[-1].offset + 1
+        async with self.producers.transaction(tp.partition) as txn:
+            await self._send_counters(txn, tp, changed)
+            for partition, events in by_partition.items():
+                for raw in encode_batches(partition, events):
+                    await txn.send(self.by_user_topic, raw, partition=partition)
+            if stripped is not None:
+                letters = [_strip(letter, stripped) for letter in letters]
+            await deliver(txn, self.dlq_topic, letters)
+            await txn.send_offsets({tp: next_offset}, self.group_id)
+        self._committed_poll(tp, counters, next_offset)
 
     async def _route(
-        self, messages: list[Any], now_ms: int
+        self, messages: list[Any], now_ms: int, tally: PollTally
     ) -> tuple[dict[int, list[list[Any]]], list[DeadLetter]]:
         """The poll's events by user partition and its dead letters, judged
         :data:`ROUTE_SLICE` messages at a time, with the event loop let through
@@ -313,11 +403,11 @@ class IngestStage:
         them held the loop for seconds, tens of seconds on a loaded machine: the
         ingest group's heartbeats, the state agent, the Faust consumer thread's
         wake-ups and /metrics waited, and a poll longer than the session timeout
-        cost the group membership (the poll was then read again and counted twice)."""
+        cost the group membership."""
         by_partition: defaultdict[int, list[list[Any]]] = defaultdict(list)
         letters: list[DeadLetter] = []
         max_bytes = self.router.limits.max_message_bytes
-        tally, turn = Tally(), time.monotonic()
+        turn = time.monotonic()
         for start in range(0, len(messages), ROUTE_SLICE):
             routed, dead = self.router.route(messages[start : start + ROUTE_SLICE], now_ms, tally)
             for partition, events in routed.items():
@@ -326,8 +416,19 @@ class IngestStage:
             if time.monotonic() - turn >= ROUTE_TURN_SECONDS:
                 await asyncio.sleep(0)
                 turn = time.monotonic()
-        self.router.count(tally)
         return by_partition, letters
+
+    async def _send_counters(self, txn: Any, tp: Any, changed: list[Any]) -> None:
+        home = tp.partition % await txn.partition_count(self.counters_topic)
+        await txn.send_many(
+            self.counters_topic, home, ingest_counters.encode(tp.partition, changed)
+        )
+
+    def _committed_poll(self, tp: Any, counters: Any, next_offset: int) -> None:
+        if self.producers.owns(tp.partition):  # not taken away while committing
+            self.router.stats.partitions[tp.partition] = counters
+        self.next_offset[tp] = next_offset
+        self.committed[tp] = next_offset
 
     def _export_offsets(self) -> None:
         """Ingest lag into Faust's offset gauges, so one lag rule covers every stage."""

@@ -39,6 +39,7 @@ async def ensure_topics(
     topics: dict[str, int],
     *,
     compacted: bool = False,
+    configs: dict[str, str] | None = None,
     replication: int | None = None,
     timeout_s: float = 30.0,
 ) -> list[str]:
@@ -52,6 +53,8 @@ async def ensure_topics(
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
     from aiokafka.errors import TopicAlreadyExistsError
 
+    extra_configs = dict(configs or {})
+
     admin = AIOKafkaAdminClient(
         bootstrap_servers=bootstrap,
         request_timeout_ms=int(timeout_s * 1000),
@@ -61,6 +64,7 @@ async def ensure_topics(
     try:
         existing = set(await admin.list_topics())
         configs = {"cleanup.policy": "compact"} if compacted else {}
+        configs.update(extra_configs)
         wanted = [
             NewTopic(
                 name, num_partitions=n, replication_factor=replication or 1, topic_configs=configs

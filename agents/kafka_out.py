@@ -6,7 +6,7 @@ aiokafka ``BatchBuilder``\\ s itself (a C extension appends a record in about a
 microsecond) and hands a full batch to ``send_batch``. Everything that writes in
 batches goes through it:
 
-* the worker (:class:`agents.producer.SharedProducer`): by-user batches, dead
+* the worker (:class:`agents.producer.Transaction`): by-user batches, dead
   letters and changelog writes; :func:`send_to_partition` fills one partition's
   batches, and the caller awaits the delivery futures;
 * the commands (:class:`BatchWriter`: simulator, ``produce``, ``replay``): nothing is

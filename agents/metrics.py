@@ -2,14 +2,14 @@
 
 Active-user and follower gauges are derived from the state of the partitions this
 worker holds at the moment of the scrape, so a rebalance never leaves a stale
-series behind. Counters and the lag histogram are plain in-process tallies that
-the ingest stage bumps per event (a dict increment is far cheaper than a
-prometheus_client ``inc()``), turned into metric families here.
+series behind. Counters and the lag histogram are per input partition, state the
+ingest stage commits with its offsets (:mod:`agents.ingest_counters`): exposed
+with a ``partition`` label for the partitions this worker owns, so a moved
+partition's series goes on from the same value on its new owner.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Iterator
 
 from prometheus_client.core import (
@@ -21,10 +21,10 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 from prometheus_client.samples import Sample
 
+from agents.ingest_counters import PartitionCounters, PollTally
 from agents.labels import CommunityLabels
 from streams import metric_names as names
 from streams.clock import Clock
-from streams.events import REASONS
 from streams.gauges import Gauges, gauge_rows
 from streams.lateness import DELAY_BUCKETS, LateEvents
 from streams.state import WorkerState
@@ -51,31 +51,23 @@ LAG_BUCKETS: tuple[float, ...] = (
 
 
 class IngestStats:
-    """Counts kept by the ingest stage; one instance per worker process."""
+    """The counters of the input partitions this worker's ingest stage owns."""
 
     def __init__(self, labels: CommunityLabels) -> None:
         self.labels = labels
-        self.events: defaultdict[tuple[str, str, str], int] = defaultdict(int)
-        self.invalid: dict[str, int] = dict.fromkeys(REASONS, 0)
-        self.lag_buckets = [0] * (len(LAG_BUCKETS) + 1)
-        self.lag_sum = 0.0
+        self.partitions: dict[int, PartitionCounters] = {}
         # Fed by the state stage (it sees events in the order they are applied).
         self.late = LateEvents()
 
-    def add(
-        self, counts: dict[tuple[str, str, str], int], lag_buckets: list[int], lag_sum: float
-    ) -> None:
-        """Merge one poll's tallies (names go through the label caps here, so each
-        counter series only ever grows)."""
-        events, labels, platforms = self.events, self.labels, self.labels.platforms
-        for (platform, community, event_type), n in counts.items():
-            events[(platforms(platform), labels(community), event_type)] += n
-        for i, n in enumerate(lag_buckets):
-            self.lag_buckets[i] += n
-        self.lag_sum += lag_sum
+    def tally(self) -> PollTally:
+        """A tally for one poll of one partition (see :func:`agents.ingest_counters.apply`)."""
+        return PollTally(self.labels, len(LAG_BUCKETS) + 1)
 
-    def count_invalid(self, reason: str) -> None:
-        self.invalid[reason] += 1
+    def counters(self, partition: int) -> PartitionCounters:
+        counters = self.partitions.get(partition)
+        if counters is None:
+            counters = self.partitions[partition] = PartitionCounters(len(LAG_BUCKETS) + 1)
+        return counters
 
 
 class EngagementCollector(Collector):
@@ -148,22 +140,32 @@ class EngagementCollector(Collector):
 
     def _ingest_counters(self) -> Iterator[Metric]:
         events = CounterMetricFamily(
-            names.EVENTS, names.HELP[names.EVENTS], labels=names.LABELS[names.EVENTS]
+            names.EVENTS,
+            names.HELP[names.EVENTS],
+            labels=[*names.LABELS[names.EVENTS], "partition"],
         )
-        for key, value in sorted(self.stats.events.items()):
-            events.add_metric(list(key), value)
-        yield events
         invalid = CounterMetricFamily(
             names.INVALID_EVENTS,
             names.HELP[names.INVALID_EVENTS],
-            labels=names.LABELS[names.INVALID_EVENTS],
+            labels=[*names.LABELS[names.INVALID_EVENTS], "partition"],
         )
-        for reason, value in self.stats.invalid.items():
-            invalid.add_metric([reason], value)
+        for partition, counters in sorted(self.stats.partitions.items()):
+            label = str(partition)
+            for key, value in sorted(counters.events.items()):
+                events.add_metric([*key, label], value)
+            for reason, value in counters.invalid.items():
+                invalid.add_metric([reason, label], value)
+        yield events
         yield invalid
 
     def _lag(self) -> Metric:
-        return _histogram(names.EVENT_LAG, LAG_BUCKETS, self.stats.lag_buckets, self.stats.lag_sum)
+        family = HistogramMetricFamily(
+            names.EVENT_LAG, names.HELP[names.EVENT_LAG], labels=["partition"]
+        )
+        for partition, counters in sorted(self.stats.partitions.items()):
+            buckets = _cumulative(LAG_BUCKETS, counters.lag_buckets)
+            family.add_metric([str(partition)], buckets, counters.lag_sum)
+        return family
 
     def _watermark(self) -> Metric:
         family = GaugeMetricFamily(names.WATERMARK, names.HELP[names.WATERMARK])
@@ -177,11 +179,16 @@ def _histogram(
     name: str, bounds: tuple[float, ...], counts: list[int], total: float
 ) -> HistogramMetricFamily:
     """A histogram family from per-bucket (not cumulative) counts, the last one +Inf."""
+    buckets = _cumulative(bounds, counts)
+    return HistogramMetricFamily(name, names.HELP[name], buckets=buckets, sum_value=total)
+
+
+def _cumulative(bounds: tuple[float, ...], counts: list[int]) -> list[tuple[str, float]]:
     cumulative, buckets = 0, []
     for bound, count in zip((*bounds, float("inf")), counts, strict=True):
         cumulative += count
-        buckets.append((_bound_label(bound), cumulative))
-    return HistogramMetricFamily(name, names.HELP[name], buckets=buckets, sum_value=total)
+        buckets.append((_bound_label(bound), float(cumulative)))
+    return buckets
 
 
 def _bound_label(bound: float) -> str:

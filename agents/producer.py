@@ -1,51 +1,241 @@
-"""The worker's own aiokafka producer, for what Faust's producer path is too slow for.
+"""Transactional producers, one per owned partition: Kafka's zombie fencing.
 
-One producer serves the by-user batches and dead letters of the ingest stage and the
-changelog writes of the state stage. It starts lazily (whichever stage needs it
-first) and stops at shutdown. Its batches are filled by :mod:`agents.kafka_out`, the
-one batch producer the commands use too.
+A worker that lost a partition (paused past its session timeout, or just slow to
+notice a rebalance) must not get one more record into that partition's outputs
+once the new owner has started. Kafka gives this per *transactional id*: when a
+producer with the same id initialises (``InitProducerId``), the broker aborts the
+old producer's open transaction and rejects everything it sends afterwards
+(``ProducerFenced``). aiokafka has no KIP-447 group-metadata fencing, so the ids
+are per input partition — ``{prefix}-{partition}`` — as in Kafka Streams before
+KIP-447, and a stage creates the producers of its partitions on every assignment,
+*before* it reads any state or offsets for them.
+
+Each batch is one transaction: its output records and the input offsets it
+consumed are committed together or not at all, and ``read_committed`` readers
+never see an aborted batch.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import asynccontextmanager
 from typing import Any
 
 from agents.kafka_out import send_to_partition, start_producer
 
+log = logging.getLogger(__name__)
 
-class SharedProducer:
-    def __init__(self, bootstrap: str) -> None:
-        self.bootstrap = bootstrap
-        self._producer: Any = None
-        self._lock = asyncio.Lock()
+
+def _fenced_errors() -> tuple[type[BaseException], ...]:
+    from aiokafka.errors import InvalidProducerEpoch, ProducerFenced
+
+    return (ProducerFenced, InvalidProducerEpoch)
+
+
+_FENCED = _fenced_errors()
+
+
+def _illegal_operation() -> type[Exception]:
+    from aiokafka.errors import IllegalOperation
+
+    return IllegalOperation
+
+
+def _transaction_failed_base() -> type[Exception]:
+    from aiokafka.errors import KafkaError
+
+    return KafkaError
+
+
+class TransactionFailed(_transaction_failed_base()):  # type: ignore[misc]
+    """The transaction could not go on (aborted); retry with the same input.
+    ``cause``: the error aiokafka ended it with, if known."""
+
+    cause: BaseException | None = None
+
+
+def _background_error(producer: Any) -> BaseException | None:
+    waiter = producer._txn_manager.wait_for_transaction_end()  # noqa: SLF001
+    if waiter is not None and waiter.done() and not waiter.cancelled():
+        return waiter.exception()
+    return None
+
+
+class NotOwner(Exception):
+    """This worker does not (or no longer) own the partition: nothing was written."""
+
+
+class Transaction:
+    """Sends of one open transaction; the context manager commits them."""
+
+    def __init__(self, producer: Any) -> None:
+        self.producer = producer
+        self.futures: list[Any] = []
 
     async def send(self, topic: str, value: bytes | None, **kwargs: Any) -> Any:
-        """Enqueue one record; returns the delivery future."""
-        producer = await self._started()
-        return await producer.send(topic, value, **kwargs)
+        """Enqueue one record; returns its delivery future (the commit waits for it)."""
+        future = await self.producer.send(topic, value, **kwargs)
+        self.futures.append(future)
+        return future
 
     async def send_many(
-        self, topic: str, partition: int, records: list[tuple[bytes, bytes | None]]
-    ) -> list[Any]:
-        """Send (key, value) records to one partition in as few batches as fit; returns
-        the batches' delivery futures (see :func:`agents.kafka_out.send_to_partition`)."""
-        return await send_to_partition(await self._started(), topic, partition, records)
+        self, topic: str, partition: int, records: Sequence[tuple[bytes, bytes | None]]
+    ) -> None:
+        """(key, value) records to one partition in as few batches as fit (see
+        :func:`agents.kafka_out.send_to_partition`); the commit waits for them."""
+        self.futures += await send_to_partition(self.producer, topic, partition, records)
 
-    async def _started(self) -> Any:
-        if self._producer is None:
-            async with self._lock:
-                if self._producer is None:
-                    self._producer = await start_producer(
-                        self.bootstrap,
-                        acks="all",
-                        linger_ms=5,
-                        max_batch_size=1024 * 1024,
-                        max_request_size=4 * 1024 * 1024,
-                    )
-        return self._producer
+    async def partition_count(self, topic: str) -> int:
+        return len(await self.producer.partitions_for(topic))
 
-    async def stop(self) -> None:
-        if self._producer is not None:
-            await self._producer.stop()
-            self._producer = None
+    async def send_offsets(self, offsets: dict[Any, int], group_id: str) -> None:
+        """Commit these consumer offsets with the transaction (atomically with its records)."""
+        await self.producer.send_offsets_to_transaction(offsets, group_id)
+
+
+class PartitionProducers:
+    """The transactional producers of the partitions one stage of this worker owns."""
+
+    def __init__(self, bootstrap: str, prefix: str) -> None:
+        self.bootstrap = bootstrap
+        self.prefix = prefix
+        self._owned: set[int] = set()
+        self._producers: dict[int, Any] = {}
+        self._locks: dict[int, asyncio.Lock] = {}
+
+    def owned(self) -> set[int]:
+        return set(self._owned)
+
+    def owns(self, partition: int) -> bool:
+        return partition in self._owned
+
+    async def assign(self, partitions: Iterable[int]) -> None:
+        """Own these partitions from now on: (re)create their producers and wait until
+        the broker has fenced every older producer of the same ids (their open
+        transactions are aborted, their later writes refused)."""
+        wanted = sorted(set(partitions))
+        await self.revoke(wanted)
+        started = await asyncio.gather(*(self._start(p) for p in wanted))
+        self._producers.update(zip(wanted, started, strict=True))
+        self._owned.update(wanted)
+
+    async def revoke(self, partitions: Iterable[int]) -> None:
+        """Stop owning these partitions; waits for a transaction in progress on them."""
+        for partition in sorted(set(partitions)):
+            async with self._lock(partition):
+                self._owned.discard(partition)
+                producer = self._producers.pop(partition, None)
+            if producer is not None:
+                await _stop_quietly(producer)
+
+    async def revoke_all(self) -> None:
+        await self.revoke(self._owned | set(self._producers))
+
+    @asynccontextmanager
+    async def transaction(self, partition: int) -> AsyncIterator[Transaction]:
+        """One transaction on the partition's producer; commits when the block ends.
+
+        Raises :class:`NotOwner` when the partition is not owned here or its producer
+        was fenced (another worker owns it now; the partition is then given up). Any
+        other error aborts the transaction and is raised for the caller to retry.
+        """
+        async with self._lock(partition):
+            if partition not in self._owned:
+                raise NotOwner(partition)
+            producer = self._producers.get(partition)
+            if producer is None:  # replaced after a failed abort; the fence still holds
+                producer = self._producers[partition] = await self._start(partition)
+            txn = Transaction(producer)
+            try:
+                await producer.begin_transaction()
+                yield txn
+                if txn.futures:
+                    await asyncio.gather(*txn.futures)
+                await producer.commit_transaction()
+            except _FENCED as exc:
+                _consume(txn.futures)
+                await self._fenced(partition, producer, exc)
+            except _illegal_operation() as exc:
+                # aiokafka ended the transaction in the background (its sender got an
+                # error, most often ProducerFenced); later calls just say "not in a
+                # transaction": look for the cause
+                _consume(txn.futures)
+                cause = _background_error(producer)
+                if isinstance(cause, _FENCED):
+                    await self._fenced(partition, producer, cause)
+                await self._abort(partition, producer)
+                failed = TransactionFailed(f"{exc} ({cause!r})")
+                failed.cause = cause
+                raise failed from exc
+            except BaseException:
+                _consume(txn.futures)
+                await self._abort(partition, producer)
+                raise
+
+    async def _fenced(self, partition: int, producer: Any, exc: BaseException) -> None:
+        log.warning(
+            "%s-%d: fenced, another worker owns the partition now (%s: %s)",
+            self.prefix,
+            partition,
+            type(exc).__name__,
+            exc,
+        )
+        self._owned.discard(partition)
+        self._producers.pop(partition, None)
+        await _stop_quietly(producer)
+        raise NotOwner(partition) from exc
+
+    async def _abort(self, partition: int, producer: Any) -> None:
+        """Abort. A fenced producer gives the partition up; one that cannot abort for
+        another reason (the broker is away) is dropped, and a new one with the same
+        id — which aborts the open transaction when it initialises — is made at the
+        next transaction."""
+        try:
+            await asyncio.wait_for(producer.abort_transaction(), 30)
+        except _FENCED as exc:
+            await self._fenced(partition, producer, exc)
+        except Exception as exc:  # noqa: BLE001 - start over with a new producer
+            log.warning("%s-%d: abort failed (%r); new producer", self.prefix, partition, exc)
+            self._producers.pop(partition, None)
+            await _stop_quietly(producer)
+
+    def _lock(self, partition: int) -> asyncio.Lock:
+        lock = self._locks.get(partition)
+        if lock is None:
+            lock = self._locks[partition] = asyncio.Lock()
+        return lock
+
+    async def _start(self, partition: int) -> Any:
+        producer = await start_producer(
+            self.bootstrap,
+            transactional_id=f"{self.prefix}-{partition}",
+            enable_idempotence=True,
+            acks="all",
+            linger_ms=5,
+            max_batch_size=1024 * 1024,
+            max_request_size=4 * 1024 * 1024,
+        )
+        try:
+            # InitProducerId: fences older producers of this id (aiokafka runs it in
+            # the background; the fence must be in place before we read any state)
+            await asyncio.shield(producer._txn_manager.wait_for_pid())  # noqa: SLF001
+        except BaseException:
+            await _stop_quietly(producer)
+            raise
+        return producer
+
+
+def _consume(futures: list[Any]) -> None:
+    """Retrieve the outcome of an aborted transaction's sends (asyncio would log
+    "exception was never retrieved" for each failed one)."""
+    for future in futures:
+        future.add_done_callback(lambda f: f.cancelled() or f.exception())
+
+
+async def _stop_quietly(producer: Any) -> None:
+    try:
+        await asyncio.wait_for(producer.stop(), 10)
+    except Exception as exc:  # noqa: BLE001 - a fenced or broken producer may not stop cleanly
+        log.debug("producer stop: %r", exc)

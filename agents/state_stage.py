@@ -28,11 +28,13 @@ log = logging.getLogger(__name__)
 
 
 class UsersTable(faust.Table):
-    """A Faust table that tells the worker state when partitions come and go."""
+    """A Faust table that tells the worker state when partitions come and go, and
+    fences the previous owners of its partitions before their recovery starts."""
 
     worker_state: WorkerState
     partitions_total: int
     source_topics: frozenset[str]
+    writer: ChangelogWriter
 
     async def on_rebalance(
         self,
@@ -41,21 +43,36 @@ class UsersTable(faust.Table):
         newly_assigned: set[TP],
         generation_id: int = 0,
     ) -> None:
+        self.writer.paused = True  # no expiry from a mirror that may be stale
         for tp in revoked:
             if tp.topic in self.source_topics and tp.partition in self.worker_state.partitions:
                 self.worker_state.revoke(tp.partition)
                 log.info("state: partition %d revoked", tp.partition)
+        mine = {tp.partition for tp in assigned if tp.topic in self.source_topics}
+        producers = self.writer.producers
+        await producers.revoke(producers.owned() - mine)
+        # every rebalance, also for partitions held before: a worker that was out of
+        # the group (paused) may get a partition back that another worker wrote to
+        await producers.assign(mine)
         await super().on_rebalance(assigned, revoked, newly_assigned, generation_id)
 
     async def on_recovery_completed(self, active_tps: set[TP], standby_tps: set[TP]) -> None:
+        """Rebuild every held partition from the store, which recovery has just brought
+        up to the changelog's last committed record: a mirror kept across the
+        rebalance could miss what another owner wrote while this worker was out."""
         await super().on_recovery_completed(active_tps, standby_tps)
+        recovery = getattr(self.app.tables, "recovery", None)
+        completing = getattr(recovery, "completing_generation", None)
+        if completing is not None and completing != self.app.consumer_generation_id:
+            log.info("state: recovery of generation %s is stale; waiting for the next", completing)
+            return  # still paused: the current generation's recovery rebuilds
         changelog = self.changelog_topic_name
         active = {tp.partition for tp in active_tps if tp.topic == changelog}
         for partition in sorted(set(self.worker_state.partitions) - active):
             self.worker_state.revoke(partition)
-        missing = active - set(self.worker_state.partitions)
-        if missing:
-            rebuild(self.worker_state, missing, self.data.items(), self.partitions_total)
+        if active:
+            rebuild(self.worker_state, active, self.data.items(), self.partitions_total)
+        self.writer.paused = False
 
     def on_store_discarded(self, partitions: set[int]) -> None:
         """The store check (agents/store_guard) wiped these partitions' stores: drop
@@ -63,7 +80,10 @@ class UsersTable(faust.Table):
         for partition in partitions & set(self.worker_state.partitions):
             self.worker_state.revoke(partition)
 
-    def ensure_partition(self, partition: int) -> PartitionState:
+    def ensure_partition(self, partition: int) -> PartitionState | None:
+        """The partition's mirror; None if this worker does not own the partition."""
+        if not self.writer.producers.owns(partition):
+            return None
         part = self.worker_state.partitions.get(partition)
         if part is None:  # a batch arrived before recovery told us; build it now
             rebuild(self.worker_state, {partition}, self.data.items(), self.partitions_total)
@@ -110,11 +130,15 @@ def make_apply_agent(
 
     @app.agent(topic, name="apply-events")
     async def apply_events(stream: Any) -> None:
-        async for values in stream.take(64, within=0.05):
+        async for batch in stream.take_events(64, within=0.05):
             dirty: dict[int, set[str]] = {}
-            for raw in values:
-                partition, events = decode_batch(raw)
+            offsets: dict[int, int] = {}
+            for event in batch:
+                partition, events = decode_batch(event.value)
                 part = table.ensure_partition(partition)
+                if part is None:
+                    continue  # not ours (any more): the owner applies it
+                offsets[partition] = event.message.offset + 1
                 if before is not None:
                     before(partition, events)
                 keys = dirty.setdefault(partition, set())
@@ -125,15 +149,22 @@ def make_apply_agent(
                         keys.add(key)
                 for observe in watchers:
                     observe(partition, events)
-            await writer.write(dirty)
+            await writer.write(dirty, offsets)
 
     return apply_events
 
 
 async def expire(state: WorkerState, writer: ChangelogWriter, now_ms: int, horizon_ms: int) -> int:
-    """Delete records no window can count any more; tombstone them in the changelog."""
+    """Delete records no window can count any more; tombstone them in the changelog.
+
+    Not while a rebalance is in progress: a mirror kept across it may be stale
+    until it is rebuilt, and its "expired" record may be newer in the changelog."""
+    if writer.paused:
+        return 0
     dirty: dict[int, set[str]] = {}
-    for partition, part in state.partitions.items():
+    for partition, part in list(state.partitions.items()):
+        if not writer.producers.owns(partition):
+            continue
         keys = part.expired_keys(now_ms, horizon_ms)
         for key in keys:
             part.delete(key)

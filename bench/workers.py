@@ -25,6 +25,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from agents.kafka_admin import ensure_topics
 from agents.kafka_security import client_kwargs
+from agents.txn_offsets import records_behind
 from streams import metric_names as names
 from streams.topics import by_user_topic, ingest_group
 
@@ -106,9 +107,19 @@ class Worker:
             os.kill(self.proc.pid, signal.SIGKILL)
             self.proc.wait(10)
 
+    def pause(self) -> None:
+        """SIGSTOP: the process keeps its sockets and state but misses heartbeats."""
+        assert self.proc is not None
+        os.kill(self.proc.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.proc is not None
+        os.kill(self.proc.pid, signal.SIGCONT)
+
     def stop(self) -> None:
         if self.alive():
             assert self.proc is not None
+            os.kill(self.proc.pid, signal.SIGCONT)  # a paused process can't handle SIGTERM
             os.kill(self.proc.pid, signal.SIGTERM)
             try:
                 self.proc.wait(30)
@@ -218,10 +229,18 @@ async def wait_caught_up(
     Fails after ``timeout`` seconds in all or, with ``stall``, after ``stall``
     seconds in which no commit moved: a long run on a loaded machine may take its
     whole ``timeout`` while a stuck worker is found out early."""
+    from aiokafka import AIOKafkaConsumer
     from aiokafka.admin import AIOKafkaAdminClient
 
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **client_kwargs())
+    reader = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        enable_auto_commit=False,
+        isolation_level="read_committed",
+        **client_kwargs(),
+    )
     await admin.start()
+    await reader.start()
     try:
         deadline = time.monotonic() + timeout
         for group, topic in ((ingest_group(app_id), input_topic), (app_id, by_user_topic(app_id))):
@@ -229,11 +248,12 @@ async def wait_caught_up(
             least, moved_at = None, time.monotonic()
             while True:
                 committed = await _committed(admin, group)
-                behind = {
-                    tp: end - committed.get(tp, 0)
+                gaps = {
+                    tp: (committed.get(tp, 0), end)
                     for tp, end in ends.items()
                     if committed.get(tp, 0) < end
                 }
+                behind = await records_behind(reader, gaps)
                 if not behind:
                     break
                 if not worker.alive():
@@ -247,6 +267,7 @@ async def wait_caught_up(
                     )
                 await asyncio.sleep(0.3)
     finally:
+        await reader.stop()
         await admin.close()
 
 
@@ -271,7 +292,8 @@ async def produce(bootstrap: str, topic: str, values: Iterable[bytes], partition
 
 
 async def read_all(bootstrap: str, topic: str) -> list[Any]:
-    """Every record of a topic, from the beginning to the end offsets taken now."""
+    """Every committed record of a topic, from the beginning to the end offsets taken
+    now (read_committed: records of aborted transactions are not part of the topic)."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
     ends = await _end_offsets(bootstrap, topic)
@@ -279,6 +301,7 @@ async def read_all(bootstrap: str, topic: str) -> list[Any]:
         bootstrap_servers=bootstrap,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
+        isolation_level="read_committed",
         **client_kwargs(),
     )
     await consumer.start()
@@ -294,8 +317,9 @@ async def read_all(bootstrap: str, topic: str) -> list[Any]:
             batch = await consumer.getmany(timeout_ms=1000)
             for tp, messages in batch.items():
                 records.extend(m for m in messages if m.offset < ends[TopicPartition(*tp)])
-                if messages and messages[-1].offset + 1 >= ends[tp]:
-                    remaining.pop(tp, None)
+            for tp in list(remaining):  # markers and aborted records are skipped, not returned
+                if await consumer.position(tp) >= remaining[tp]:
+                    remaining.pop(tp)
         return records
     finally:
         await consumer.stop()

@@ -40,6 +40,7 @@ from typing import Any
 from agents.kafka_admin import require_topic
 from agents.kafka_security import client_kwargs, current, failure
 from agents.readmodel import connect, read_snapshots
+from agents.txn_offsets import records_behind
 from commands.audit_compare import (
     Expected,
     Series,
@@ -106,11 +107,17 @@ async def lag(
 ) -> tuple[dict[int, int], dict[str, int]]:
     """(the ingest group's committed input offsets, records not yet committed per
     group): the groups have caught up when the second is all zeros."""
-    from aiokafka import AIOKafkaConsumer
+    from aiokafka import AIOKafkaConsumer, TopicPartition
     from aiokafka.admin import AIOKafkaAdminClient
 
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **client_kwargs())
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, **client_kwargs())
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        enable_auto_commit=False,
+        isolation_level="read_committed",
+        **client_kwargs(),
+    )
     await admin.start()
     await consumer.start()
     try:
@@ -122,7 +129,12 @@ async def lag(
         for group, topic in ((ingest_group(app_id), input_topic), (app_id, by_user_topic(app_id))):
             ends = await _end_offsets(consumer, topic) if topic in existing else {}
             done = await _group_offsets(admin, group, topic)
-            behind[group] = sum(max(0, end - done.get(p, 0)) for p, end in ends.items())
+            gaps = {
+                TopicPartition(topic, p): (done.get(p, 0), end)
+                for p, end in ends.items()
+                if done.get(p, 0) < end
+            }
+            behind[group] = sum((await records_behind(consumer, gaps)).values())
             if topic == input_topic:
                 committed = {p: done.get(p, 0) for p in ends}
         return committed, behind
@@ -224,6 +236,7 @@ async def refused_as_future(conf: Any) -> set[tuple[int, int]]:
         bootstrap_servers=conf.kafka_bootstrap_servers,
         group_id=None,
         enable_auto_commit=False,
+        isolation_level="read_committed",  # the workers write the DLQ in transactions
         **client_kwargs(),
     )
     await consumer.start()

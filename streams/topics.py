@@ -28,6 +28,11 @@ def changelog_topic(app_id: str) -> str:
     return f"{app_id}-{TABLE_NAME}-changelog"
 
 
+def ingest_counters_topic(app_id: str) -> str:
+    """Compacted: the ingest counters of each input partition, committed with its offsets."""
+    return f"{app_id}-ingest-counters"
+
+
 def ingest_group(app_id: str) -> str:
     """Consumer group of the ingest stage (the state stage uses the app id itself)."""
     return f"{app_id}-ingest"

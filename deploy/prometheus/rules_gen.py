@@ -205,11 +205,12 @@ def recording_rules(s: Settings) -> list[dict[str, Any]]:
         *audience_rules(),
         {
             "record": names.EVENTS_RATE,
-            "expr": f"sum without (instance, job) (rate({names.EVENTS_TOTAL}[{w}]))",
+            "expr": f"sum without (instance, job, partition) (rate({names.EVENTS_TOTAL}[{w}]))",
         },
         {
             "record": names.INVALID_EVENTS_RATE,
-            "expr": f"sum without (instance, job) (rate({names.INVALID_EVENTS_TOTAL}[{w}]))",
+            "expr": "sum without (instance, job, partition) "
+            f"(rate({names.INVALID_EVENTS_TOTAL}[{w}]))",
         },
     ]
 
@@ -294,11 +295,11 @@ def engagement_alerts(s: Settings) -> list[dict[str, Any]]:
             # increase() copes with counter resets (worker restarts); `unless` also fires
             # when a community's series vanished (no sample in the last `after`).
             "alert": "EngagementStopped",
-            "expr": "sum without (instance, job, type) "
+            "expr": "sum without (instance, job, partition, type) "
             f"(increase({names.EVENTS_TOTAL}[{lookback}]))"
             f" >= {num(s['stopped_min_events'])}\n"
             "unless\n"
-            "sum without (instance, job, type) "
+            "sum without (instance, job, partition, type) "
             f"(increase({names.EVENTS_TOTAL}[{after}])) > 0",
             "for": s["stopped_for"],
             "labels": {"severity": s["stopped_severity"], "component": "engagement"},
@@ -322,9 +323,12 @@ def pipeline_alerts(s: Settings) -> list[dict[str, Any]]:
     committed = f"{s['faust_metric_prefix']}_topic_partition_offset_commited"
     topics = f'topic=~{q(s["lag_topic_regex"])}, topic!~".*-changelog"'
     w = s["events_rate_window"]
-    invalid = f"sum without (instance, job, reason) (rate({names.INVALID_EVENTS_TOTAL}[{w}]))"
+    invalid = (
+        f"sum without (instance, job, partition, reason) (rate({names.INVALID_EVENTS_TOTAL}[{w}]))"
+    )
     valid = (
-        f"sum without (instance, job, platform, community, type) (rate({names.EVENTS_TOTAL}[{w}]))"
+        "sum without (instance, job, partition, platform, community, type) "
+        f"(rate({names.EVENTS_TOTAL}[{w}]))"
     )
     return [
         # Consumer lag per app and topic from Faust's sensor: end offset - committed offset, per

@@ -48,7 +48,7 @@ UP = f'up{{job="{JOB}"}}'
 
 def lag_quantile(q: str) -> str:
     return (
-        f"histogram_quantile({q}, sum without (instance, job) "
+        f"histogram_quantile({q}, sum without (instance, job, partition) "
         f"(rate({EVENT_LAG}_bucket{{{APP_SEL}}}[$__rate_interval])))"
     )
 

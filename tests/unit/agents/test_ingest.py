@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 import pytest
+from aiokafka import TopicPartition
 from aiokafka.errors import KafkaConnectionError, MessageSizeTooLargeError
 
 import agents.ingest as ingest
@@ -66,12 +69,13 @@ def test_unexpected_exception_is_an_internal_error_dead_letter(monkeypatch: Any)
     monkeypatch.setattr(ingest, "parse_event", flaky)
     r = router()
     messages = [Msg(event("u-1"), 0), Msg(b"boom", 1), Msg(event("u-2"), 2)]
-    by_partition, dead = r.route(messages, NOW)  # type: ignore[arg-type]
+    tally = r.stats.tally()
+    by_partition, dead = r.route(messages, NOW, tally)  # type: ignore[arg-type]
     assert sum(len(v) for v in by_partition.values()) == 2
     assert [(m.offset, e.reason, e.exception) for m, e in dead] == [
         (1, "internal_error", "ZeroDivisionError")
     ]
-    assert r.stats.invalid["internal_error"] == 1
+    assert tally.invalid == {"internal_error": 1}
     headers = dict(dead_letter(dead[0][0], dead[0][1], 4096).headers)
     assert headers["exception"] == b"ZeroDivisionError"
     assert headers["reason"] == b"internal_error"
@@ -156,47 +160,99 @@ async def test_broker_outage_is_raised_for_a_rewind() -> None:
 
 
 class FakeConsumer:
-    def __init__(self) -> None:
-        self.commits: list[dict[Any, int]] = []
+    def __init__(self, tp: Any) -> None:
+        self.tp = tp
         self.seeks: list[tuple[Any, int]] = []
 
-    async def commit(self, offsets: dict[Any, int]) -> None:
-        self.commits.append(offsets)
-
     def assignment(self) -> set[Any]:
-        return {"tp0"}
+        return {self.tp}
 
     def seek(self, tp: Any, offset: int) -> None:
         self.seeks.append((tp, offset))
 
 
-def stage_with(producer: FakeProducer, router: Router) -> IngestStage:
-    """An ingest stage over fakes: topics in, by-user and dlq."""
+class FakeTransaction:
+    def __init__(self, producer: FakeProducer) -> None:
+        self.producer = producer
+        self.futures: list[Any] = []
+        self.offsets: list[dict[Any, int]] = []
+
+    async def send(self, topic: str, value: bytes | None, **kwargs: Any) -> Any:
+        future = await self.producer.send(topic, value, **kwargs)
+        self.futures.append(future)
+        return future
+
+    async def send_many(self, topic: str, partition: int, records: list[Any]) -> None:
+        for _key, value in records:
+            await self.send(topic, value)
+
+    async def partition_count(self, topic: str) -> int:
+        return 1
+
+    async def send_offsets(self, offsets: dict[Any, int], group_id: str) -> None:
+        self.offsets.append(offsets)
+
+
+class FakeProducers:
+    """Transactions over a :class:`FakeProducer`, with aiokafka's rule: a record the
+    broker refused fails the whole transaction (its records are then aborted)."""
+
+    def __init__(self, producer: FakeProducer) -> None:
+        self.producer = producer
+        self.committed_offsets: list[dict[Any, int]] = []
+
+    def owns(self, partition: int) -> bool:
+        return True
+
+    @asynccontextmanager
+    async def transaction(self, partition: int) -> AsyncIterator[FakeTransaction]:
+        txn = FakeTransaction(self.producer)
+        mark = len(self.producer.sent)
+        try:
+            yield txn
+            for result in await asyncio.gather(*txn.futures, return_exceptions=True):
+                if isinstance(result, BaseException):
+                    raise result
+        except BaseException:
+            del self.producer.sent[mark:]  # aborted: read_committed readers never see it
+            raise
+        self.committed_offsets += txn.offsets
+
+
+def stage_with(producers: FakeProducers, router: Router) -> tuple[IngestStage, Any]:
+    """An ingest stage over fakes (topics in, by-user, dlq, counters) owning ``in``/0."""
     stage = IngestStage(
         bootstrap="",
         group_id="g",
         input_topic="in",
         by_user_topic="by-user",
         dlq_topic="dlq",
+        counters_topic="counters",
         router=router,
-        producer=producer,
+        producers=producers,  # type: ignore[arg-type]
         consumer_settings={},
     )
-    stage.consumer = FakeConsumer()
-    return stage
+    tp = TopicPartition("in", 0)
+    stage.consumer = FakeConsumer(tp)
+    stage.next_offset[tp] = None
+    return stage, tp
 
 
-async def test_a_refused_record_never_rewinds_the_poll() -> None:
+@pytest.mark.parametrize("at_enqueue", [True, False])
+async def test_a_refused_record_never_rewinds_the_poll(at_enqueue: bool) -> None:
     """Regression: MessageSizeTooLargeError is a KafkaError, so the stage rewound the
-    poll and retried it every second forever, counting its valid events each time."""
-    producer = FakeProducer(limit=10_000, at_enqueue=False)
-    stage = stage_with(
-        producer, Router(4, Limits(max_message_bytes=20_000), IngestStats(CommunityLabels(10)))
+    poll and retried it every second forever, counting its valid events each time.
+    In a transaction, a record the broker refuses aborts the whole poll: it goes
+    again at once with the dead letters stripped, and is counted once."""
+    producer = FakeProducer(limit=10_000, at_enqueue=at_enqueue)
+    producers = FakeProducers(producer)
+    stage, tp = stage_with(
+        producers, Router(4, Limits(max_message_bytes=20_000), IngestStats(CommunityLabels(10)))
     )
-    polled = {"tp0": [Msg(event(), 0), Msg(b"z" * 15_000, 1), Msg(event("u-2"), 2), Msg(None, 3)]}
-    await stage._handle_or_rewind(polled)
+    polled = [Msg(event(), 0), Msg(b"z" * 15_000, 1), Msg(event("u-2"), 2), Msg(None, 3)]
+    await stage._handle_or_rewind(tp, polled)
     assert stage.consumer.seeks == []
-    assert stage.consumer.commits == [{"tp0": 4}]
+    assert producers.committed_offsets == [{tp: 4}]
     letters = [(v, h) for t, v, h in producer.sent if t == "dlq"]
     # a null value with no key: the dead letter has an empty value (aiokafka needs one)
     null = [(v, h["source_offset"]) for v, h in letters if h["original_size"] == b"-1"]
@@ -207,7 +263,9 @@ async def test_a_refused_record_never_rewinds_the_poll() -> None:
     ]
     by_user = [decode_batch(v or b"")[1] for t, v, _ in producer.sent if t == "by-user"]
     assert sorted(e[3] for batch in by_user for e in batch) == ["u-1", "u-2"]
-    assert sum(stage.router.stats.events.values()) == 2
+    counters = stage.router.stats.partitions[0]
+    assert sum(counters.events.values()) == 2
+    assert counters.invalid["not_json"] == 2  # the oversized value and the null one
 
 
 def test_internal_error_keeps_reason_closed() -> None:
@@ -220,31 +278,35 @@ async def test_a_large_poll_lets_the_event_loop_through_while_it_is_judged(
 ) -> None:
     """Regression: a poll of 20,000 hostile messages was judged in one go, holding the
     event loop for seconds (tens on a loaded machine): heartbeats, the state agent and
-    /metrics waited. Now other tasks run between slices of the poll — they see the
-    refusals grow slice by slice (here every slice takes its turn's time) — and the
-    poll's outcome is the same, its valid events counted once."""
+    /metrics waited. Now other tasks run between slices of the poll (here every slice
+    takes its turn's time), and the poll's outcome is the same, its valid events
+    counted once, in one transaction."""
     monkeypatch.setattr(ingest, "ROUTE_TURN_SECONDS", 0.0)
     producer = FakeProducer(limit=10**6)
-    stage = stage_with(producer, router())
+    producers = FakeProducers(producer)
+    stage, tp = stage_with(producers, router())
     size = 4 * ingest.ROUTE_SLICE
-    polled = {"tp0": [Msg(event(f"u-{i}") if i % 2 else b"junk", i) for i in range(size)]}
-    seen: set[int] = set()
+    polled = [Msg(event(f"u-{i}") if i % 2 else b"junk", i) for i in range(size)]
+    sent_at_turn: list[int] = []  # what had been sent when another task got a turn
 
     async def watch() -> None:
         while True:
-            seen.add(stage.router.stats.invalid["not_json"])  # counted as they come
+            sent_at_turn.append(len(producer.sent))
             await asyncio.sleep(0)
 
     watcher = asyncio.create_task(watch())
     await asyncio.sleep(0)
-    await stage._handle(polled)
+    before = len(sent_at_turn)
+    await stage._handle_or_rewind(tp, polled)
     watcher.cancel()
-    half = ingest.ROUTE_SLICE // 2
-    assert {0, half, 2 * half, 3 * half} <= seen
-    assert sum(stage.router.stats.events.values()) == size // 2
+    # turns while the poll was judged (nothing sent yet): one after every slice
+    assert sent_at_turn[before:].count(0) >= 3, sent_at_turn
+    counters = stage.router.stats.partitions[0]
+    assert sum(counters.events.values()) == size // 2
+    assert counters.invalid["not_json"] == size // 2
     letters = [h["source_offset"] for t, _, h in producer.sent if t == "dlq"]
     assert letters == [str(i).encode() for i in range(0, size, 2)]
     by_user = [decode_batch(v or b"")[1] for t, v, _ in producer.sent if t == "by-user"]
     users = sorted(e[3] for batch in by_user for e in batch)
     assert users == sorted(f"u-{i}" for i in range(1, size, 2))
-    assert stage.consumer.commits == [{"tp0": size}]
+    assert producers.committed_offsets == [{tp: size}]

@@ -8,6 +8,7 @@ import time
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from agents.ingest_counters import apply
 from agents.labels import CommunityLabels
 from agents.metrics import LAG_BUCKETS, EngagementCollector, IngestStats
 from commands.watch import build_table, parse
@@ -30,10 +31,18 @@ def scrape(state: WorkerState, stats: IngestStats, clock: Clock) -> dict:
 
 
 def count_event(stats: IngestStats, platform: str, community: str, kind: str, lag_s: float) -> None:
-    """One event, as the ingest stage tallies it (a poll's worth at a time, via add)."""
+    """One event of input partition 0, as the ingest stage tallies and commits a poll."""
+    tally = stats.tally()
     buckets = [0] * (len(LAG_BUCKETS) + 1)
     buckets[bisect.bisect_left(LAG_BUCKETS, lag_s)] = 1
-    stats.add({(platform, community, kind): 1}, buckets, lag_s)
+    tally.add({(platform, community, kind): 1}, buckets, lag_s)
+    stats.partitions[0] = apply(tally, stats.counters(0))[0]
+
+
+def count_invalid(stats: IngestStats, reason: str) -> None:
+    tally = stats.tally()
+    tally.count_invalid(reason)
+    stats.partitions[0] = apply(tally, stats.counters(0))[0]
 
 
 def make_state() -> WorkerState:
@@ -69,7 +78,7 @@ def test_every_reason_is_exposed_and_counters_count() -> None:
     stats = IngestStats(CommunityLabels(cap=10))
     count_event(stats, "tw", "a", "like", 0.2)
     count_event(stats, "tw", "a", "like", 400.0)
-    stats.count_invalid("not_json")
+    count_invalid(stats, "not_json")
     samples = scrape(state, stats, Clock("event", state.watermark_ms))
     invalid = {
         dict(k)["reason"]: v
@@ -77,11 +86,12 @@ def test_every_reason_is_exposed_and_counters_count() -> None:
         if name == "engagement_invalid_events_total"
     }
     assert invalid == {reason: (1.0 if reason == "not_json" else 0.0) for reason in REASONS}
-    key = (("community", "a"), ("platform", "tw"), ("type", "like"))
+    p0 = (("partition", "0"),)
+    key = (("community", "a"), ("partition", "0"), ("platform", "tw"), ("type", "like"))
     assert samples[("engagement_events_total", key)] == 2
-    assert samples[("engagement_event_lag_seconds_count", ())] == 2
-    assert samples[("engagement_event_lag_seconds_bucket", (("le", "0.5"),))] == 1
-    assert samples[("engagement_event_lag_seconds_sum", ())] == 400.2
+    assert samples[("engagement_event_lag_seconds_count", p0)] == 2
+    assert samples[("engagement_event_lag_seconds_bucket", (("le", "0.5"), *p0))] == 1
+    assert samples[("engagement_event_lag_seconds_sum", p0)] == 400.2
     assert samples[("engagement_watermark_seconds", ())] == T / 1000
 
 

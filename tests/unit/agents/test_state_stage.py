@@ -3,37 +3,71 @@
 What only the agent does, beyond the pure state: it decodes by-user batches,
 applies them to the partition's mirror, and writes each changed key to the
 changelog once per batch, in the table's JSON encoding, so Faust's recovery can
-read it back. The changelog producer is replaced by a recorder — Faust's test
-context already stands in for Kafka here.
+read it back. The partitions' transactional producers are replaced by a
+recorder — Faust's test context already stands in for Kafka here.
+
+Also what a worker must never do: write anything for a partition it does not
+hold. Tombstones for the dirty keys of a revoked partition were the way a live
+worker deleted users from the changelog when partitions moved (issue 11).
 """
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import orjson
 import pytest
 
+from agents.changelog import ChangelogWriter
 from agents.ingest import encode_batch
+from agents.producer import NotOwner
 from streams.settings import Settings
-from streams.state import UserRecord, split_key
+from streams.state import UserRecord, WorkerState, split_key
 from streams.topics import changelog_topic
 from tests.oracle import make_key
 
 T = 1_800_000_000_000
 
 
-class RecordingProducer:
-    """Collects changelog records; acknowledges at once."""
-
+class RecordingTransaction:
     def __init__(self) -> None:
-        self.sent: list[tuple[str, int, bytes, bytes | None]] = []
+        self.records: list[tuple[str, int, bytes, bytes | None]] = []
+        self.offsets: list[tuple[Any, int, str]] = []
 
     async def send_many(
         self, topic: str, partition: int, records: list[tuple[bytes, bytes | None]]
-    ) -> list[Any]:
-        self.sent += [(topic, partition, key, value) for key, value in records]
-        return []
+    ) -> None:
+        self.records += [(topic, partition, key, value) for key, value in records]
+
+    async def send_offsets(self, offsets: dict[Any, int], group_id: str) -> None:
+        self.offsets += [(tp, offset, group_id) for tp, offset in offsets.items()]
+
+
+class RecordingProducers:
+    """Stands in for :class:`agents.producer.PartitionProducers`: records what
+    committed transactions held; owns the partitions in ``mine``."""
+
+    def __init__(self, mine: set[int]) -> None:
+        self.mine = set(mine)
+        self.sent: list[tuple[str, int, bytes, bytes | None]] = []
+        self.offsets: list[tuple[Any, int, str]] = []
+
+    def owns(self, partition: int) -> bool:
+        return partition in self.mine
+
+    def owned(self) -> set[int]:
+        return set(self.mine)
+
+    @asynccontextmanager
+    async def transaction(self, partition: int) -> AsyncIterator[RecordingTransaction]:
+        if partition not in self.mine:
+            raise NotOwner(partition)
+        txn = RecordingTransaction()
+        yield txn
+        self.sent += txn.records
+        self.offsets += txn.offsets
 
 
 @pytest.fixture
@@ -49,7 +83,7 @@ def pipeline(tmp_path: Any) -> Any:
         read_model="off",
     )
     built = build(settings)
-    built.writer.producer = RecordingProducer()
+    built.writer.producers = RecordingProducers({0, 1, 2, 3})  # type: ignore[assignment]
     return built
 
 
@@ -67,7 +101,7 @@ async def test_batches_apply_and_each_key_is_written_once_per_batch(pipeline: An
         await ctx.put(encode_batch(2, events), partition=2)
         await ctx.put(encode_batch(2, [[T - 1_000, "tw", "acme", "u2", "follow"]]), partition=2)
 
-    sent = pipeline.writer.producer.sent
+    sent = pipeline.writer.producers.sent
     keys_written = {key for _, _, key, _ in sent}
     assert {topic for topic, *_ in sent} == {changelog_topic("unit-agent")}
     assert {part for _, part, *_ in sent} == {2}
@@ -97,3 +131,54 @@ async def test_batches_apply_and_each_key_is_written_once_per_batch(pipeline: An
     assert counts_now[("tw", "acme")] == {"5s": 2, "1m": 2}
     assert counts_now[("tw", "*")] == {"5s": 2, "1m": 2}
     assert pipeline.state.follower_counts()[("tw", "acme")] == 1
+
+
+def _state_with(partition: int, key: str) -> WorkerState:
+    state = WorkerState(frozenset({"like"}))
+    state.assign(partition).load(key, UserRecord(T - 9_000, T - 4_000, None, False))
+    return state
+
+
+async def test_no_tombstones_for_the_dirty_keys_of_a_partition_no_longer_held() -> None:
+    """The bug behind issue 11: a batch's dirty keys are written after a rebalance
+    took their partition away; with no mirror left, every key looked deleted and
+    went out as a tombstone — deleting live users from the changelog the new owner
+    recovers from."""
+    key = make_key("tw", "acme", "u1")
+    state = _state_with(2, key)
+    producers = RecordingProducers({2})
+    writer = ChangelogWriter(producers, "cl", state, "by-user", "group")  # type: ignore[arg-type]
+    state.revoke(2)  # the rebalance lands between apply and write
+    written = await writer.write({2: {key}}, {2: 10})
+    assert written == set()
+    assert producers.sent == [] and producers.offsets == []
+
+
+async def test_a_fenced_partition_writes_nothing_and_commits_no_offsets() -> None:
+    key = make_key("tw", "acme", "u1")
+    state = _state_with(2, key)
+    producers = RecordingProducers(set())  # another worker's producer fenced ours
+    writer = ChangelogWriter(producers, "cl", state, "by-user", "group")  # type: ignore[arg-type]
+    assert await writer.write({2: {key}}, {2: 10}) == set()
+    assert producers.sent == [] and producers.offsets == []
+
+
+async def test_records_and_offsets_go_in_one_transaction_per_partition() -> None:
+    key = make_key("tw", "acme", "u1")
+    state = _state_with(2, key)
+    state.assign(3)
+    producers = RecordingProducers({2, 3})
+    writer = ChangelogWriter(producers, "cl", state, "by-user", "group")  # type: ignore[arg-type]
+    assert await writer.write({2: {key}}, {2: 10, 3: 7}) == {2, 3}
+    assert producers.sent == [
+        (
+            "cl",
+            2,
+            orjson.dumps(key),
+            orjson.dumps(UserRecord(T - 9_000, T - 4_000, None, False).to_wire()),
+        )
+    ]
+    assert sorted((tp.partition, off, g) for tp, off, g in producers.offsets) == [
+        (2, 10, "group"),
+        (3, 7, "group"),
+    ]

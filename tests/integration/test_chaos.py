@@ -1,0 +1,199 @@
+"""Exact under scale-out: two workers, random SIGKILLs and SIGTERMs, a broker restart.
+
+Partitions move between live workers all the time here; a worker that lost a
+partition must not get a single write into the changelog or the by-user topic once
+the new owner started (Kafka transactions fence it). Afterwards every number —
+summed gauges, a fresh worker's recovery from the changelog alone, the DLQ and
+the summed counters — equals the oracle exactly.
+
+Runs on a private broker (the shared stack's broker must not be restarted).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from bench.workers import Worker, produce, read_all, wait_caught_up
+from streams.events import DEFAULT_ACTIVE_TYPES
+from tests.eventgen import Traffic, make_traffic
+from tests.integration.own_kafka import OwnKafka
+from tests.integration.test_pipeline import WINDOWS, newest_in_every_partition, nonzero
+from tests.integration.test_pipeline import summed_gauges as summed
+from tests.oracle import event_clock, expected_active, expected_followers
+
+pytestmark = pytest.mark.integration
+
+SESSION = {"EM_SESSION_TIMEOUT": "6s", "EM_REBALANCE_TIMEOUT": "6s"}
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[OwnKafka]:
+    own = OwnKafka(tmp_path / "kafka")
+    try:
+        yield own.start()
+    finally:
+        own.stop()
+
+
+def chaos_traffic(seed: int) -> Traffic:
+    """Late, duplicate and out-of-order events, follow churn, a few hundred bad messages."""
+    traffic = make_traffic(
+        seed=seed, count=40_000, now_ms=int(time.time() * 1000) - 60_000, communities=60
+    )
+    rng = random.Random(seed)
+    for k in range(300):
+        bad = (b"{not json %d" % k, "not_json") if k % 2 else (b"[%d]" % k, "not_object")
+        traffic.messages.insert(rng.randrange(len(traffic.messages)), bad[0])
+        traffic.invalid.append(bad)
+    newest_in_every_partition(traffic, 4)
+    return traffic
+
+
+def want(traffic: Traffic) -> tuple[dict, dict]:
+    now_ms = event_clock(traffic.valid)
+    assert now_ms is not None
+    active = expected_active(traffic.valid, now_ms, WINDOWS, DEFAULT_ACTIVE_TYPES)
+    return nonzero(active), expected_followers(traffic.valid)
+
+
+def wait_exact(workers: list[Worker], expected: tuple[dict, dict], timeout: float = 90) -> None:
+    """Poll (bounded) until the summed gauges equal the oracle: a late rebalance may
+    still be moving a partition when the groups have caught up."""
+    deadline = time.monotonic() + timeout
+    while True:
+        active, followers, _lifecycle = summed(workers)
+        got = (nonzero(active), followers)
+        if got == expected or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert got[1] == expected[1], diff(got[1], expected[1])
+    assert got[0] == expected[0], diff(got[0], expected[0])
+
+
+def diff(got: dict, expected: dict) -> str:
+    keys = sorted(set(got) | set(expected), key=str)
+    return "\n".join(
+        f"{k}: got {got.get(k)} want {expected.get(k)}"
+        for k in keys
+        if got.get(k) != expected.get(k)
+    )[:3000]
+
+
+def counters(workers: list[Worker]) -> tuple[int, Counter[str]]:
+    events, invalid = 0, Counter[str]()
+    for worker in workers:
+        samples = worker.scrape()
+        events += int(sum(samples.get("engagement_events_total", {}).values()))
+        for labels, value in samples.get("engagement_invalid_events_total", {}).items():
+            invalid[dict(labels)["reason"]] += int(value)
+    return events, invalid
+
+
+def make_worker(broker: OwnKafka, tmp: Path, app_id: str, topic: str, name: str) -> Worker:
+    return Worker(
+        broker.bootstrap,
+        app_id,
+        topic,
+        f"{topic}.dlq",
+        tmp / name / "data",
+        store="rocksdb://",
+        EM_READ_MODEL="off",
+        EM_LOG_LEVEL=os.environ.get("EM_CHAOS_LOG_LEVEL", "warn"),
+        **SESSION,
+    )
+
+
+async def chaos(
+    workers: list[Worker], broker: OwnKafka, rng: random.Random, rounds: int, feeding: asyncio.Lock
+) -> None:
+    """``rounds`` random kills (half SIGKILL, half SIGTERM) and one broker restart
+    (between two input chunks, so the test's own producer sends each message once)."""
+    for i in range(rounds):
+        await asyncio.sleep(rng.uniform(2, 5))
+        victim = rng.choice(workers)
+        if i % 2:
+            victim.kill()
+        else:
+            victim.stop()
+        await asyncio.sleep(rng.uniform(0, 2))
+        victim.start()
+        if i == rounds // 2:
+            async with feeding:
+                broker.kill()
+                await asyncio.sleep(2)
+                await asyncio.to_thread(broker.start)
+
+
+async def test_two_workers_with_kills_and_a_broker_restart_stay_exact(
+    broker: OwnKafka, tmp_path: Path
+) -> None:
+    seed = random.randrange(1_000_000)
+    print(f"chaos seed {seed}")
+    rng = random.Random(seed)
+    app_id, topic = f"chaos-{seed}", f"chaos-in-{seed}"
+    traffic = chaos_traffic(seed)
+    workers = [make_worker(broker, tmp_path, app_id, topic, n) for n in ("a", "b")]
+    messages = traffic.messages
+    await produce(broker.bootstrap, topic, messages[: len(messages) // 4])
+    for worker in workers:
+        worker.start()
+    try:
+        for worker in workers:
+            worker.wait_metrics()
+        feeding = asyncio.Lock()
+        rest = messages[len(messages) // 4 :]
+        feed = asyncio.create_task(feed_slowly(broker.bootstrap, topic, rest, feeding))
+        await chaos(workers, broker, rng, rounds=12, feeding=feeding)
+        await feed
+        for worker in workers:
+            if not worker.alive():  # started while the broker was down: it gave up
+                worker.start()
+            worker.wait_metrics()
+        await wait_caught_up(broker.bootstrap, app_id, topic, workers[0], timeout=180)
+        expected = want(traffic)
+        wait_exact(workers, expected)
+        want_counters = (
+            len(messages) - len(traffic.invalid),
+            Counter({r: n for r, n in Counter(r for _, r in traffic.invalid).items()}),
+        )
+        # like the gauges: a worker expelled under load exposes its partitions' counters
+        # until it notices (its first write is fenced, or its rejoin revokes them)
+        deadline = time.monotonic() + 90
+        while counters(workers) != want_counters and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert counters(workers) == want_counters
+        dead = [dict(m.headers) for m in await read_all(broker.bootstrap, f"{topic}.dlq")]
+        coordinates = [(h["source_partition"], h["source_offset"]) for h in dead]
+        assert len(set(coordinates)) == len(coordinates), "a bad message dead-lettered twice"
+        got = sorted((h["reason"].decode(), int(h["original_size"])) for h in dead)
+        assert got == sorted((reason, len(value)) for value, reason in traffic.invalid)
+
+        # a fresh worker with an empty data folder: the changelog alone must be exact
+        for worker in workers:
+            worker.stop()
+        fresh = make_worker(broker, tmp_path, app_id, topic, "fresh").start()
+        workers.append(fresh)
+        fresh.wait_metrics()
+        wait_exact([fresh], expected)
+    finally:
+        for worker in workers:
+            worker.stop()
+
+
+async def feed_slowly(
+    bootstrap: str, topic: str, messages: list[bytes], feeding: asyncio.Lock
+) -> None:
+    """The rest of the input in chunks over ~30 s, so the kills land mid-stream."""
+    chunk = max(1, len(messages) // 30)
+    for start in range(0, len(messages), chunk):
+        async with feeding:
+            await produce(bootstrap, topic, messages[start : start + chunk])
+        await asyncio.sleep(1)
