@@ -21,6 +21,7 @@ from typing import Any
 
 import orjson
 
+from agents.lag_offsets import OffsetGauges
 from agents.outage import Outage
 from agents.producer import NotOwner, PartitionProducers
 from streams.state import WorkerState
@@ -36,12 +37,15 @@ class ChangelogWriter:
         state: WorkerState,
         source_topic: str = "",
         group_id: str = "",
+        offsets: OffsetGauges | None = None,
     ) -> None:
         self.producers = producers
         self.topic = topic
         self.state = state
         self.source_topic = source_topic
         self.group_id = group_id
+        #: told each committed by-user offset (the consumer-lag gauges)
+        self.offsets = offsets
         self.records_written = 0
         #: set by the table while a rebalance is in progress (see state_stage.expire)
         self.paused = False
@@ -103,3 +107,5 @@ class ChangelogWriter:
                     {TopicPartition(self.source_topic, partition): offset}, self.group_id
                 )
         self.records_written += len(out)
+        if offset is not None and self.offsets is not None:
+            self.offsets.committed(self.source_topic, partition, offset)

@@ -35,6 +35,7 @@ from agents.codec_guard import probe, refusal, rewind
 from agents.dead_letters import DeadLetter, dead_letter, deliver, record_errors
 from agents.ingest_counters import PollTally
 from agents.kafka_security import client_kwargs
+from agents.lag_offsets import OffsetGauges
 from agents.metrics import LAG_BUCKETS, IngestStats
 from agents.outage import Outage
 from agents.producer import NotOwner, PartitionProducers
@@ -210,7 +211,7 @@ class IngestStage:
         router: Router,
         producers: PartitionProducers,
         consumer_settings: dict[str, Any],
-        offsets_gauges: Any = None,
+        offsets: OffsetGauges | None = None,
     ) -> None:
         self.bootstrap = bootstrap
         self.group_id = group_id
@@ -221,7 +222,7 @@ class IngestStage:
         self.router = router
         self.producers = producers
         self.consumer_settings = consumer_settings
-        self.offsets_gauges = offsets_gauges
+        self.offsets = offsets
         self.consumer: Any = None
         self.committed: dict[Any, int] = {}
         #: where each owned input partition's next batch must start (None: unknown)
@@ -432,13 +433,12 @@ class IngestStage:
 
     def _export_offsets(self) -> None:
         """Ingest lag into Faust's offset gauges, so one lag rule covers every stage."""
-        if self.offsets_gauges is None or self.consumer is None:
+        if self.offsets is None or self.consumer is None:
             return
-        end_gauge, committed_gauge = self.offsets_gauges
         for tp in self.consumer.assignment():
             highwater = self.consumer.highwater(tp)
             if highwater is not None:
-                end_gauge.labels(tp.topic, str(tp.partition)).set(highwater)
+                self.offsets.end(tp.topic, tp.partition, highwater)
             committed = self.committed.get(tp)
             if committed is not None:
-                committed_gauge.labels(tp.topic, str(tp.partition)).set(committed)
+                self.offsets.committed(tp.topic, tp.partition, committed)

@@ -70,7 +70,12 @@ async def read_letters(bootstrap: str, topic: str, span: TimeRange) -> AsyncIter
 
     partitions = await require_topic(bootstrap, topic)
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None, **client_kwargs()
+        bootstrap_servers=bootstrap,
+        enable_auto_commit=False,
+        group_id=None,
+        # the workers write dead letters in transactions: an aborted one was never sent
+        isolation_level="read_committed",
+        **client_kwargs(),
     )
     await consumer.start()
     try:
@@ -91,10 +96,13 @@ async def read_letters(bootstrap: str, topic: str, span: TimeRange) -> AsyncIter
 async def _partition(
     consumer: Any, tp: Any, start: int, end: int, span: TimeRange
 ) -> AsyncIterator[DeadLetter]:
+    """Records before ``end``. Done when the position reaches it, not at the record
+    at ``end - 1``: a transactional partition ends with a commit marker, which
+    takes an offset and is never returned."""
     if start >= end:
         return
     consumer.seek(tp, start)
-    while True:
+    while await consumer.position(tp) < end:
         batch = await consumer.getmany(tp, timeout_ms=1000)
         for record in batch.get(tp, []):
             if record.offset >= end:
@@ -103,8 +111,6 @@ async def _partition(
                 yield from_record(
                     tp.partition, record.offset, record.timestamp, record.headers, record.value
                 )
-            if record.offset + 1 >= end:
-                return
 
 
 def _span(args: argparse.Namespace) -> TimeRange:
