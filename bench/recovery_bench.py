@@ -2,7 +2,7 @@
 
     python bench/recovery_bench.py [--records 1000000] [--store rocksdb://]
 
-Two workers (default group timeouts: 30s session, 30s rebalance, 3s heartbeat) share a
+Two workers (the default settings: 10s session, 30s rebalance, 3s heartbeat) share a
 topic of ``--records`` events, each of a user of its own, so the state holds that many
 records. When both stages have committed everything, the summed gauges are the
 truth. Then one worker is stopped — SIGTERM (it leaves the group) and, after it was
@@ -31,14 +31,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.pipeline_bench import produce_all  # noqa: E402
 from bench.workers import Worker, gauges, wait_caught_up  # noqa: E402
 from streams.events import format_ts  # noqa: E402
+from streams.settings import Settings  # noqa: E402
 
 print = functools.partial(print, flush=True)  # noqa: A001 - progress shows live
 
+#: the worker's own defaults (bench.workers.Worker sets the tests' short ones)
 DEFAULT_TIMEOUTS = {
-    "EM_SESSION_TIMEOUT": "30s",
-    "EM_REBALANCE_TIMEOUT": "30s",
-    "EM_HEARTBEAT_INTERVAL": "3s",
+    "EM_SESSION_TIMEOUT": Settings.session_timeout,
+    "EM_REBALANCE_TIMEOUT": Settings.rebalance_timeout,
+    "EM_HEARTBEAT_INTERVAL": Settings.heartbeat_interval,
 }
+
 
 
 def payloads(n: int, communities: int, now_ms: int) -> list[bytes]:

@@ -272,11 +272,13 @@ class Settings:
             "help": "top-users deltas kept in memory while Redis is down (then dropped, counted)",
         },
     )
+    # 10s (Kafka's default before 3.0): a SIGKILLed worker's partitions wait this long
+    # before they move, and recovery after a crash is meant to take under 30s
     session_timeout: str = field(
-        default="30s",
+        default="10s",
         metadata={
             "env": "EM_SESSION_TIMEOUT",
-            "help": "Kafka consumer session timeout",
+            "help": "Kafka consumer session timeout (how long a dead worker's partitions wait)",
             "kind": "duration",
         },
     )

@@ -74,6 +74,9 @@ async def test_a_paused_worker_resumed_after_its_partitions_moved_writes_nothing
         await wait_caught_up(stack.kafka_bootstrap, app_id, topic, b, timeout=180)
         expected = want(traffic)
         wait_exact([a, b], expected)
+        # the scenario happened: A did try to write after B took over, and was refused
+        log = a.log_path.read_text(errors="replace")
+        assert "fenced, another worker owns the partition now" in log, a.log_tail()
         a.stop()
         b.stop()
         fresh = worker("fresh")
