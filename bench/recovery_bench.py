@@ -43,7 +43,6 @@ DEFAULT_TIMEOUTS = {
 }
 
 
-
 def payloads(n: int, communities: int, now_ms: int) -> list[bytes]:
     types = ["like", "comment", "follow", "view", "share"]
     return [

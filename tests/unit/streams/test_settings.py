@@ -31,7 +31,7 @@ def parse(argv: list[str], environ: dict[str, str] | None = None) -> Settings:
 
 def test_defaults_are_typed() -> None:
     s = Settings()
-    assert s.session_timeout_ms == 30_000
+    assert s.session_timeout_ms == 10_000
     assert s.rebalance_timeout_ms == 30_000
     assert s.heartbeat_interval_ms == 3_000
     assert s.expiry_interval_ms == 60_000
