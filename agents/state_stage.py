@@ -134,24 +134,49 @@ def make_apply_agent(
             dirty: dict[int, set[str]] = {}
             offsets: dict[int, int] = {}
             for event in batch:
-                partition, events = decode_batch(event.value)
+                partition = event.message.partition  # by-user partition = user partition
                 part = table.ensure_partition(partition)
                 if part is None:
                     continue  # not ours (any more): the owner applies it
                 offsets[partition] = event.message.offset + 1
-                if before is not None:
-                    before(partition, events)
                 keys = dirty.setdefault(partition, set())
-                apply = part.apply
-                for ts_ms, platform, community, user_id, event_type in events:
-                    key = apply(platform, community, user_id, ts_ms, event_type)
-                    if key is not None:
-                        keys.add(key)
+                try:
+                    _, events = decode_batch(event.value)
+                    if before is not None:
+                        before(partition, events)
+                    apply = part.apply
+                    for ts_ms, platform, community, user_id, event_type in events:
+                        if not (
+                            type(ts_ms) is int
+                            and type(platform) is type(community) is type(user_id) is str
+                            and type(event_type) is str
+                        ):
+                            raise TypeError("a by-user event of the wrong shape")
+                        key = apply(platform, community, user_id, ts_ms, event_type)
+                        if key is not None:
+                            keys.add(key)
+                except Exception as exc:  # noqa: BLE001 - no message may stop the worker
+                    _skipped(event.message, exc)
+                    continue
                 for observe in watchers:
                     observe(partition, events)
             await writer.write(dirty, offsets)
 
     return apply_events
+
+
+def _skipped(message: Any, exc: Exception) -> None:
+    """A by-user message this worker's ingest stage can't have written (the topic is
+    internal, but anything with the rights may write to it): skipped with a warning —
+    what of it was applied stays, and is written with the batch — rather than stop
+    the agent on it at every restart."""
+    log.warning(
+        "state: skipped a malformed by-user message at %s[%d]@%d (%s)",
+        message.topic,
+        message.partition,
+        message.offset,
+        type(exc).__name__,
+    )
 
 
 async def expire(state: WorkerState, writer: ChangelogWriter, now_ms: int, horizon_ms: int) -> int:

@@ -182,3 +182,23 @@ async def test_records_and_offsets_go_in_one_transaction_per_partition() -> None
         (2, 10, "group"),
         (3, 7, "group"),
     ]
+
+
+async def test_a_malformed_by_user_message_is_skipped_and_the_batch_committed(
+    pipeline: Any,
+) -> None:
+    """The by-user topic is internal, but a malformed message on it (or a bug applying
+    one) must neither stop the agent nor hold back the rest of its batch; the batch's
+    records and offsets, the bad message's included, go out together."""
+    agent = next(a for a in pipeline.app.agents.values() if a.name.endswith("apply-events"))
+    good = [[T - 5_000, "tw", "acme", "u1", "like"]]
+    async with agent.test_context() as ctx:
+        await ctx.put(b"{not json", partition=1)
+        await ctx.put(encode_batch(1, [[T, "tw", None, "u9", "like"]]), partition=1)
+        await ctx.put(encode_batch(1, good), partition=1)
+
+    sent = pipeline.writer.producers.sent
+    assert [split_key(orjson.loads(key)) for _, _, key, _ in sent] == [("tw", "acme", "u1")]
+    assert max(off for tp, off, _ in pipeline.writer.producers.offsets if tp.partition == 1) == 3
+    assert pipeline.state.follower_counts() == {}
+    assert pipeline.state.active_counts(T, {"1m": 60_000})[("tw", "acme")] == {"1m": 1}
