@@ -7,6 +7,7 @@ Subcommand modules stay cheap to import (Faust and aiokafka are imported inside
 from __future__ import annotations
 
 import argparse
+import gc
 import importlib
 import re
 import sys
@@ -89,6 +90,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:
         print(f"engagement-monitor {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    finally:
+        if argv is None:  # the program itself (the console script), not a test's call
+            quick_exit()
+
+
+def quick_exit() -> None:
+    """Spare the interpreter's last garbage collections on the way out.
+
+    At exit Python collects every object it still holds, which took 0.4-0.5 s after
+    a replay here (aiokafka, aiohttp and the run's objects): more than a Ctrl-C'd
+    replay may take to stop. Frozen objects are skipped by the collector; the process
+    ends right after and the OS takes the memory back. Exit handlers and stream
+    flushes still run."""
+    gc.freeze()
 
 
 if __name__ == "__main__":

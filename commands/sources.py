@@ -18,7 +18,7 @@ import re
 import sys
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -677,8 +677,11 @@ class TopicSource:
         trust_timestamps: bool = False,
         stop_offsets: dict[int, int] | None = None,
         transform: Callable[[Any], Any] | None = None,
+        max_records: int = 20_000,
     ) -> None:
         self.bootstrap = bootstrap
+        #: records per fetch: a reader that must react quickly (replay's Ctrl-C) asks fewer
+        self.max_records = max_records
         #: the worker's input mapping (EM_INPUT_MAPPING), applied before validation
         self.transform = transform
         self.topic = topic
@@ -705,7 +708,7 @@ class TopicSource:
 
     async def batches(
         self, ordered: bool = False, max_buffered: int = 10_000
-    ) -> AsyncIterator[list[Decoded]]:
+    ) -> AsyncGenerator[list[Decoded], None]:
         """Yield lists of :data:`Decoded`: the events in the range and every refused
         record (the caller dead-letters or counts them); events outside the range
         are only counted.
@@ -770,7 +773,7 @@ class TopicSource:
 
     async def _read(self, consumer: Any, active: dict[Any, int]) -> AsyncIterator[list[Decoded]]:
         while active:
-            fetched = await consumer.getmany(*active, timeout_ms=1000, max_records=20000)
+            fetched = await consumer.getmany(*active, timeout_ms=1000, max_records=self.max_records)
             for _tp, chosen in self._select(consumer, active, fetched):
                 if chosen:
                     yield chosen
@@ -786,7 +789,9 @@ class TopicSource:
         paused: set[Any] = set()
         while active:
             fetching = [tp for tp in active if tp not in paused] or list(active)
-            fetched = await consumer.getmany(*fetching, timeout_ms=1000, max_records=20000)
+            fetched = await consumer.getmany(
+                *fetching, timeout_ms=1000, max_records=self.max_records
+            )
             for tp, chosen in self._select(consumer, active, fetched):
                 if chosen:
                     merge.add(tp.partition, chosen)
