@@ -1,90 +1,29 @@
 """Every command line written in README.md and docs/*.md parses as written.
 
-The commands are extracted from the markdown — code blocks (4-space indented, with
-``\\`` continuations, pipes, ``&`` and ``VAR=value`` prefixes) and inline code spans —
-and handed to the real argument parsers: ``engagement-monitor`` (commands/cli.py),
-``deploy/local/stack`` (emstack) and ``make`` (the Makefile's targets). A synopsis
-(a line with ``[optional]`` parts) is checked for its subcommand and its flags. So a
-renamed flag, a removed subcommand or an example argparse would refuse (as
-``--from -2m`` once was) fails here. What the commands *do* is the integration
-tests' job (docs/own-kafka.md, docs/several-apps.md and the runbook name theirs).
+The commands are extracted from the markdown by tests/docs_commands.py and handed
+to the real argument parsers: ``engagement-monitor`` (commands/cli.py),
+``deploy/local/stack`` (emstack) and ``make`` (the Makefile's targets); a python
+script must exist. A synopsis (a line with ``[optional]`` parts) is checked for its
+subcommand and its flags. So a renamed flag, a removed subcommand or an example
+argparse would refuse (as ``--from -2m`` once was) fails here, in a second, without
+services. That the commands *do* what the docs say is
+tests/integration/test_docs_examples.py's job, which runs each of them as
+docs/examples/commands.toml says; this file also checks that table against the docs.
 """
 
 from __future__ import annotations
 
 import argparse
 import re
-import shlex
 import sys
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from commands import cli
+from tests import docs_commands as docs
 
-REPO = Path(__file__).resolve().parents[2]
-PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
-PROGRAMS = ("engagement-monitor", ".venv/bin/engagement-monitor", "deploy/local/stack", "make")
-_INLINE = re.compile(r"`([^`]+)`")
-_ENV = re.compile(r"^[A-Z_][A-Z0-9_]*=")
-
-
-def _block_lines(text: str) -> Iterator[tuple[int, str]]:
-    """Lines of indented code blocks, continuations joined."""
-    pending, start = "", 0
-    for number, line in enumerate(text.splitlines(), 1):
-        if not line.startswith("    ") or line.lstrip().startswith(("-", "*", "|")):
-            pending = ""
-            continue
-        code = line.strip()
-        if not pending:
-            start = number
-        if code.endswith("\\"):
-            pending += code[:-1] + " "
-            continue
-        yield start, pending + code
-        pending = ""
-
-
-def _commands(line: str) -> Iterator[list[str]]:
-    """The argv of each program call in one shell line (pipes, ``&&``, ``&``)."""
-    try:
-        tokens = shlex.split(line, comments=True)
-    except ValueError:
-        return
-    words: list[str] = []
-    for token in [*tokens, "|"]:
-        if token in ("|", "&&", "&", ";", "||"):
-            while words and _ENV.match(words[0]):
-                words.pop(0)
-            if words and words[0] in PROGRAMS:
-                yield words
-            words = []
-        else:
-            words.append(token)
-
-
-def documented() -> list[tuple[str, list[str], bool]]:
-    """(where, argv, synopsis) for every program call in the docs."""
-    found = []
-    for page in PAGES:
-        text = page.read_text(encoding="utf-8")
-        spans = [
-            (n, m.group(1))
-            for n, row in enumerate(text.splitlines(), 1)
-            for m in _INLINE.finditer(row)
-        ]
-        inline = {(n, line) for n, line in spans}
-        for number, line in [*_block_lines(text), *spans]:
-            for argv in _commands(line):
-                if len(argv) < 2 or argv[1].endswith(":"):  # a name in prose; an output line
-                    continue
-                synopsis = any(c in line for c in "[]") or "..." in line or "…" in line
-                # "`engagement-monitor backfill`" in prose names a command: it must exist
-                synopsis = synopsis or ((number, line) in inline and len(argv) == 2)
-                found.append((f"{page.name}:{number}", argv, synopsis))
-    return found
+REPO = docs.REPO
+CALLS = [(c.where, list(c.argv), c.synopsis) for c in docs.documented()]
 
 
 def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
@@ -134,12 +73,11 @@ def _make_targets() -> set[str]:
     return set(re.findall(r"^([A-Za-z][\w-]*)\s*:", text, re.MULTILINE))
 
 
-CALLS = documented()
-
-
 def test_the_docs_have_commands_to_check() -> None:
     programs = {argv[0].removeprefix(".venv/bin/") for _w, argv, _s in CALLS}
-    assert programs == {"engagement-monitor", "deploy/local/stack", "make"}
+    scripts = {p for p in programs if p.endswith(".py")}
+    assert programs - scripts == {"engagement-monitor", "deploy/local/stack", "make"}
+    assert {"deploy/prometheus/rules_gen.py", "bench/pipeline_bench.py"} <= scripts
     subcommands = {argv[1] for _w, argv, _s in CALLS if argv[0].endswith("engagement-monitor")}
     assert set(_subparsers(cli.build_parser())) - {"simulate-file"} <= subcommands | {"demo"}
     assert len(CALLS) > 60
@@ -150,6 +88,9 @@ def test_documented_command_parses(
     where: str, argv: list[str], synopsis: bool, capsys: pytest.CaptureFixture[str]
 ) -> None:
     program, args = argv[0], argv[1:]
+    if program.endswith(".py"):
+        assert (REPO / program).is_file(), f"{where}: no script {program}"
+        return
     if program == "make":
         assert set(args) <= _make_targets(), f"{where}: no make target {args}"
         return
@@ -159,3 +100,31 @@ def test_documented_command_parses(
     except AssertionError as exc:
         err = capsys.readouterr().err
         raise AssertionError(f"{where}: {' '.join(argv)}: {exc}\n{err}") from None
+
+
+def test_the_docs_examples_table_names_only_documented_commands() -> None:
+    """docs/examples/commands.toml (how tests/integration/test_docs_examples.py runs
+    each command): an entry whose command left the docs is stale."""
+    table = docs.table()
+    keys = {docs.key(call) for call in docs.documented()}
+    stale = sorted(set(table) - keys - set(docs.SECTIONS))
+    for pattern in table["exclude_matching"]:
+        assert any(re.search(pattern, k) for k in keys), f"no command matches {pattern}"
+    assert not stale, f"entries for commands no doc has: {stale}"
+    known = {"exclude", "run", "phase", "chain", "before", "expect", "reject", "retry",
+             "serve", "probe", "keep", "env", "ctrl_c", "terminal", "known_issue"}  # fmt: skip
+    for name, entry in table.items():
+        if name not in docs.SECTIONS:
+            assert set(entry) <= known, f"{name}: unknown fields {set(entry) - known}"
+            assert "exclude" not in entry or len(entry) == 1, f"{name}: excluded and run"
+            assert not entry.get("serve") or "probe" in entry, f"{name}: serve needs a probe"
+
+
+def test_a_synopsis_says_what_to_run() -> None:
+    """A usage line with [optional] parts cannot run as written: its entry gives an
+    instance (``run``) or a reason not to run it."""
+    table = docs.table()
+    for call in docs.documented():
+        if call.synopsis and any(c in call.line for c in "[]"):
+            entry = docs.entry(table, docs.key(call))
+            assert "run" in entry or "exclude" in entry, f"{call.where}: {docs.key(call)}"
