@@ -23,6 +23,7 @@ Why the indexes look the way they do (docs/metrics.md defines the numbers):
 
 from __future__ import annotations
 
+import sys
 from bisect import bisect_left
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -481,26 +482,43 @@ class Records(Mapping[str, UserRecord]):
     unpacks a fresh copy (changing it changes nothing; :meth:`PartitionState.load`
     replaces a record)."""
 
-    __slots__ = ("_packed",)
+    __slots__ = ("_by_group",)
 
-    def __init__(self, packed: dict[str, int]) -> None:
-        self._packed = packed
+    def __init__(self, by_group: dict[str, dict[str, int]]) -> None:
+        self._by_group = by_group
 
     def __getitem__(self, key: str) -> UserRecord:
-        return _unpack(self._packed[key])
+        v = _get(self._by_group, key)
+        if v is None:
+            raise KeyError(key)
+        return _unpack(v)
 
     def get(self, key: str, default: Any = None) -> Any:
-        v = self._packed.get(key)
+        v = _get(self._by_group, key)
         return default if v is None else _unpack(v)
 
     def __contains__(self, key: object) -> bool:
-        return key in self._packed
+        return isinstance(key, str) and _get(self._by_group, key) is not None
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self._packed)
+        return (key for key, _v in _items(self._by_group))
 
     def __len__(self) -> int:
-        return len(self._packed)
+        return sum(len(records) for records in self._by_group.values())
+
+
+def _get(by_group: dict[str, dict[str, int]], key: str) -> int | None:
+    """The packed record of a full key, None if there is none."""
+    group, _, user_id = key.rpartition(SEP)
+    records = by_group.get(group)
+    return None if records is None else records.get(user_id)
+
+
+def _items(by_group: dict[str, dict[str, int]]) -> Iterator[tuple[str, int]]:
+    """(full key, packed record) of every record."""
+    for group, records in by_group.items():
+        for user_id, v in records.items():
+            yield f"{group}{SEP}{user_id}", v
 
 
 class PartitionState:
@@ -536,7 +554,7 @@ class PartitionState:
     __slots__ = (
         "active_types",
         "records",
-        "_packed",
+        "_by_group",
         "_pending",
         "_groups",
         "_users",
@@ -550,9 +568,12 @@ class PartitionState:
 
     def __init__(self, active_types: frozenset[str]) -> None:
         self.active_types = frozenset(active_types)
-        # key -> the packed record (see _pack); ``records`` reads them as UserRecords.
-        self._packed: dict[str, int] = {}
-        self.records = Records(self._packed)
+        # "platform SEP community" -> {user id: packed record (see _pack)}: the key's
+        # long prefix is stored once per community and each user id once per
+        # partition (interned), not in a full key per record. ``records`` reads them
+        # by full key, as UserRecords.
+        self._by_group: dict[str, dict[str, int]] = {}
+        self.records = Records(self._by_group)
         # key -> the packed record whose view the indexes hold (None: not indexed),
         # for the keys whose view may have changed since the last flush.
         self._pending: dict[str, int | None] = {}
@@ -573,7 +594,7 @@ class PartitionState:
         self._max_ts = -1
 
     def __len__(self) -> int:
-        return len(self._packed)
+        return len(self.records)
 
     def watermark_ms(self) -> int | None:
         """Newest event time applied, or record time loaded; None before the first."""
@@ -596,9 +617,11 @@ class PartitionState:
         t = ts_ms + _OFF
         if not 0 < t <= _M:
             raise ValueError(f"timestamp out of range: {ts_ms}")
-        key = f"{platform}{SEP}{community}{SEP}{user_id}"
-        packed, pending = self._packed, self._pending
-        old = packed.get(key)
+        group = f"{platform}{SEP}{community}"
+        records = self._by_group.get(group)
+        if records is None:
+            records = self._by_group[group] = {}
+        old = records.get(user_id)
         if old is None:
             v, changed = t, FIRST_SEEN
         else:
@@ -616,7 +639,12 @@ class PartitionState:
             changed |= follow_changed
         if not changed:
             return None
-        packed[key] = v
+        if old is None:
+            records[sys.intern(user_id)] = v  # one copy of the id for all its records
+        else:
+            records[user_id] = v
+        key = f"{group}{SEP}{user_id}"
+        pending = self._pending
         if key not in pending and (old is None or changed & (FIRST_SEEN | LAST_ACTIVE | FOLLOWING)):
             pending[key] = old
         if changed & (FOLLOWING | FIRST_FOLLOW):
@@ -654,15 +682,17 @@ class PartitionState:
         if not pending:
             return
         self._pending = {}
-        packed = self._packed
+        by_group = self._by_group
         changes: dict[PC, list[tuple[View | None, View | None]]] = {}
         # (platform, user) -> the widened view of their changed records (the view
         # indexed in "*" is widened by it once per user, in _flush_users)
         touched: dict[PC, View] = {}
         recompute: set[PC] = set()
         for key, was in pending.items():
-            v = packed.get(key)
-            platform, community, user_id = key.split(SEP)
+            group, _, user_id = key.rpartition(SEP)
+            records = by_group.get(group)
+            v = None if records is None else records.get(user_id)
+            platform, _, community = group.partition(SEP)
             pu = (platform, user_id)
             old = None if was is None else _indexed(was)
             if v is None:
@@ -695,7 +725,7 @@ class PartitionState:
         """The "*" views of these users from their records (one pass over the records):
         after a delete, a user's min/max can move back, which only a rescan shows."""
         views: dict[PC, View | None] = dict.fromkeys(wanted)
-        for key, v in self._packed.items():
+        for key, v in _items(self._by_group):
             platform, _community, user_id = key.split(SEP)
             pu = (platform, user_id)
             if pu in views:
@@ -740,10 +770,11 @@ class PartitionState:
         for ts in (record.first_seen_ms, record.last_active_ms, record.follow_ts_ms):
             if ts is not None and not 0 < ts + _OFF <= _M:
                 raise ValueError(f"timestamp out of range in {key!r}: {ts}")
-        if key in self._packed:
+        if key in self.records:
             self.delete(key)
         platform, community, user_id = split_key(key)
-        self._packed[key] = _pack(record)
+        records = self._by_group.setdefault(f"{platform}{SEP}{community}", {})
+        records[sys.intern(user_id)] = _pack(record)
         newest = record.newest_ms()
         if newest > self._max_ts:
             self._max_ts = newest
@@ -757,9 +788,13 @@ class PartitionState:
 
     def delete(self, key: str) -> None:
         """Forget a record and its contribution to every count; a missing key is a no-op."""
-        v = self._packed.pop(key, None)
+        group, _, user_id = key.rpartition(SEP)
+        records = self._by_group.get(group)
+        v = None if records is None else records.pop(user_id, None)
         if v is None:
             return
+        if not records:
+            del self._by_group[group]
         if key not in self._pending:
             self._pending[key] = v
         if v >> _W2 & _M:  # a follow time
@@ -790,7 +825,7 @@ class PartitionState:
         cutoff = now_ms - horizon_ms
         keys: dict[PC, list[str]] = {}
         kept: set[PC] = set()
-        for key, v in self._packed.items():
+        for key, v in _items(self._by_group):
             platform, _community, user_id = key.split(SEP)
             pu = (platform, user_id)
             if pu in kept:

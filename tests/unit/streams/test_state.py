@@ -563,3 +563,17 @@ def test_records_are_copies_and_out_of_range_times_are_refused() -> None:
     with pytest.raises(ValueError, match="out of range"):
         state.load("x\x1fa\x1fv", UserRecord(-(1 << 60), None, None, False))
     assert len(state) == 1
+
+
+def test_records_share_the_user_id_and_leave_nothing_behind() -> None:
+    """Memory (issue 16): a user's id is stored once for all their communities, and
+    a community whose last record goes leaves no empty container behind."""
+    state = PartitionState(DEFAULT_ACTIVE_TYPES)
+    for community in COMMUNITIES:
+        state.apply("x", community, "".join(["u", "1"]), 10, "post")  # a fresh str each
+    ids = [next(iter(records)) for records in state._by_group.values()]
+    assert len(ids) == len(COMMUNITIES) and all(i is ids[0] for i in ids)
+    for key in list(state.records):
+        state.delete(key)
+    assert len(state) == 0 and not state._by_group
+    assert state.lifecycle_counts(10, {"1ms": 1}) == {}
