@@ -126,6 +126,25 @@ class Probe:
     records: list[Any]  # read before the batch that raised (or all, if none did)
     bad_offset: int | None = None  # where the unreadable batch starts
     error: Exception | None = None
+    end: int | None = None  # the offset after the unreadable batch (see batch_end)
+
+
+def batch_end(error: BaseException, offset: int) -> int:
+    """The offset after the batch at ``offset`` whose reading raised ``error``: for a
+    bomb, the batch aiokafka's record iterator held (its ``next_batch`` local, whose
+    header was read without decompressing); else ``offset + 1``. A bomb of N records
+    is thus passed in one step instead of N, each a fetch, a dead letter and a commit
+    (a zstd batch of 100,000 small records is a few KB on the wire). Another error
+    may be transient: its batch is not skipped whole."""
+    if isinstance(error, DecompressionBomb):
+        tb = error.__traceback__
+        while tb is not None:
+            if tb.tb_frame.f_code.co_name == "_unpack_records":
+                end = getattr(tb.tb_frame.f_locals.get("next_batch"), "next_offset", None)
+                if isinstance(end, int) and end > offset:
+                    return end
+            tb = tb.tb_next
+    return offset + 1
 
 
 async def rewind(consumer: Any, tp: Any) -> None:
@@ -167,6 +186,7 @@ async def _find_unreadable(consumer: Any, tp: Any, out: Probe, steps: int) -> Pr
             got = await consumer.getmany(tp, timeout_ms=1000, max_records=1)
         except Exception as exc:  # noqa: BLE001 - found: the batch that cannot be read
             out.bad_offset, out.error = await consumer.position(tp), exc
+            out.end = batch_end(exc, out.bad_offset)
             return out
         if not got.get(tp):
             break

@@ -55,6 +55,8 @@ MAX_BATCH_BYTES = 900 * 1024
 ROUTE_SLICE = 250
 #: ...and how long the stage may hold the event loop before it lets it through.
 ROUTE_TURN_SECONDS = 0.02
+#: Dead letters of an unreadable batch per transaction (a bomb may hold millions).
+LETTERS_PER_SEND = 10_000
 
 
 def encode_batch(partition: int, events: list[list[Any]]) -> bytes:
@@ -263,10 +265,10 @@ class IngestStage:
 
     async def _skip_undecodable(self) -> None:
         """After a batch aiokafka cannot read (too large once decompressed, corrupt):
-        every partition back to its last commit; the one that fails is read record
-        by record up to the bad offset, which is dead-lettered by its coordinates
-        and passed (in one transaction with its counter and offset). Nothing before
-        it is lost, nothing after it waits."""
+        every partition back to its last commit; the one that fails is read up to
+        the bad offset, whose batch (a bomb's, whole; else that offset) is
+        dead-lettered by its coordinates and passed (in transactions with its
+        counters and offsets). Nothing before it is lost, nothing after it waits."""
         assigned = sorted(self.consumer.assignment())
         for tp in assigned:
             await rewind(self.consumer, tp)
@@ -280,27 +282,37 @@ class IngestStage:
                 continue
             if not self._expects(tp, found.bad_offset):
                 continue
-            await self._pass_unreadable(tp, found.bad_offset, found.error)
+            end = found.end or found.bad_offset + 1
+            for first in range(found.bad_offset, end, LETTERS_PER_SEND):
+                last = min(end, first + LETTERS_PER_SEND)
+                if not await self._pass_unreadable(tp, first, last, found.error):
+                    break
 
-    async def _pass_unreadable(self, tp: Any, offset: int, error: Exception) -> None:
+    async def _pass_unreadable(self, tp: Any, start: int, end: int, error: Exception) -> bool:
+        """Dead letters for the offsets [start, end) of a batch that cannot be read, by
+        their coordinates only, in one transaction with their counters and the
+        offset. False: the partition is no longer ours."""
         stats = self.router.stats
         tally = stats.tally()
         reason = refusal(error)  # a bomb is too_large, anything else internal_error
-        tally.count_invalid(reason.reason)
+        letters = []
+        for offset in range(start, end):
+            tally.count_invalid(reason.reason)
+            where = SimpleNamespace(
+                topic=tp.topic, partition=tp.partition, offset=offset, key=None, value=None
+            )
+            letters.append(dead_letter(where, reason, 0))
         counters, changed = ingest_counters.apply(tally, stats.counters(tp.partition))
-        where = SimpleNamespace(
-            topic=tp.topic, partition=tp.partition, offset=offset, key=None, value=None
-        )
-        letter = dead_letter(where, reason, 0)
         try:
             async with self.producers.transaction(tp.partition) as txn:
                 await self._send_counters(txn, tp, changed)
-                await deliver(txn, self.dlq_topic, [letter])
-                await txn.send_offsets({tp: offset + 1}, self.group_id)
+                await deliver(txn, self.dlq_topic, letters)
+                await txn.send_offsets({tp: end}, self.group_id)
         except NotOwner:
-            return
-        self._committed_poll(tp, counters, offset + 1)
-        self.consumer.seek(tp, offset + 1)
+            return False
+        self._committed_poll(tp, counters, end)
+        self.consumer.seek(tp, end)
+        return True
 
     async def on_assigned(self, assigned: set[Any]) -> None:
         """Fence the previous owners first, then read where they stopped: their last

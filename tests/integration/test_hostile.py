@@ -244,7 +244,8 @@ async def produce_in_steps(
         linger_ms=5,
         acks="all",
         enable_idempotence=True,
-        max_request_size=8 * 1024 * 1024,  # the bomb is large before compression
+        max_request_size=16 * 1024 * 1024,  # the bombs are large before compression
+        max_batch_size=16 * 1024 * 1024,  # several bombs in one batch
     )
     await producer.start()
     try:
@@ -277,10 +278,10 @@ async def test_a_bomb_of_each_codec_is_dead_lettered_and_the_partition_goes_on(
     """Regression: a batch is decompressed whole, and only gzip was bounded: a snappy,
     lz4 or zstd record of a few KiB could take any amount of memory (raw snappy's
     declared length is allocated at once). Now a batch beyond EM_MAX_BATCH_BYTES of
-    any codec is dead-lettered unread by its coordinates (reason too_large,
-    exception DecompressionBomb), the worker goes on, and the valid events before
-    and after it, in the same partitions and compressed with the same codec, are
-    counted exactly."""
+    any codec is dead-lettered unread, offset by offset (a batch of three bombs in
+    one step; reason too_large, exception DecompressionBomb), the worker goes on,
+    and the valid events before and after it, in the same partitions and compressed
+    with the same codec, are counted exactly."""
     if codec == "snappy-raw":
         send_raw_snappy(monkeypatch)
     app_id, topic = stack.unique_name("bomb"), stack.unique_name("bomb-in")
@@ -288,7 +289,8 @@ async def test_a_bomb_of_each_codec_is_dead_lettered_and_the_partition_goes_on(
     fuzz = make_fuzz(seed=5, hostile=0, valid=5000, now_ms=int(time.time() * 1000))
     values = [value for value, _ in fuzz.payloads]
     pad = b',"pad":"' + b"0" * 3_000_000 + b'"}'
-    bombs = [(p, values[p][:-1] + pad) for p in (0, 1)]  # 3 MB each, a few KiB compressed
+    # 3 MB each, a few KiB compressed: three in one batch in partition 0, one in 1
+    bombs = [(p, values[i][:-1] + pad) for i, p in enumerate((0, 0, 0, 1))]
     half = len(values) // 2
     steps = [values[:half], None, values[half:]]
     _, sent_bombs, _ = await produce_in_steps(
@@ -317,6 +319,6 @@ async def test_a_bomb_of_each_codec_is_dead_lettered_and_the_partition_goes_on(
         for labels, n in worker.scrape()["engagement_invalid_events_total"].items():
             reason = dict(labels)["reason"]
             by_reason[reason] = by_reason.get(reason, 0) + n
-        assert {k: v for k, v in by_reason.items() if v} == {"too_large": 2.0}
+        assert {k: v for k, v in by_reason.items() if v} == {"too_large": 4.0}
     finally:
         worker.stop()

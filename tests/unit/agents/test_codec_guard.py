@@ -209,4 +209,40 @@ async def test_probe_finds_the_unreadable_batch_without_reading_the_backlog_one_
     assert found.records == list(range(before))
     assert found.bad_offset == bad
     assert isinstance(found.error, DecompressionBomb) == (bad is not None)
+    assert found.end == (None if bad is None else bad + 1)  # no aiokafka batch to ask
     assert consumer.calls <= before // 500 + 2 + (0 if bad is None else bad % 500 + 1)
+
+
+def _batch_at(base: int, codec: int, values: list[bytes]) -> bytes:
+    from aiokafka.record.default_records import DefaultRecordBatchBuilder
+
+    builder = DefaultRecordBatchBuilder(2, codec, False, -1, -1, -1, 64 << 20)
+    for delta, value in enumerate(values):
+        builder.append(delta, timestamp=None, key=None, value=value, headers=[])
+    raw = bytearray(builder.build())
+    raw[0:8] = base.to_bytes(8, "big")  # the base offset (outside the CRC)
+    return bytes(raw)
+
+
+def test_a_bomb_is_passed_whole_by_the_batch_aiokafka_was_reading() -> None:
+    """A zstd bomb of 5 records at offsets 3-7 between readable batches: aiokafka's
+    record iterator raises at offset 3, and the batch it held ends at 8, so the
+    stage passes the five offsets in one step (one step each, it took a fetch, a
+    dead letter and a commit per record)."""
+    from aiokafka.consumer.fetcher import READ_UNCOMMITTED, PartitionRecords
+    from aiokafka.structs import TopicPartition
+
+    raw = _batch_at(0, 0, [b"a"] * 3) + _batch_at(3, 4, [b"0" * 400_000] * 5)
+    raw += _batch_at(8, 0, [b"b"] * 2)
+    codec_guard.install(1024 * 1024)
+    records = PartitionRecords(
+        TopicPartition("t", 0), MemoryRecords(raw), [], 0, None, None, True, READ_UNCOMMITTED
+    )
+    read = []
+    with pytest.raises(DecompressionBomb) as raised:
+        for record in records:
+            read.append(record.offset)
+    assert read == [0, 1, 2]
+    assert codec_guard.batch_end(raised.value, 3) == 8
+    assert codec_guard.batch_end(raised.value, 8) == 9  # not a batch behind the offset
+    assert codec_guard.batch_end(ValueError("transient?"), 3) == 4
