@@ -47,9 +47,18 @@ class ChangelogWriter:
         #: told each committed by-user offset (the consumer-lag gauges)
         self.offsets = offsets
         self.records_written = 0
-        #: set by the table while a rebalance is in progress (see state_stage.expire)
-        self.paused = False
+        #: held while a batch is applied to the mirrors and written (see
+        #: state_stage.UsersTable.on_rebalance)...
+        self.batch_lock = asyncio.Lock()
+        #: ...and clear from a rebalance's start until the mirrors are rebuilt: no
+        #: batch is applied and nothing expires from a mirror that may be stale
+        self.ready = asyncio.Event()
+        self.ready.set()
         self.outage = Outage("changelog: cannot write to Kafka", "changelog: writing again")
+
+    @property
+    def paused(self) -> bool:
+        return not self.ready.is_set()
 
     async def write(
         self, dirty: dict[int, set[str]], offsets: dict[int, int] | None = None

@@ -114,6 +114,10 @@ def _refusal(exc: BaseException) -> BaseException | None:
     return None
 
 
+class Superseded(Exception):
+    """A poll read before a rebalance: the partition is owned, but starts elsewhere now."""
+
+
 class Router:
     """Pure part of stage 1: messages in, by-user batches and dead letters out."""
 
@@ -305,10 +309,11 @@ class IngestStage:
         counters, changed = ingest_counters.apply(tally, stats.counters(tp.partition))
         try:
             async with self.producers.transaction(tp.partition) as txn:
+                self._still_next(tp, start)
                 await self._send_counters(txn, tp, changed)
                 await deliver(txn, self.dlq_topic, letters)
                 await txn.send_offsets({tp: end}, self.group_id)
-        except NotOwner:
+        except (NotOwner, Superseded):
             return False
         self._committed_poll(tp, counters, end)
         self.consumer.seek(tp, end)
@@ -350,6 +355,8 @@ class IngestStage:
             self.next_offset.pop(tp, None)
             self.router.stats.partitions.pop(tp.partition, None)
             return False
+        except Superseded:  # read before a rebalance that re-assigned the partition
+            return False
         except KafkaError as exc:
             self.outage.failed(exc)
             self._rewind(tp, messages[0].offset)
@@ -370,6 +377,16 @@ class IngestStage:
             self._rewind(tp, expected)
             return False
         return True
+
+    def _still_next(self, tp: Any, offset: int) -> None:
+        """Inside the transaction, after the awaits of routing: raise
+        :class:`Superseded` if a rebalance came between and the partition's next batch
+        no longer starts at ``offset`` (its new start is the committed offset, which
+        another owner may have moved on): committing this one would count its
+        messages twice and move the offsets back."""
+        expected = self.next_offset.get(tp, -1)
+        if expected == -1 or (expected is not None and expected != offset):
+            raise Superseded(tp)
 
     async def _transact(self, tp: Any, messages: list[Any]) -> None:
         """A dead letter the broker refuses for its own sake dooms the whole
@@ -396,6 +413,7 @@ class IngestStage:
         counters, changed = ingest_counters.apply(tally, stats.counters(tp.partition))
         next_offset = messages[-1].offset + 1
         async with self.producers.transaction(tp.partition) as txn:
+            self._still_next(tp, messages[0].offset)
             await self._send_counters(txn, tp, changed)
             for partition, events in by_partition.items():
                 for raw in encode_batches(partition, events):

@@ -43,17 +43,22 @@ class UsersTable(faust.Table):
         newly_assigned: set[TP],
         generation_id: int = 0,
     ) -> None:
-        self.writer.paused = True  # no expiry from a mirror that may be stale
-        for tp in revoked:
-            if tp.topic in self.source_topics and tp.partition in self.worker_state.partitions:
-                self.worker_state.revoke(tp.partition)
-                log.info("state: partition %d revoked", tp.partition)
-        mine = {tp.partition for tp in assigned if tp.topic in self.source_topics}
-        producers = self.writer.producers
-        await producers.revoke(producers.owned() - mine)
-        # every rebalance, also for partitions held before: a worker that was out of
-        # the group (paused) may get a partition back that another worker wrote to
-        await producers.assign(mine)
+        # No batch from here until the mirrors are rebuilt (on_recovery_completed),
+        # and the one being applied finishes its write first: a write committed after
+        # recovery took its highwaters would be in the offsets but not in the store
+        # the mirrors are rebuilt from — its state change lost on this worker.
+        self.writer.ready.clear()
+        async with self.writer.batch_lock:
+            for tp in revoked:
+                if tp.topic in self.source_topics and tp.partition in self.worker_state.partitions:
+                    self.worker_state.revoke(tp.partition)
+                    log.info("state: partition %d revoked", tp.partition)
+            mine = {tp.partition for tp in assigned if tp.topic in self.source_topics}
+            producers = self.writer.producers
+            await producers.revoke(producers.owned() - mine)
+            # every rebalance, also for partitions held before: a worker that was out of
+            # the group (paused) may get a partition back that another worker wrote to
+            await producers.assign(mine)
         await super().on_rebalance(assigned, revoked, newly_assigned, generation_id)
 
     async def on_recovery_completed(self, active_tps: set[TP], standby_tps: set[TP]) -> None:
@@ -72,7 +77,7 @@ class UsersTable(faust.Table):
             self.worker_state.revoke(partition)
         if active:
             rebuild(self.worker_state, active, self.data.items(), self.partitions_total)
-        self.writer.paused = False
+        self.writer.ready.set()
 
     def on_store_discarded(self, partitions: set[int]) -> None:
         """The store check (agents/store_guard) wiped these partitions' stores: drop
@@ -131,38 +136,52 @@ def make_apply_agent(
     @app.agent(topic, name="apply-events")
     async def apply_events(stream: Any) -> None:
         async for batch in stream.take_events(64, within=0.05):
-            dirty: dict[int, set[str]] = {}
-            offsets: dict[int, int] = {}
-            for event in batch:
-                partition = event.message.partition  # by-user partition = user partition
-                part = table.ensure_partition(partition)
-                if part is None:
-                    continue  # not ours (any more): the owner applies it
-                offsets[partition] = event.message.offset + 1
-                keys = dirty.setdefault(partition, set())
-                try:
-                    _, events = decode_batch(event.value)
-                    if before is not None:
-                        before(partition, events)
-                    apply = part.apply
-                    for ts_ms, platform, community, user_id, event_type in events:
-                        if not (
-                            type(ts_ms) is int
-                            and type(platform) is type(community) is type(user_id) is str
-                            and type(event_type) is str
-                        ):
-                            raise TypeError("a by-user event of the wrong shape")
-                        key = apply(platform, community, user_id, ts_ms, event_type)
-                        if key is not None:
-                            keys.add(key)
-                except Exception as exc:  # noqa: BLE001 - no message may stop the worker
-                    _skipped(event.message, exc)
-                    continue
-                for observe in watchers:
-                    observe(partition, events)
-            await writer.write(dirty, offsets)
+            await writer.ready.wait()  # not while a rebalance rebuilds the mirrors
+            async with writer.batch_lock:
+                dirty, offsets = apply_batch(table, batch, watchers, before)
+                await writer.write(dirty, offsets)
 
     return apply_events
+
+
+def apply_batch(
+    table: UsersTable,
+    batch: list[Any],
+    watchers: list[BatchObserver],
+    before: BatchObserver | None,
+) -> tuple[dict[int, set[str]], dict[int, int]]:
+    """Apply a batch of by-user messages to the mirrors of the partitions held here:
+    the keys each partition changed, and each partition's next by-user offset."""
+    dirty: dict[int, set[str]] = {}
+    offsets: dict[int, int] = {}
+    for event in batch:
+        partition = event.message.partition  # by-user partition = user partition
+        part = table.ensure_partition(partition)
+        if part is None:
+            continue  # not ours (any more): the owner applies it
+        offsets[partition] = event.message.offset + 1
+        keys = dirty.setdefault(partition, set())
+        try:
+            _, events = decode_batch(event.value)
+            if before is not None:
+                before(partition, events)
+            apply = part.apply
+            for ts_ms, platform, community, user_id, event_type in events:
+                if not (
+                    type(ts_ms) is int
+                    and type(platform) is type(community) is type(user_id) is str
+                    and type(event_type) is str
+                ):
+                    raise TypeError("a by-user event of the wrong shape")
+                key = apply(platform, community, user_id, ts_ms, event_type)
+                if key is not None:
+                    keys.add(key)
+        except Exception as exc:  # noqa: BLE001 - no message may stop the worker
+            _skipped(event.message, exc)
+            continue
+        for observe in watchers:
+            observe(partition, events)
+    return dirty, offsets
 
 
 def _skipped(message: Any, exc: Exception) -> None:
@@ -184,16 +203,17 @@ async def expire(state: WorkerState, writer: ChangelogWriter, now_ms: int, horiz
 
     Not while a rebalance is in progress: a mirror kept across it may be stale
     until it is rebuilt, and its "expired" record may be newer in the changelog."""
-    if writer.paused:
-        return 0
-    dirty: dict[int, set[str]] = {}
-    for partition, part in list(state.partitions.items()):
-        if not writer.producers.owns(partition):
-            continue
-        keys = part.expired_keys(now_ms, horizon_ms)
-        for key in keys:
-            part.delete(key)
-        if keys:
-            dirty[partition] = set(keys)
-    await writer.write(dirty)
+    async with writer.batch_lock:  # like a batch: a rebalance waits for its write
+        if writer.paused:
+            return 0
+        dirty: dict[int, set[str]] = {}
+        for partition, part in list(state.partitions.items()):
+            if not writer.producers.owns(partition):
+                continue
+            keys = part.expired_keys(now_ms, horizon_ms)
+            for key in keys:
+                part.delete(key)
+            if keys:
+                dirty[partition] = set(keys)
+        await writer.write(dirty)
     return sum(len(keys) for keys in dirty.values())

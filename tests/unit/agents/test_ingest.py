@@ -310,3 +310,27 @@ async def test_a_large_poll_lets_the_event_loop_through_while_it_is_judged(
     users = sorted(e[3] for batch in by_user for e in batch)
     assert users == sorted(f"u-{i}" for i in range(1, size, 2))
     assert producers.committed_offsets == [{tp: size}]
+
+
+async def test_a_poll_read_before_a_rebalance_that_moved_the_start_commits_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The partition went to another worker and came back while this poll was being
+    judged; the other worker committed further meanwhile. Committing the poll would
+    count its messages a second time and move the committed offset back."""
+    monkeypatch.setattr(ingest, "ROUTE_TURN_SECONDS", 0.0)
+    producer = FakeProducer(limit=10**6)
+    producers = FakeProducers(producer)
+    stage, tp = stage_with(producers, router())
+    stage.next_offset[tp] = 0
+    polled = [Msg(event(f"u-{i}"), i) for i in range(2 * ingest.ROUTE_SLICE)]
+
+    async def rebalance() -> None:
+        await asyncio.sleep(0)  # while the poll is judged
+        stage.next_offset[tp] = 400  # re-assigned: the committed offset moved on
+
+    moved = asyncio.create_task(rebalance())
+    assert not await stage._handle_or_rewind(tp, polled)
+    await moved
+    assert producers.committed_offsets == [] and producer.sent == []
+    assert stage.next_offset[tp] == 400
