@@ -34,6 +34,7 @@ from agents.producer import PartitionProducers
 from agents.redis_snapshots import install as install_read_model
 from agents.state_stage import BatchObserver, UsersTable, expire, make_apply_agent
 from streams.clock import Clock
+from streams.live_counts import LiveCounts
 from streams.metric_names import FAUST_METRIC_PREFIX
 from streams.security import bearer_ok, pseudonymiser
 from streams.settings import Settings
@@ -61,6 +62,8 @@ class Pipeline:
     registry: CollectorRegistry
     table: UsersTable
     writer: ChangelogWriter
+    #: every held partition's gauge rows, shared by /metrics and the read model
+    live: LiveCounts
     #: callables ``(partition, events)`` run on every applied by-user batch
     observers: list[BatchObserver] = field(default_factory=list)
 
@@ -135,10 +138,16 @@ def _faust_app(settings: Settings) -> faust.App:
 
 
 def _metrics_page(
-    app: faust.App, registry: CollectorRegistry, app_id: str, bootstrap: str
+    app: faust.App,
+    registry: CollectorRegistry,
+    app_id: str,
+    bootstrap: str,
+    gauges: EngagementCollector,
 ) -> OffsetGauges:
     """``/metrics``: Faust's sensor and our collectors on one registry, every sample
-    labelled ``app="<app id>"``.
+    labelled ``app="<app id>"``, then the per-community families, which ``gauges``
+    renders itself (only what changed since the last scrape; the registry holds its
+    other families).
 
     Does what ``faust.sensors.prometheus.setup_prometheus_sensors`` does, but keeps
     Faust's two offset gauges behind :class:`OffsetGauges`, which both stages'
@@ -165,7 +174,7 @@ def _metrics_page(
                 body=b"unauthorized\n", status=401, headers={"WWW-Authenticate": "Bearer"}
             )
         return Response(
-            body=generate_latest(labelled),
+            body=generate_latest(labelled) + gauges.text().encode(),
             headers={"Content-Type": CONTENT_TYPE_LATEST},
             status=200,
         )
@@ -298,8 +307,12 @@ def build(settings: Settings) -> Pipeline:
     stats = IngestStats(labels)
     clock = Clock(settings.clock, state.watermark_ms)
     registry = CollectorRegistry(auto_describe=True)
-    offsets = _metrics_page(app, registry, settings.app_id, settings.kafka_bootstrap_servers)
-    registry.register(EngagementCollector(state, stats, clock, settings.window_ms))
+    live = LiveCounts(state, settings.window_ms)
+    gauges = EngagementCollector(state, stats, clock, settings.window_ms, live, settings.app_id)
+    offsets = _metrics_page(
+        app, registry, settings.app_id, settings.kafka_bootstrap_servers, gauges
+    )
+    registry.register(gauges.rest)
 
     install_transactions(app)
     observers: list[BatchObserver] = []  # filled by optional read models
@@ -315,7 +328,9 @@ def build(settings: Settings) -> Pipeline:
     _housekeeping(app, settings, state, clock, writer)
     _lag_probe(app, offsets)
 
-    pipeline = Pipeline(settings, app, state, stats, clock, registry, table, writer, observers)
+    pipeline = Pipeline(
+        settings, app, state, stats, clock, registry, table, writer, live, observers
+    )
     install_read_model(pipeline)  # Redis snapshots + top users, on a timer (EM_READ_MODEL=off)
     install_label_ranking(pipeline, labels)  # the label caps, the same on every worker
     return pipeline

@@ -42,6 +42,8 @@ class LabelCap:
         self.cap = cap
         self.allowlist = frozenset(allowlist)
         self._admitted: set[str] = set()
+        #: counts the rankings: a name's label can only change when this does
+        self.generation = 0
 
     def __call__(self, name: str) -> str:
         if name in self._admitted or name in self.allowlist or name == ALL_COMMUNITIES:
@@ -59,6 +61,7 @@ class LabelCap:
         ]
         candidates.sort(key=lambda name: (-activity[name], name))
         self._admitted = set(candidates[: self.cap])
+        self.generation += 1
 
     @property
     def admitted(self) -> frozenset[str]:
@@ -76,6 +79,10 @@ class CommunityLabels(LabelCap):
     ) -> None:
         super().__init__(cap, allowlist)
         self.platforms = platforms if platforms is not None else LabelCap(cap=10**9)
+
+    def generations(self) -> tuple[int, int]:
+        """Changes whenever either cap was re-ranked."""
+        return self.generation, self.platforms.generation
 
     def rank_counts(
         self, active: Mapping[PC, Mapping[str, int]], followers: Mapping[PC, int], window: str

@@ -21,13 +21,17 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 from prometheus_client.samples import Sample
 
+from agents.gauge_text import GaugeText
 from agents.ingest_counters import PartitionCounters, PollTally
+from agents.labelled_totals import LabelledTotals
 from agents.labels import CommunityLabels
 from streams import metric_names as names
 from streams.clock import Clock
-from streams.gauges import Gauges, gauge_rows
 from streams.lateness import DELAY_BUCKETS, LateEvents
-from streams.state import WorkerState
+from streams.live_counts import LiveCounts
+from streams.state import Lifecycle, WorkerState
+
+PC = tuple[str, str]
 
 #: Label naming the worker's app id on every sample of its ``/metrics``.
 APP_LABEL = "app"
@@ -71,7 +75,15 @@ class IngestStats:
 
 
 class EngagementCollector(Collector):
-    """prometheus_client custom collector over the worker's live state."""
+    """prometheus_client custom collector over the worker's live state.
+
+    The per-community gauges come from one :class:`streams.live_counts.LiveCounts`
+    (shared with the read model in the worker) through :class:`LabelledTotals`, so a
+    scrape recomputes only what changed. :meth:`collect` yields every family (for
+    any registry); the worker's ``/metrics`` page instead serves :meth:`text` for
+    the per-community families and the ``events`` counter, and :attr:`rest` (the
+    other families) through ``generate_latest``.
+    """
 
     def __init__(
         self,
@@ -79,45 +91,58 @@ class EngagementCollector(Collector):
         stats: IngestStats,
         clock: Clock,
         windows: dict[str, int],
+        live: LiveCounts | None = None,
+        app_id: str | None = None,
     ) -> None:
         self.state = state
         self.stats = stats
         self.clock = clock
         self.windows = windows
+        self.live = live if live is not None else LiveCounts(state, windows)
+        labels = stats.labels
+        self.totals = LabelledTotals(self.live, labels, labels.platforms, labels.generations)
+        self.gauge_text = GaugeText(self.totals, app_id)
+        self.rest = _Rest(self)
+
+    def text(self) -> str:
+        """The per-community families and the events counter, in the text format."""
+        events = {p: counters.events for p, counters in self.stats.partitions.items()}
+        return self.gauge_text.text(self.clock.now_ms(), events)
 
     def collect(self) -> Iterator[Metric]:
-        labels = self.stats.labels
-        rows = gauge_rows(
-            self.state.partitions.values(),
-            self.clock.now_ms(),
-            self.windows,
-            labels,
-            labels.platforms,
-        )
-        yield self._active_users(rows)
-        yield from self._lifecycle(rows)
-        yield self._followers(rows)
-        yield from self._ingest_counters()
+        totals = self.totals
+        totals.update(self.clock.now_ms())
+        yield self._active_users(totals.active)
+        yield from self._lifecycle(totals.lifecycle)
+        yield self._followers(totals.followers)
+        yield self._events()
+        yield from self.collect_rest()
+
+    def collect_rest(self) -> Iterator[Metric]:
+        """Everything but what :meth:`text` renders."""
+        yield self._invalid()
         yield self._lag()
         yield from self._late()
         yield self._watermark()
 
-    def _active_users(self, rows: Gauges) -> Metric:
+    def _active_users(self, active: dict[PC, dict[str, int]]) -> Metric:
         family = GaugeMetricFamily(
             names.ACTIVE_USERS,
             names.HELP[names.ACTIVE_USERS],
             labels=names.LABELS[names.ACTIVE_USERS],
         )
-        for key, value in rows.active_rows():
-            family.add_metric(list(key), value)
+        for (platform, community), counts in sorted(active.items()):
+            for window, value in counts.items():
+                family.add_metric([platform, community, window], value)
         return family
 
-    def _lifecycle(self, rows: Gauges) -> Iterator[Metric]:
-        by_field = rows.lifecycle_rows()
-        for field, name in names.LIFECYCLE.items():
+    def _lifecycle(self, lifecycle: dict[PC, dict[str, Lifecycle]]) -> Iterator[Metric]:
+        rows = sorted(lifecycle.items())
+        for i, name in enumerate(names.LIFECYCLE.values()):
             family = GaugeMetricFamily(name, names.HELP[name], labels=names.LABELS[name])
-            for key, value in by_field[field]:
-                family.add_metric(list(key), value)
+            for (platform, community), counts in rows:
+                for window, value in counts.items():
+                    family.add_metric([platform, community, window], value[i])
             yield family
 
     def _late(self) -> Iterator[Metric]:
@@ -130,33 +155,36 @@ class EngagementCollector(Collector):
         yield counter
         yield _histogram(names.LATE_EVENT_DELAY, DELAY_BUCKETS, late.buckets, late.delay_sum_s)
 
-    def _followers(self, rows: Gauges) -> Metric:
+    def _followers(self, followers: dict[PC, int]) -> Metric:
         family = GaugeMetricFamily(
             names.FOLLOWERS, names.HELP[names.FOLLOWERS], labels=names.LABELS[names.FOLLOWERS]
         )
-        for pair, value in rows.follower_rows():
+        for pair, value in sorted(followers.items()):
             family.add_metric(list(pair), value)
         return family
 
-    def _ingest_counters(self) -> Iterator[Metric]:
+    def _events(self) -> Metric:
         events = CounterMetricFamily(
             names.EVENTS,
             names.HELP[names.EVENTS],
             labels=[*names.LABELS[names.EVENTS], "partition"],
         )
+        for partition, counters in sorted(self.stats.partitions.items()):
+            label = str(partition)
+            for key, value in sorted(counters.events.items()):
+                events.add_metric([*key, label], value)
+        return events
+
+    def _invalid(self) -> Metric:
         invalid = CounterMetricFamily(
             names.INVALID_EVENTS,
             names.HELP[names.INVALID_EVENTS],
             labels=[*names.LABELS[names.INVALID_EVENTS], "partition"],
         )
         for partition, counters in sorted(self.stats.partitions.items()):
-            label = str(partition)
-            for key, value in sorted(counters.events.items()):
-                events.add_metric([*key, label], value)
             for reason, value in counters.invalid.items():
-                invalid.add_metric([reason, label], value)
-        yield events
-        yield invalid
+                invalid.add_metric([reason, str(partition)], value)
+        return invalid
 
     def _lag(self) -> Metric:
         family = HistogramMetricFamily(
@@ -173,6 +201,16 @@ class EngagementCollector(Collector):
         if watermark is not None:
             family.add_metric([], watermark / 1000)
         return family
+
+
+class _Rest(Collector):
+    """The collector's families that :meth:`EngagementCollector.text` does not render."""
+
+    def __init__(self, collector: EngagementCollector) -> None:
+        self.collector = collector
+
+    def collect(self) -> Iterator[Metric]:
+        return self.collector.collect_rest()
 
 
 def _histogram(

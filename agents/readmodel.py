@@ -7,9 +7,9 @@ module, never from a worker's memory.
 Why per-partition snapshots: users are partitioned by user id, so the counts of
 different partitions cover disjoint sets of users and their sum is exact — whichever
 worker holds which partition, and however many workers there are. Each snapshot is
-the *full* state of its partition (not a delta), with a TTL, so a missed write costs
-nothing once the next one lands, and the partitions of a dead worker expire instead
-of being counted forever.
+a Redis hash holding the full state of its partition — one field per (platform,
+community), so a tick rewrites only the fields that changed — with a TTL, so the
+partitions of a dead worker expire instead of being counted forever.
 
 Everything above the reader section is pure (no I/O) and unit-tested without Redis.
 """
@@ -29,7 +29,10 @@ from streams.events import ALL_COMMUNITIES
 from streams.gauges import PC, Gauges, ratio, stickiness
 from streams.state import Lifecycle
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+#: Hash fields of a partition snapshot besides its rows (rows are JSON arrays).
+META_FIELD = "meta"
+EPOCH_FIELD = "epoch"
 _ZERO = Lifecycle(0, 0, 0, 0)
 STATUS_SCHEMA = "engagement-monitor/status/1"
 TOP_SCHEMA = "engagement-monitor/top/1"
@@ -52,11 +55,12 @@ def _glob_escape(text: str) -> str:
 
 
 def snapshot_key(app_id: str, partition: int) -> str:
-    return f"em:{_escape(app_id)}:snap:{partition}"
+    """The hash of one partition's snapshot (``snap:`` held JSON strings up to schema 1)."""
+    return f"em:{_escape(app_id)}:part:{partition}"
 
 
 def snapshot_pattern(app_id: str) -> str:
-    return f"em:{_glob_escape(_escape(app_id))}:snap:*"
+    return f"em:{_glob_escape(_escape(app_id))}:part:*"
 
 
 def top_key(app_id: str, day: str, platform: str, community: str) -> str:
@@ -94,53 +98,87 @@ class Snapshot:
     lifecycle: dict[PC, dict[str, Lifecycle]] = field(default_factory=dict)
 
 
-def encode_snapshot(snap: Snapshot) -> bytes:
-    """Compact JSON: active counts as a list in window order (no repeated labels);
-    lifecycle counts as one list of the four :class:`Lifecycle` fields per window."""
-    labels = list(snap.windows)
+def meta_value(
+    partition: int, partitions: int, now_ms: int | None, written_ms: int, windows: dict[str, int]
+) -> bytes:
+    """The ``meta`` field: everything of a snapshot but its rows."""
     return orjson.dumps(
         {
             "v": SCHEMA_VERSION,
-            "partition": snap.partition,
-            "partitions": snap.partitions,
-            "now_ms": snap.now_ms,
-            "written_ms": snap.written_ms,
-            "windows": [[label, snap.windows[label]] for label in labels],
-            "active": [
-                [p, c, [counts.get(label, 0) for label in labels]]
-                for (p, c), counts in snap.active.items()
-            ],
-            "followers": [[p, c, n] for (p, c), n in snap.followers.items()],
-            "lifecycle": [
-                [p, c, [list(counts.get(label, _ZERO)) for label in labels]]
-                for (p, c), counts in snap.lifecycle.items()
-            ],
+            "partition": partition,
+            "partitions": partitions,
+            "now_ms": now_ms,
+            "written_ms": written_ms,
+            "windows": [[label, width] for label, width in windows.items()],
         }
     )
 
 
-def decode_snapshot(raw: bytes | str) -> Snapshot:
-    doc = orjson.loads(raw)
-    if doc.get("v") != SCHEMA_VERSION:
-        raise ValueError(f"unknown snapshot version {doc.get('v')!r}")
-    windows = {str(label): int(width) for label, width in doc["windows"]}
-    labels = list(windows)
-    return Snapshot(
-        partition=int(doc["partition"]),
-        partitions=int(doc["partitions"]),
-        now_ms=doc["now_ms"],
-        written_ms=int(doc["written_ms"]),
-        windows=windows,
-        active={(p, c): dict(zip(labels, counts, strict=True)) for p, c, counts in doc["active"]},
-        followers={(p, c): int(n) for p, c, n in doc["followers"]},
-        # absent in snapshots written before the lifecycle counts existed
-        lifecycle={
-            (p, c): {
-                label: Lifecycle(*map(int, n)) for label, n in zip(labels, counts, strict=True)
-            }
-            for p, c, counts in doc.get("lifecycle", ())
-        },
+def row_field(pc: PC) -> bytes:
+    """A row's field name: ``["platform","community"]``."""
+    return orjson.dumps(pc)
+
+
+def row_value(
+    labels: list[str],
+    active: Mapping[str, int] | None,
+    followers: int | None,
+    lifecycle: Mapping[str, Lifecycle] | None,
+) -> bytes:
+    """``[active per window, followers, [active followers, new, returning, dormant] per
+    window]`` in the meta's window order; null where the partition has no such count."""
+    return orjson.dumps(
+        [
+            None if active is None else [active.get(label, 0) for label in labels],
+            followers,
+            None if lifecycle is None else [[*lifecycle.get(label, _ZERO)] for label in labels],
+        ]
     )
+
+
+def encode_snapshot(snap: Snapshot) -> dict[bytes, bytes]:
+    """The hash fields of a whole snapshot (without the writer's ``epoch``)."""
+    labels = list(snap.windows)
+    fields = {
+        META_FIELD.encode(): meta_value(
+            snap.partition, snap.partitions, snap.now_ms, snap.written_ms, snap.windows
+        )
+    }
+    for pc in {**dict.fromkeys(snap.active), **dict.fromkeys(snap.followers), **snap.lifecycle}:
+        fields[row_field(pc)] = row_value(
+            labels, snap.active.get(pc), snap.followers.get(pc), snap.lifecycle.get(pc)
+        )
+    return fields
+
+
+def decode_snapshot(fields: Mapping[bytes, bytes]) -> Snapshot:
+    """A snapshot from its hash fields (HGETALL)."""
+    meta_raw = fields.get(META_FIELD.encode())
+    if meta_raw is None:
+        raise ValueError("snapshot without its meta field")
+    meta = orjson.loads(meta_raw)
+    if meta.get("v") != SCHEMA_VERSION:
+        raise ValueError(f"unknown snapshot version {meta.get('v')!r}")
+    windows = {str(label): int(width) for label, width in meta["windows"]}
+    labels = list(windows)
+    snap = Snapshot(
+        int(meta["partition"]), int(meta["partitions"]), meta["now_ms"], int(meta["written_ms"]),
+        windows,
+    )  # fmt: skip
+    for field_name, raw in fields.items():
+        if not field_name.startswith(b"["):
+            continue
+        p, c = orjson.loads(field_name)
+        active, followers, lifecycle = orjson.loads(raw)
+        if active is not None:
+            snap.active[(p, c)] = dict(zip(labels, active, strict=True))
+        if followers is not None:
+            snap.followers[(p, c)] = int(followers)
+        if lifecycle is not None:
+            snap.lifecycle[(p, c)] = {
+                label: Lifecycle(*n) for label, n in zip(labels, lifecycle, strict=True)
+            }
+    return snap
 
 
 @dataclass
@@ -334,10 +372,12 @@ def connect(url: str, timeout: float = 2.0) -> Any:
 async def read_snapshots(client: Any, app_id: str) -> list[Snapshot]:
     """Every partition snapshot of ``app_id`` present now (expired ones are gone)."""
     keys = [key async for key in client.scan_iter(match=snapshot_pattern(app_id), count=1000)]
-    if not keys:
-        return []
-    values = await client.mget(keys)
-    return [decode_snapshot(v) for v in values if v is not None]
+    out = []
+    for key in keys:
+        fields = await client.hgetall(key)
+        if fields:  # expired between the scan and the read
+            out.append(decode_snapshot(fields))
+    return out
 
 
 async def read_status(

@@ -2,8 +2,16 @@
 
 Every ``EM_SNAPSHOT_INTERVAL`` (default 1 s) one MULTI/EXEC round trip carries
 
-* a full snapshot of every by-user partition the worker holds (``SET … PX ttl``,
-  TTL = 3 × interval, at least 10 s: a dead worker's partitions expire), and
+* for every by-user partition the worker holds, the rows of its snapshot hash that
+  changed since the last write that landed (the counts come from the worker's
+  shared :class:`streams.live_counts.LiveCounts`, which recomputes only what
+  changed), its ``meta`` field, and ``PEXPIRE`` (TTL = 3 × interval, at least 10 s: a
+  dead worker's partitions expire). A small Lua script applies them only if the
+  hash still carries the ``epoch`` this worker gave it at its last full write; a
+  hash that is gone (Redis restarted or flushed, TTL ran out) or was rewritten by
+  another worker makes the script refuse, and the partition is written whole
+  right away, in a second round trip, with a new epoch. The first write of a
+  partition, and every write after a failed one, is whole too; and
 * the top-users deltas tallied since the last tick (:mod:`agents.top_users`), as
   one JSON argument to a small Lua script that runs ``ZINCRBY`` per user, then
   ``ZREMRANGEBYRANK key 0 -(N+1)`` and ``EXPIRE`` per set, inside Redis. Sending a
@@ -13,14 +21,16 @@ Every ``EM_SNAPSHOT_INTERVAL`` (default 1 s) one MULTI/EXEC round trip carries
 Why Redis never slows the pipeline: the apply agent only increments dicts; all I/O
 happens here, on the timer, bounded by a timeout. A failed write is counted
 (``engagement_redis_write_failures_total``), logged once per outage (and once on
-recovery); snapshots are full state, so the first write after an outage is exact
-again, and the top-users deltas are kept (capped) and merged into the next write.
+recovery); the first write after an outage rewrites every partition whole, so it is
+exact again, and the top-users deltas are kept (capped) and merged into the next write.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
+import os
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -30,7 +40,17 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from agents.outage import Outage
-from agents.readmodel import Snapshot, connect, encode_snapshot, snapshot_key, top_index_key
+from agents.readmodel import (
+    EPOCH_FIELD,
+    META_FIELD,
+    Snapshot,
+    connect,
+    meta_value,
+    row_field,
+    row_value,
+    snapshot_key,
+    top_index_key,
+)
 from agents.readmodel import top_key as make_top_key
 from agents.top_users import (
     TOP_TTL_S,
@@ -41,6 +61,7 @@ from agents.top_users import (
 from streams import metric_names as names
 from streams.clock import Clock
 from streams.gauges import gauge_rows
+from streams.live_counts import EMPTY, LiveCounts
 from streams.state import WorkerState
 
 log = logging.getLogger(__name__)
@@ -100,6 +121,25 @@ return #doc[3]
 #: increments per script call: bounds how long one call blocks Redis (~10 ms)
 CHUNK = 20_000
 
+#: KEYS[1] = a partition's hash; ARGV = [epoch, ttl ms, meta, n, field1, value1, ...,
+#: fieldn, valuen, deleted field, ...]. Changes only a hash this worker wrote whole
+#: (its epoch): 0 tells the writer to write the partition whole.
+SNAPSHOT_DIFF_LUA = """
+if redis.call('HGET', KEYS[1], 'epoch') ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'meta', ARGV[3])
+local last = 4 + 2 * tonumber(ARGV[4])
+for i = 5, last, 2000 do
+  redis.call('HSET', KEYS[1], unpack(ARGV, i, math.min(i + 1999, last)))
+end
+for i = last + 1, #ARGV, 2000 do
+  redis.call('HDEL', KEYS[1], unpack(ARGV, i, math.min(i + 1999, #ARGV)))
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return 1
+"""
+
+_epochs = itertools.count()
+
 
 def top_payloads(app_id: str, sets: list[SetDelta], keep: int) -> list[bytes]:
     """The Lua script's arguments for these set deltas, in chunks of about CHUNK users."""
@@ -140,11 +180,13 @@ class ReadModelWriter:
         tally: TopUsersTally,
         top_n: int,
         client: Any = None,
+        live: LiveCounts | None = None,
     ) -> None:
         self.app_id = app_id
         self.state = state
         self.clock = clock
         self.windows = windows
+        self.labels = list(windows)
         self.partitions = partitions
         self.tally = tally
         self.top_n = top_n
@@ -154,6 +196,13 @@ class ReadModelWriter:
         self.client = client if client is not None else connect(redis_url, self.timeout)
         self.redis_url = redis_url
         self.script = self.client.register_script(TOP_USERS_LUA)
+        self.diff_script = self.client.register_script(SNAPSHOT_DIFF_LUA)
+        self.live = live if live is not None else LiveCounts(state, windows)
+        self.feed = self.live.feed()
+        # partition -> the epoch of our last whole write of it that landed (absent:
+        # the next write of it is whole), and the rows changed since that write
+        self.epochs: dict[int, str] = {}
+        self.changed: dict[int, dict[tuple[str, str], None]] = {}
         self.failures = 0
         self.writes = 0
         self.last_ok_s: float | None = None
@@ -162,28 +211,81 @@ class ReadModelWriter:
             "read model: Redis writes resumed",
         )
 
-    async def _queue(self, pipe: Any, snapshots: list[Snapshot], sets: list[SetDelta]) -> None:
-        px = self.ttl_ms
-        for snap in snapshots:
-            pipe.set(snapshot_key(self.app_id, snap.partition), encode_snapshot(snap), px=px)
-        for payload in top_payloads(self.app_id, sets, self.top_n):
-            await self.script(keys=[], args=[payload], client=pipe)  # queues EVALSHA
+    def _whole(self, pipe: Any, p: int, meta: bytes) -> str:
+        """Queue a partition's whole hash; its new epoch."""
+        epoch = f"{os.getpid()}-{next(_epochs)}-{time.time_ns()}"
+        key = snapshot_key(self.app_id, p)
+        fields = {META_FIELD.encode(): meta, EPOCH_FIELD.encode(): epoch.encode()}
+        for pc, row in self.live.rows(p).items():
+            fields[row_field(pc)] = row_value(self.labels, row.active, row.followers, row.lifecycle)
+        pipe.delete(key)
+        pipe.hset(key, mapping=fields)
+        pipe.pexpire(key, self.ttl_ms)
+        return epoch
+
+    async def _diff(self, pipe: Any, p: int, meta: bytes) -> None:
+        """Queue the script that applies a partition's changed rows."""
+        rows = self.live.rows(p)
+        sets: list[bytes] = []
+        deletes: list[bytes] = []
+        for pc in self.changed.get(p, {}):
+            row = rows.get(pc, EMPTY)
+            if row:
+                sets += (
+                    row_field(pc),
+                    row_value(self.labels, row.active, row.followers, row.lifecycle),
+                )
+            else:
+                deletes.append(row_field(pc))
+        args = [self.epochs[p], self.ttl_ms, meta, len(sets) // 2, *sets, *deletes]
+        await self.diff_script(keys=[snapshot_key(self.app_id, p)], args=args, client=pipe)
+
+    async def _write(
+        self, now_ms: int | None, sets: list[SetDelta], whole: set[int], held: list[int]
+    ) -> None:
+        """One MULTI/EXEC: the snapshots of ``held`` (``whole`` ones whole) and the
+        top-users sets; a partition whose diff Redis refused is written whole in a
+        second one."""
+        written_ms = int(time.time() * 1000)
+        new_epochs: dict[int, str] = {}
+        diffs = [p for p in held if p not in whole]
+        async with self.client.pipeline(transaction=True) as pipe:
+            for p in held:
+                if p in whole:  # three commands each, first in the results
+                    meta = meta_value(p, self.partitions, now_ms, written_ms, self.windows)
+                    new_epochs[p] = self._whole(pipe, p, meta)
+            for p in diffs:
+                meta = meta_value(p, self.partitions, now_ms, written_ms, self.windows)
+                await self._diff(pipe, p, meta)
+            for payload in top_payloads(self.app_id, sets, self.top_n):
+                await self.script(keys=[], args=[payload], client=pipe)  # queues EVALSHA
+            results = await asyncio.wait_for(pipe.execute(), self.timeout)
+        self.epochs.update(new_epochs)
+        diff_results = results[3 * len(new_epochs) : 3 * len(new_epochs) + len(diffs)]
+        refused = [p for p, ok in zip(diffs, diff_results, strict=True) if not ok]
+        self.changed = {}
+        if refused:  # gone, or rewritten by another worker: whole, now
+            for p in refused:
+                del self.epochs[p]
+            await self._write(now_ms, [], set(refused), refused)
 
     async def tick(self) -> bool:
-        """One write of everything; True if it reached Redis. Never raises."""
-        written_ms = int(time.time() * 1000)
-        snapshots = build_snapshots(
-            self.state, self.clock.now_ms(), self.windows, self.partitions, written_ms
-        )
+        """One write of what changed; True if it reached Redis. Never raises."""
+        now_ms = self.clock.now_ms()
+        self.live.update(now_ms)
+        for p, pc, _before, _after in self.feed.take():
+            self.changed.setdefault(p, {})[pc] = None
+        held = set(self.live.partitions())
+        for p in set(self.epochs) - held:  # revoked: its new owner writes it whole
+            del self.epochs[p]
         deltas = self.tally.take()
-        if not snapshots and not deltas:
+        if not held and not deltas:
             return True
         try:
-            async with self.client.pipeline(transaction=True) as pipe:
-                await self._queue(pipe, snapshots, plan(deltas))
-                await asyncio.wait_for(pipe.execute(), self.timeout)
+            await self._write(now_ms, plan(deltas), held - set(self.epochs), sorted(held))
         except Exception as exc:  # noqa: BLE001 - any failure: count, log once, go on
             self.tally.restore(deltas)
+            self.epochs.clear()  # what landed is unknown: every partition whole next time
             self._failed(exc)
             return False
         self._succeeded()
@@ -238,6 +340,7 @@ def install(pipeline: Any) -> ReadModelWriter | None:
     writer = ReadModelWriter(
         redis_url=settings.redis_url,
         app_id=settings.app_id,
+        live=pipeline.live,
         state=pipeline.state,
         clock=pipeline.clock,
         windows=settings.window_ms,

@@ -9,6 +9,10 @@
 
 Run: ``[REDIS_URL=redis://…] .venv/bin/python bench/readmodel_bench.py [--events N]``;
 best of 5 runs (with REDIS_URL: also 4 whole ticks against that Redis).
+
+``--scale [--baseline DIR]``: a ``/metrics`` scrape and one read-model tick at
+10,000 communities and 1M stored records (:mod:`bench.scale_ticks`), this tree and,
+with ``--baseline``, another checkout in the same run.
 """
 
 from __future__ import annotations
@@ -65,8 +69,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--events", type=int, default=500_000)
     parser.add_argument("--users", type=int, default=100_000)
-    parser.add_argument("--communities", type=int, default=1_000)
+    parser.add_argument("--communities", type=int, help="default 1,000; with --scale 10,000")
+    parser.add_argument("--scale", action="store_true", help="scrape and tick at scale")
+    parser.add_argument("--baseline", help="with --scale: a checkout to compare with")
+    parser.add_argument("--records", type=int, default=1_000_000)
+    parser.add_argument("--rate", type=int, default=2_000, help="events per tick")
+    parser.add_argument("--rounds", type=int, default=7)
     args = parser.parse_args()
+    if args.scale:
+        from bench.scale_ticks import compare
+
+        compare(args)
+        return
+    args.communities = args.communities or 1_000
     evs = events(args.events, args.users, args.communities, 1)
     batches = [evs[i : i + 50] for i in range(0, len(evs), 50)]
 
@@ -122,7 +137,11 @@ def main() -> None:
             encode_snapshot(snap)
 
     t_snap = best(5, snapshot)
-    size = sum(len(encode_snapshot(s)) for s in build_snapshots(state, now, WINDOWS, 4, 0))
+    size = sum(
+        len(k) + len(v)
+        for s in build_snapshots(state, now, WINDOWS, 4, 0)
+        for k, v in encode_snapshot(s).items()
+    )
     print(
         f"snapshots of 4 partitions ({len(state):,} records, {args.communities:,} "
         f"communities): {t_snap * 1e3:.1f} ms per tick, {size / 1024:.0f} KiB"

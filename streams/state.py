@@ -564,6 +564,7 @@ class PartitionState:
         "_user_follows",
         "_platform_followers",
         "_max_ts",
+        "_changed",
     )
 
     def __init__(self, active_types: frozenset[str]) -> None:
@@ -592,6 +593,9 @@ class PartitionState:
         # platform -> users following at least one of its communities.
         self._platform_followers: dict[str, int] = {}
         self._max_ts = -1
+        # (platform, community) and (platform, "*") whose indexes changed since the last
+        # take_changed(), in the order they changed (a dict as an ordered set).
+        self._changed: dict[PC, None] = {}
 
     def __len__(self) -> int:
         return len(self.records)
@@ -719,6 +723,7 @@ class PartitionState:
                 else:
                     group_changes.append((old, new))
         _update_groups(self._groups, changes)
+        self._changed.update(dict.fromkeys(changes))
         self._flush_users(touched, self._user_views(recompute) if recompute else {})
 
     def _user_views(self, wanted: set[PC]) -> dict[PC, View | None]:
@@ -759,6 +764,7 @@ class PartitionState:
                 else:
                     platform_changes.append((old, new))
         _update_groups(self._platforms, changes)
+        self._changed.update(dict.fromkeys((platform, ALL_COMMUNITIES) for platform in changes))
 
     # -- rebuild and expiry -----------------------------------------------------------
 
@@ -868,6 +874,39 @@ class PartitionState:
         for platform, group in self._platforms.items():
             out[(platform, ALL_COMMUNITIES)] = dict(group.lifecycle(now_ms, bounds, key))
         return out
+
+    def take_changed(self) -> dict[PC, None]:
+        """The (platform, community) keys, incl. (platform, "*"), whose active or
+        lifecycle counts may differ from the last call's for another reason than the
+        clock (flushes first). What lets a reader keep counts up to date by recomputing
+        only these and the ones whose :meth:`group_counts` validity ran out."""
+        self.flush()
+        changed, self._changed = self._changed, {}
+        return changed
+
+    def group_counts(
+        self, pc: PC, now_ms: int, windows: dict[str, int], bounds: list[Bounds]
+    ) -> tuple[dict[str, int] | None, dict[str, Lifecycle] | None, int]:
+        """(active counts, lifecycle counts, valid until) of one key of
+        :meth:`active_counts`/:meth:`lifecycle_counts` (None where those leave it out):
+        the same numbers as theirs, and the first clock time at which any of them can
+        change without a new :meth:`take_changed` entry. ``bounds`` is
+        :func:`lifecycle_bounds` of ``now_ms`` and ``windows``; call after
+        :meth:`take_changed` (no flush here). The lifecycle dict is the group's cached
+        one, shared to save memory: read it, never change it."""
+        platform, community = pc
+        group = self._platforms.get(platform) if community == ALL_COMMUNITIES else None
+        if group is None and community != ALL_COMMUNITIES:
+            group = self._groups.get(pc)
+        if group is None:
+            return None, None, _NEVER
+        lifecycle = group.lifecycle(now_ms, bounds, tuple(windows.items()))
+        cached = group.cached
+        valid_until = cached[2] if cached is not None else now_ms + 1
+        active = None
+        if group.active:
+            active = group.active_in(now_ms, [(label, now_ms - w) for label, w in windows.items()])
+        return active, lifecycle, valid_until
 
     def follower_counts(self) -> dict[PC, int]:
         """{(platform, community): followers}, including (platform, "*"); communities that

@@ -522,3 +522,106 @@ async def test_a_hung_redis_costs_one_bounded_timeout_per_tick(tmp_path: Path) -
         os.kill(redis.proc.pid, signal.SIGCONT)
         await writer.close()
         redis.kill()
+
+
+def _writer(url: str, app_id: str, state: Any, partitions: int = 2) -> Any:
+    from agents.redis_snapshots import ReadModelWriter
+    from agents.top_users import TopUsersTally
+    from streams.clock import Clock
+
+    return ReadModelWriter(
+        redis_url=url,
+        app_id=app_id,
+        state=state,
+        clock=Clock("event", state.watermark_ms),
+        windows=WINDOWS,
+        partitions=partitions,
+        interval_s=1.0,
+        tally=TopUsersTally(DEFAULT_ACTIVE_TYPES),
+        top_n=3,
+    )
+
+
+async def test_ticks_write_only_changed_rows_and_rewrite_what_redis_lost(
+    tmp_path: Path,
+) -> None:
+    """After the first (whole) write a tick sends only the rows that changed; a hash
+    that Redis lost (FLUSHALL) or another worker rewrote is written whole again, and
+    the sum read back equals the oracle after every step."""
+    from streams.state import WorkerState
+    from streams.topics import partition_for_user
+
+    redis = RedisServer(tmp_path).start()
+    traffic = make_traffic(seed=11, count=2000, now_ms=1_780_000_000_000)
+    state = WorkerState(DEFAULT_ACTIVE_TYPES)
+    for p in range(2):
+        state.assign(p)
+    events = list(traffic.valid)
+
+    def apply(event: dict) -> None:
+        platform, community, user, ts_ms, kind = fields(event)
+        part = state.partitions[partition_for_user(user, 2)]
+        part.apply(platform, community, user, ts_ms, kind)
+
+    for event in events:
+        apply(event)
+    writer = _writer(redis.url, "diff", state)
+    sent: list[list[Any]] = []
+    script = writer.diff_script
+
+    async def spy(keys: list[str], args: list[Any], client: Any) -> Any:
+        sent.append(args)
+        return await script(keys=keys, args=args, client=client)
+
+    writer.diff_script = spy
+    client = connect(redis.url)
+
+    async def check() -> None:
+        now = event_clock(events)
+        assert now is not None
+        totals = sum_read(await read_snapshots(client, "diff"))
+        assert totals.active == expected_active(events, now, WINDOWS)
+        assert totals.followers == expected_followers(events)
+        assert totals.lifecycle == expected_lifecycle(events, now, WINDOWS)
+
+    try:
+        assert await writer.tick() and sent == []  # the first write of each is whole
+        await check()
+        # one event at the clock's time in a new community: two rows change, its own
+        # and its platform's "*", in the partition of its user; nothing else is sent
+        user = next(u for u in (f"new-{i}" for i in range(99)) if partition_for_user(u, 2) == 1)
+        event = {"platform": "twitter", "community": "brand-new", "user_id": user,
+                 "ts_ms": event_clock(events), "type": "like"}  # fmt: skip
+        events.append(event)
+        apply(event)
+        assert await writer.tick()
+        assert [args[3] for args in sent] == [0, 2]  # rows set, partitions 0 and 1
+        assert sent[1][4::2] == [b'["twitter","brand-new"]', b'["twitter","*"]']
+        assert len(sent[1]) == 8  # and none deleted
+        await check()
+        await client.flushall()
+        sent.clear()
+        assert await writer.tick()
+        assert [args[3] for args in sent] == [0, 0]  # refused: both rewritten whole
+        await check()
+        # another worker took partition 0 and wrote it whole: ours is refused and
+        # written whole again (as both would before the diffs existed)
+        other = _writer(redis.url, "diff", state)
+        assert await other.tick()
+        await other.close()
+        ours = dict(writer.epochs)
+        assert await writer.tick()
+        assert all(writer.epochs[p] != ours[p] for p in (0, 1))
+        await check()
+        assert writer.failures == 0 and writer.epochs.keys() == {0, 1}
+        assert 0 < await client.pttl("em:diff:part:0") <= 10_000
+    finally:
+        await client.aclose()
+        await writer.close()
+        redis.kill()
+
+
+def sum_read(snapshots: list[Any]) -> Any:
+    from agents.readmodel import sum_snapshots
+
+    return sum_snapshots(snapshots)

@@ -150,8 +150,8 @@ def test_status_document_rows_ratios_and_filters() -> None:
 
 def test_keys_are_unambiguous_and_patterns_literal() -> None:
     assert top_key("app", "2026-01-02", "a:b", "c") != top_key("app", "2026-01-02", "a", "b:c")
-    assert snapshot_key("em*app", 3) == "em:em*app:snap:3"
-    assert snapshot_pattern("em*app") == "em:em\\*app:snap:*"
+    assert snapshot_key("em*app", 3) == "em:em*app:part:3"
+    assert snapshot_pattern("em*app") == "em:em\\*app:part:*"
     assert utc_day(0) == "1970-01-01" and utc_day(DAY_MS - 1) == "1970-01-01"
     assert check_day("2026-02-28") == "2026-02-28"
     with pytest.raises(ValueError):
@@ -255,15 +255,19 @@ def test_top_payloads_chunk_and_carry_keys_increments_and_index(monkeypatch) -> 
     assert payloads[1][2] == [["em:app:top:2026-01-03:y:b%3Ac", ["u3", 1]]]
 
 
-def test_snapshot_without_lifecycle_still_decodes() -> None:
-    """A worker of the previous release writes no "lifecycle" list: zeros, not an error."""
-    import orjson
-
-    snap = Snapshot(0, 1, NOW, 1, {"1d": DAY_MS}, {("x", "a"): {"1d": 1}}, {("x", "a"): 1})
-    doc = orjson.loads(encode_snapshot(snap))
-    del doc["lifecycle"]
-    old = decode_snapshot(orjson.dumps(doc))
-    assert old.lifecycle == {}
-    row = status_document(sum_snapshots([old]), "app")["communities"][0]
+def test_snapshot_hash_fields_and_rows_without_some_counts() -> None:
+    """One field per row plus meta; a row a partition has no active (or follower, or
+    lifecycle) count for stays out of that count, as in the state."""
+    snap = Snapshot(
+        0, 1, NOW, 1, {"1d": DAY_MS}, {("x", "a"): {"1d": 1}}, {("x", "a"): 1, ("x", "b"): 0}
+    )
+    fields = encode_snapshot(snap)
+    assert set(fields) == {b"meta", b'["x","a"]', b'["x","b"]'}
+    assert fields[b'["x","b"]'] == b"[null,0,null]"
+    back = decode_snapshot(fields)
+    assert back == snap and back.lifecycle == {}
+    row = status_document(sum_snapshots([back]), "app")["communities"][0]
     assert row["audience"]["1d"]["new_users"] == 0
     assert row["audience"]["1d"]["non_follower_active"] == 1
+    with pytest.raises(ValueError, match="meta"):
+        decode_snapshot({b'["x","a"]': fields[b'["x","a"]']})

@@ -26,20 +26,20 @@ WINDOWS = {"1d": 86_400_000, "7d": 604_800_000, "30d": 2_592_000_000}
 
 
 class FakeRedis:
-    """Strings, sets and sorted sets in dicts; just what agents.readmodel reads."""
+    """Hashes, sets and sorted sets in dicts; just what agents.readmodel reads."""
 
     def __init__(self) -> None:
-        self.strings: dict[str, bytes] = {}
+        self.hashes: dict[str, dict[bytes, bytes]] = {}
         self.sets: dict[str, set[bytes]] = {}
         self.zsets: dict[str, dict[bytes, float]] = {}
 
     async def scan_iter(self, match: str, count: int) -> AsyncIterator[bytes]:
-        for key in sorted(self.strings):
+        for key in sorted(self.hashes):
             if fnmatch.fnmatchcase(key, match):
                 yield key.encode()
 
-    async def mget(self, keys: list[bytes]) -> list[bytes | None]:
-        return [self.strings.get(k.decode()) for k in keys]
+    async def hgetall(self, key: bytes) -> dict[bytes, bytes]:
+        return self.hashes.get(key.decode(), {})
 
     async def smembers(self, key: str) -> set[bytes]:
         return self.sets.get(key, set())
@@ -77,8 +77,8 @@ def fed() -> FakeRedis:
         ),
     ]  # fmt: skip
     for snap in snaps:
-        redis.strings[snapshot_key(APP, snap.partition)] = encode_snapshot(snap)
-    redis.strings[snapshot_key("other-app", 0)] = encode_snapshot(snaps[1])  # not ours
+        redis.hashes[snapshot_key(APP, snap.partition)] = encode_snapshot(snap)
+    redis.hashes[snapshot_key("other-app", 0)] = encode_snapshot(snaps[1])  # not ours
     redis.zsets[top_key(APP, DAY, "tw", "acme")] = {b"u3": 5.0, b"u1": 9.0, b"u2": 5.0, b"u4": 1.0}
     redis.zsets[top_key(APP, DAY, "ig", "acme")] = {b"u9": 2.0}
     redis.sets[top_index_key(APP, DAY)] = {b'["tw","acme"]', b'["ig","acme"]'}
@@ -226,7 +226,7 @@ async def test_no_snapshot_is_no_data_not_unknown() -> None:
     """Workers down and their snapshots expired: 503 "no data" everywhere, never a
     404 "unknown community" or a healthy /api/health."""
     redis = FakeRedis()
-    redis.strings[snapshot_key("other-app", 0)] = fed().strings[snapshot_key(APP, 0)]
+    redis.hashes[snapshot_key("other-app", 0)] = fed().hashes[snapshot_key(APP, 0)]
     client = await client_for(redis)
     try:
         for path in (

@@ -1,0 +1,166 @@
+"""Every partition's gauge rows, kept up to date by recomputing only what changed.
+
+The ``/metrics`` collector and the Redis read model both need every (platform,
+community) count of every held partition at least once a second. Computing them all
+costs a few bisections per community and partition — tens of thousands of groups at
+10,000 communities — so :class:`LiveCounts` keeps the rows and, at each
+:meth:`LiveCounts.update`, recomputes only the groups whose indexes changed
+(:meth:`PartitionState.take_changed`) and those whose counts the clock has moved
+(each group says until when its counts hold, :meth:`PartitionState.group_counts`).
+One instance per worker, shared: ``take_changed`` hands each change out once.
+
+Readers learn what changed through a :class:`Changes` feed of their own: the
+(partition, platform, community) keys with their rows before and after, so a reader
+can keep sums (label caps) or a written copy (Redis) by applying differences.
+The numbers are those of :func:`streams.gauges.gauge_rows` over one partition:
+tests/unit/streams/test_live_counts.py compares them after every step.
+"""
+
+from __future__ import annotations
+
+import heapq
+from dataclasses import dataclass, field
+
+from streams.state import Lifecycle, PartitionState, WorkerState, lifecycle_bounds
+
+PC = tuple[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    """One (platform, community) of one partition; None where the state leaves the key
+    out of that count (see :class:`streams.state.PartitionState`)."""
+
+    active: dict[str, int] | None
+    lifecycle: dict[str, Lifecycle] | None
+    followers: int | None
+
+    def __bool__(self) -> bool:
+        return not (self.active is None and self.lifecycle is None and self.followers is None)
+
+
+EMPTY = Row(None, None, None)
+
+#: (partition, (platform, community), row before, row after); EMPTY: absent.
+Change = tuple[int, PC, Row, Row]
+
+
+@dataclass
+class Changes:
+    """A reader's feed: every change since it last took them, in order."""
+
+    pending: list[Change] = field(default_factory=list)
+
+    def take(self) -> list[Change]:
+        taken, self.pending = self.pending, []
+        return taken
+
+
+class _Partition:
+    """The rows of one held :class:`PartitionState` and when each must be recomputed."""
+
+    __slots__ = ("part", "rows", "followers", "valid", "deadlines")
+
+    def __init__(self, part: PartitionState, rows: dict[PC, Row]) -> None:
+        self.part = part
+        self.rows = rows
+        self.followers: dict[PC, int] = {}  # follower_counts() at the last update
+        self.valid: dict[PC, int] = {}  # pc -> its counts hold until this clock time
+        self.deadlines: list[tuple[int, PC]] = []  # heap; entries not in valid are stale
+
+
+class LiveCounts:
+    """The rows of every partition of ``state`` at the last :meth:`update`."""
+
+    def __init__(self, state: WorkerState, windows: dict[str, int]) -> None:
+        self.state = state
+        self.windows = dict(windows)
+        self.now_ms: int | None = None
+        self._parts: dict[int, _Partition] = {}
+        self._feeds: list[Changes] = []
+
+    def feed(self) -> Changes:
+        """A new reader's feed; it starts with every row present now as an addition."""
+        changes = Changes()
+        for p, held in self._parts.items():
+            changes.pending.extend((p, pc, EMPTY, row) for pc, row in held.rows.items())
+        self._feeds.append(changes)
+        return changes
+
+    def rows(self, partition: int) -> dict[PC, Row]:
+        held = self._parts.get(partition)
+        return held.rows if held is not None else {}
+
+    def partitions(self) -> list[int]:
+        return list(self._parts)
+
+    def update(self, now_ms: int | None) -> None:
+        """Bring every row to ``now_ms`` (None: no clock yet, followers only)."""
+        # a clock that went back (wall clock stepped) invalidates every validity
+        full = now_ms is None or self.now_ms is None or now_ms < self.now_ms
+        self.now_ms = now_ms
+        out: list[Change] = []
+        for p in [p for p in self._parts if p not in self.state.partitions]:
+            out.extend((p, pc, row, EMPTY) for pc, row in self._parts.pop(p).rows.items())
+        for p, part in list(self.state.partitions.items()):
+            held = self._parts.get(p)
+            if held is None or held.part is not part:  # newly assigned, or rebuilt
+                # diffed against the rows readers have of the partition's old state
+                held = self._parts[p] = _Partition(part, held.rows if held else {})
+                out.extend(self._refresh(p, held, now_ms, True))
+            else:
+                out.extend(self._refresh(p, held, now_ms, full))
+        if out:
+            for feed in self._feeds:
+                feed.pending.extend(out)
+
+    def _refresh(self, p: int, held: _Partition, now_ms: int | None, full: bool) -> list[Change]:
+        """The keys that may have changed: new index changes (kept for later while there
+        is no clock), expired validities (all on a full refresh), follower changes."""
+        keys: dict[PC, None] = {}
+        if now_ms is not None:
+            keys = held.part.take_changed()
+        if full:
+            keys.update(dict.fromkeys(held.rows))
+            held.deadlines, held.valid = [], {}
+        elif now_ms is not None:
+            deadlines, valid = held.deadlines, held.valid
+            while deadlines and deadlines[0][0] <= now_ms:
+                until, pc = heapq.heappop(deadlines)
+                if valid.get(pc) == until:
+                    del valid[pc]
+                    keys[pc] = None
+        followers = held.part.follower_counts()
+        last = held.followers
+        keys.update(dict.fromkeys(pc for pc, _n in followers.items() - last.items()))
+        keys.update(dict.fromkeys(last.keys() - followers.keys()))
+        held.followers = followers
+        return self._recompute(p, held, keys, now_ms)
+
+    def _recompute(
+        self, p: int, held: _Partition, keys: dict[PC, None], now_ms: int | None
+    ) -> list[Change]:
+        """Recompute ``keys``; the changes among them."""
+        part, rows, valid, windows = held.part, held.rows, held.valid, self.windows
+        followers = held.followers
+        bounds = lifecycle_bounds(now_ms, windows) if now_ms is not None else []
+        out: list[Change] = []
+        for pc in keys:
+            if now_ms is None:
+                new = Row(None, None, followers.get(pc))
+            else:
+                active, lifecycle, until = part.group_counts(pc, now_ms, windows, bounds)
+                new = Row(active, lifecycle, followers.get(pc))
+                if lifecycle is None:
+                    valid.pop(pc, None)
+                elif valid.get(pc) != until:
+                    valid[pc] = until
+                    heapq.heappush(held.deadlines, (until, pc))
+            old = rows.get(pc, EMPTY)
+            if new != old:
+                if new:
+                    rows[pc] = new
+                else:
+                    del rows[pc]
+                out.append((p, pc, old, new))
+        return out
