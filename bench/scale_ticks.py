@@ -149,7 +149,7 @@ class Child:
         from agents.redis_snapshots import ReadModelWriter
 
         params = inspect.signature(ReadModelWriter).parameters
-        return ReadModelWriter(
+        writer = ReadModelWriter(
             redis_url=redis_url,
             app_id=APP,
             state=self.state,
@@ -161,6 +161,8 @@ class Child:
             top_n=100,
             **{k: v for k, v in extra.items() if k in params},
         )
+        writer.timeout = 60.0  # a tick is timed, not cut short (the first one is large)
+        return writer
 
     def make_page(self) -> Any:
         """The worker's /metrics body, as agents/app.py builds it in this tree."""
