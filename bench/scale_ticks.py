@@ -146,6 +146,7 @@ class Child:
         self.labels.rank_counts(rows.active, rows.followers, "30d")
 
     def make_writer(self, redis_url: str, extra: dict[str, Any]) -> Any:
+        from agents.readmodel import connect
         from agents.redis_snapshots import ReadModelWriter
 
         params = inspect.signature(ReadModelWriter).parameters
@@ -159,9 +160,10 @@ class Child:
             interval_s=1.0,
             tally=self.tally,
             top_n=100,
+            client=connect(redis_url, 60.0),  # a tick is timed, not cut short
             **{k: v for k, v in extra.items() if k in params},
         )
-        writer.timeout = 60.0  # a tick is timed, not cut short (the first one is large)
+        writer.timeout = 60.0  # (the first, whole one is large)
         return writer
 
     def make_page(self) -> Any:
@@ -275,7 +277,11 @@ def compare(args: argparse.Namespace) -> None:
         for child in children.values():
             if child.stdin:
                 child.stdin.close()
-            child.wait(timeout=60)
+            try:
+                child.wait(timeout=60)
+            except subprocess.TimeoutExpired:  # still building after a failure elsewhere
+                child.kill()
+                child.wait()
         for proc in redis:
             proc.kill()
     report(results, args, communities)
