@@ -164,6 +164,9 @@ class Child:
             **{k: v for k, v in extra.items() if k in params},
         )
         writer.timeout = 60.0  # (the first, whole one is large)
+        # rounds alternate between trees and take longer than the 10 s TTL on a loaded
+        # machine: an expired hash would be rewritten whole at every tick
+        writer.ttl_ms = 3_600_000
         return writer
 
     def make_page(self) -> Any:
