@@ -262,6 +262,7 @@ class IngestStage:
                     await asyncio.gather(
                         *(self._handle_or_rewind(tp, m) for tp, m in polled.items())
                     )
+                self._drop_unassigned()
                 self._export_offsets()
         finally:
             await self.consumer.stop()
@@ -460,6 +461,15 @@ class IngestStage:
             self.router.stats.partitions[tp.partition] = counters
         self.next_offset[tp] = next_offset
         self.committed[tp] = next_offset
+
+    def _drop_unassigned(self) -> None:
+        """Expose counters only of input partitions the consumer holds now: a worker
+        expelled while busy (its session expired) may learn of it only at its next
+        rejoin, and meanwhile the new owner exposes the same partition's counters."""
+        held = {tp.partition for tp in self.consumer.assignment()}
+        partitions = self.router.stats.partitions
+        for partition in [p for p in partitions if p not in held]:
+            del partitions[partition]
 
     def _export_offsets(self) -> None:
         """Ingest lag into Faust's offset gauges, so one lag rule covers every stage."""
