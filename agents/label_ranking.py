@@ -14,6 +14,7 @@ import logging
 from typing import Any
 
 from agents.labels import REFRESH_S, CommunityLabels
+from agents.readmodel import connect, read_snapshots, sum_snapshots
 from streams.gauges import gauge_rows
 
 log = logging.getLogger(__name__)
@@ -21,8 +22,6 @@ log = logging.getLogger(__name__)
 
 async def shared_counts(redis_url: str, app_id: str) -> Any:
     """The sum of every partition's snapshot (None: none readable)."""
-    from agents.readmodel import connect, read_snapshots, sum_snapshots
-
     client = connect(redis_url)
     try:
         snapshots = await read_snapshots(client, app_id)

@@ -22,7 +22,9 @@ from typing import Any, TextIO
 
 from agents.kafka_admin import require_topic
 from agents.kafka_security import client_kwargs, failure
+from commands.dlq_resend import resend
 from commands.sources import TimeRange, parse_time_bound
+from streams import settings
 from streams.deadletters import DeadLetter, Tally, export_line, from_record, iso, safe_text
 from streams.durations import parse_duration_ms
 
@@ -37,8 +39,7 @@ SETTINGS = (
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from commands.cli import accept_relative_times
-    from streams import settings
+    from commands.cli import accept_relative_times  # cli imports this module
 
     parser.description = (
         "Read the dead-letter topic (counts, samples, JSONL export) and re-send corrected "
@@ -177,10 +178,7 @@ ACTIONS: dict[str, Callable[[argparse.Namespace, Any, TextIO], Any]] = {
 def run(args: argparse.Namespace) -> int:
     from aiokafka.errors import KafkaError
 
-    from commands.dlq_resend import resend
-    from streams import settings as settings_mod
-
-    conf = settings_mod.from_args(args)
+    conf = settings.from_args(args)
     try:
         if args.action == "resend":
             return int(asyncio.run(resend(args, conf)))

@@ -15,6 +15,7 @@ import time
 from typing import Any
 
 from agents.kafka_admin import require_topic
+from agents.kafka_security import client_kwargs
 from streams.deadletters import message_of
 from streams.events import InvalidEvent, parse_event
 
@@ -43,8 +44,6 @@ def check_lines(
 
 async def send(conf: Any, messages: list[tuple[bytes, int]]) -> None:
     from aiokafka import AIOKafkaProducer
-
-    from agents.kafka_security import client_kwargs
 
     await require_topic(conf.kafka_bootstrap_servers, conf.input_topic)
     producer = AIOKafkaProducer(

@@ -18,7 +18,7 @@ from typing import Any
 
 import orjson
 
-from agents.readmodel import check_day, connect, read_status, read_top, today
+from agents.readmodel import MAX_TOP_LIMIT, check_day, connect, read_status, read_top, today
 from streams import metric_names as names
 from streams import settings as settings_mod
 from streams.security import redact_url
@@ -289,8 +289,6 @@ def add_top_arguments(parser: argparse.ArgumentParser) -> None:
 
 def fetch_top(args: argparse.Namespace) -> dict[str, Any]:
     day = check_day(args.day) if args.day else today()
-    from agents.readmodel import MAX_TOP_LIMIT
-
     if not 1 <= args.limit <= MAX_TOP_LIMIT:
         raise ValueError(f"--limit must be between 1 and {MAX_TOP_LIMIT}")
     return dict(
@@ -305,8 +303,6 @@ def fetch_top(args: argparse.Namespace) -> dict[str, Any]:
 
 def _known(args: argparse.Namespace) -> bool:
     """Whether the snapshots count the community (a quiet day has no top users)."""
-    from agents.readmodel import read_status
-
     doc = asyncio.run(
         _with_client(
             args.redis_url,

@@ -10,6 +10,7 @@ from typing import Any
 
 from agents.kafka_security import current, failure
 from streams import settings as settings_mod
+from streams.effective import effective_settings, metrics_url
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -26,8 +27,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def announce(settings: settings_mod.Settings, security: Any) -> None:
     """The effective settings (secrets redacted) and where the metrics are, first thing
     in the log, whatever the log level."""
-    from streams.effective import effective_settings, metrics_url
-
     lines = [
         f"engagement-monitor worker: app {settings.app_id}, metrics {metrics_url(settings)}, "
         f"tables in {settings.app_datadir}",
