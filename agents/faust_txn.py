@@ -28,8 +28,8 @@ from faust.tables.recovery import Recovery
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread, Consumer
 from faust.types import TP
 
-from agents.kafka_security import client_kwargs
 from agents.store_guard import GuardedTableManager, bootstrap_of
+from agents.txn_offsets import start_committed_reader
 
 log = logging.getLogger(__name__)
 
@@ -87,17 +87,11 @@ def install(app: Any) -> None:
 
 async def last_data_offsets(bootstrap: str, tps: Set[TP]) -> dict[TP, int]:
     """Offset of the last committed record of each partition (-1: none)."""
-    from aiokafka import AIOKafkaConsumer, TopicPartition
+    from aiokafka import TopicPartition
 
     if not tps:
         return {}
-    reader = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap,
-        enable_auto_commit=False,
-        isolation_level="read_committed",
-        **client_kwargs(),
-    )
-    await reader.start()
+    reader = await start_committed_reader(bootstrap)
     try:
         parts = [TopicPartition(tp.topic, tp.partition) for tp in tps]
         reader.assign(parts)

@@ -22,8 +22,8 @@ from typing import Any
 
 import orjson
 
-from agents.kafka_security import client_kwargs
 from agents.labels import CommunityLabels
+from agents.txn_offsets import committed_reader
 from streams.events import REASONS
 
 SEP = "\x1f"
@@ -121,20 +121,12 @@ async def load(
 ) -> dict[int, PartitionCounters]:
     """The last committed counters of these input partitions (read_committed, to
     the last stable offset: a fenced owner's open transaction is aborted by then)."""
-    from aiokafka import AIOKafkaConsumer, TopicPartition
+    from aiokafka import TopicPartition
 
     loaded = {p: PartitionCounters(lag_slots) for p in partitions}
     if not partitions:
         return loaded
-    reader = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap,
-        enable_auto_commit=False,
-        isolation_level="read_committed",
-        auto_offset_reset="earliest",
-        **client_kwargs(),
-    )
-    await reader.start()
-    try:
+    async with committed_reader(bootstrap, auto_offset_reset="earliest") as reader:
         count = len(reader.partitions_for_topic(topic) or ())
         if not count:
             await reader._client.force_metadata_update()  # noqa: SLF001
@@ -154,8 +146,6 @@ async def load(
                     _apply_record(loaded, message.key, message.value)
             pending = {tp for tp in pending if await reader.position(tp) < ends[tp]}
         return loaded
-    finally:
-        await reader.stop()
 
 
 def _apply_record(loaded: dict[int, PartitionCounters], raw_key: bytes, raw: bytes | None) -> None:

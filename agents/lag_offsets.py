@@ -22,8 +22,7 @@ from typing import Any
 from faust.sensors.monitor import Monitor
 from faust.sensors.prometheus import PrometheusMonitor
 
-from agents.kafka_security import client_kwargs
-from agents.txn_offsets import records_behind
+from agents.txn_offsets import records_behind, start_committed_reader
 
 log = logging.getLogger(__name__)
 
@@ -77,17 +76,7 @@ class OffsetGauges:
 
     async def _started_reader(self) -> Any:
         if self._reader is None:
-            from aiokafka import AIOKafkaConsumer
-
-            reader = AIOKafkaConsumer(
-                bootstrap_servers=self.bootstrap,
-                group_id=None,
-                enable_auto_commit=False,
-                isolation_level="read_committed",
-                **client_kwargs(),
-            )
-            await reader.start()
-            self._reader = reader
+            self._reader = await start_committed_reader(self.bootstrap)
         return self._reader
 
     async def stop(self) -> None:

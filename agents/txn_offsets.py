@@ -6,12 +6,47 @@ transactional offset commit points just after that record, before the marker:
 ``committed == end``; it is "no committed record between the committed offset and
 the end", which a ``read_committed`` consumer can tell (markers and aborted records
 are skipped, not returned).
+
+:func:`committed_reader` is that consumer, for every reader of such topics.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
+
+from agents.kafka_security import client_kwargs, start_or_close
+
+
+async def start_committed_reader(bootstrap: str, **overrides: Any) -> Any:
+    """A started consumer that sees committed records only, in no group and committing
+    nothing: readers of transactional topics (recovery's highwaters, the ingest
+    counters, the lag probe, the benches) must never see an aborted record or move a
+    group's offsets. ``overrides``: other consumer options; the security settings
+    (:func:`agents.kafka_security.client_kwargs`) cannot be overridden."""
+    from aiokafka import AIOKafkaConsumer
+
+    options: dict[str, Any] = {
+        "group_id": None,
+        "enable_auto_commit": False,
+        "isolation_level": "read_committed",
+        **overrides,
+    }
+    reader = AIOKafkaConsumer(bootstrap_servers=bootstrap, **options, **client_kwargs())
+    await start_or_close(reader)
+    return reader
+
+
+@asynccontextmanager
+async def committed_reader(bootstrap: str, **overrides: Any) -> AsyncIterator[Any]:
+    """:func:`start_committed_reader`, stopped when the block ends."""
+    reader = await start_committed_reader(bootstrap, **overrides)
+    try:
+        yield reader
+    finally:
+        await reader.stop()
 
 
 async def records_behind(

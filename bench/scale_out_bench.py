@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 
 from bench.pipeline_bench import first_progress, make_payloads, print, produce_all
-from bench.workers import Worker, wait_caught_up
+from bench.workers import running_workers, wait_caught_up
 from streams.topics import ingest_group
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -61,18 +61,8 @@ def broker_pid() -> int | None:
 async def run(bootstrap: str, topic: str, app_id: str, n: int, events: int) -> dict[str, float]:
     """``n`` workers of one app over the whole topic: events/s and CPU seconds used."""
     tmp = Path(tempfile.mkdtemp(prefix=f"{app_id}-"))
-    workers = [
-        Worker(
-            bootstrap, app_id, topic, f"{topic}.dlq", tmp / f"data-{i}", EM_EXPIRY_INTERVAL="60s"
-        )
-        for i in range(n)
-    ]
     broker = broker_pid()
-    try:
-        for worker in workers:
-            worker.start()
-        for worker in workers:
-            worker.wait_metrics()
+    with running_workers(bootstrap, app_id, topic, tmp, n, EM_EXPIRY_INTERVAL="60s") as workers:
         cpu0 = [cpu_s(w.proc.pid) for w in workers if w.proc]
         broker0 = cpu_s(broker) if broker else 0.0
         busy0, wall0 = machine_busy_s(), time.perf_counter()
@@ -83,9 +73,6 @@ async def run(bootstrap: str, topic: str, app_id: str, n: int, events: int) -> d
         worker_cpu = sum(cpu_s(w.proc.pid) for w in workers if w.proc) - sum(cpu0)
         broker_cpu = (cpu_s(broker) if broker else 0.0) - broker0
         busy = machine_busy_s() - busy0
-    finally:
-        for worker in workers:
-            worker.stop()
     shutil.rmtree(tmp, ignore_errors=True)  # kept for reading when the run failed
     return {
         "rate": events / elapsed,

@@ -17,7 +17,8 @@ import sys
 import time
 import urllib.request
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from agents.kafka_admin import ensure_topics
 from agents.kafka_security import client_kwargs
-from agents.txn_offsets import records_behind
+from agents.txn_offsets import committed_reader, records_behind
 from streams import metric_names as names
 from streams.topics import by_user_topic, ingest_group
 
@@ -164,6 +165,42 @@ class Worker:
         raise AssertionError(f"worker's /metrics did not answer in {timeout}s:\n{self.log_tail()}")
 
 
+@contextmanager
+def running_workers(
+    bootstrap: str,
+    app_id: str,
+    input_topic: str,
+    folder: Path,
+    count: int,
+    store: str = "memory://",
+    **extra_env: str,
+) -> Iterator[list[Worker]]:
+    """``count`` workers of one app (each its own /metrics port and data folder under
+    ``folder``, as docs/several-apps.md runs them), started together and answering
+    /metrics; every one stopped by its PID when the block ends, however it ends."""
+    workers = [
+        Worker(
+            bootstrap,
+            app_id,
+            input_topic,
+            f"{input_topic}.dlq",
+            folder / f"worker-{i}" / "data",
+            store=store,
+            **extra_env,
+        )
+        for i in range(count)
+    ]
+    try:
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.wait_metrics()
+        yield workers
+    finally:
+        for worker in workers:
+            worker.stop()
+
+
 def gauges(samples: dict[str, dict[Any, float]]) -> tuple[dict, dict]:
     """(active {(platform, community): {window: n}}, followers {(platform, community): n})."""
     active: dict[tuple[str, str], dict[str, int]] = defaultdict(dict)
@@ -229,46 +266,54 @@ async def wait_caught_up(
     Fails after ``timeout`` seconds in all or, with ``stall``, after ``stall``
     seconds in which no commit moved: a long run on a loaded machine may take its
     whole ``timeout`` while a stuck worker is found out early."""
-    from aiokafka import AIOKafkaConsumer
     from aiokafka.admin import AIOKafkaAdminClient
 
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **client_kwargs())
-    reader = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap,
-        enable_auto_commit=False,
-        isolation_level="read_committed",
-        **client_kwargs(),
-    )
     await admin.start()
-    await reader.start()
     try:
-        deadline = time.monotonic() + timeout
-        for group, topic in ((ingest_group(app_id), input_topic), (app_id, by_user_topic(app_id))):
-            ends = {tp: off for tp, off in (await _end_offsets(bootstrap, topic)).items() if off}
-            least, moved_at = None, time.monotonic()
-            while True:
-                committed = await _committed(admin, group)
-                gaps = {
-                    tp: (committed.get(tp, 0), end)
-                    for tp, end in ends.items()
-                    if committed.get(tp, 0) < end
-                }
-                behind = await records_behind(reader, gaps)
-                if not behind:
-                    break
-                if not worker.alive():
-                    raise AssertionError(f"worker died:\n{worker.log_tail()}")
-                now = time.monotonic()
-                if least is None or sum(behind.values()) < least:
-                    least, moved_at = sum(behind.values()), now
-                if now > deadline or (stall is not None and now - moved_at > stall):
-                    raise AssertionError(
-                        f"group {group} still behind on {topic}: {behind}\n{worker.log_tail()}"
-                    )
-                await asyncio.sleep(0.3)
+        async with committed_reader(bootstrap) as reader:
+            deadline = time.monotonic() + timeout
+            for group, topic in (
+                (ingest_group(app_id), input_topic),
+                (app_id, by_user_topic(app_id)),
+            ):
+                ends = await _end_offsets(bootstrap, topic)
+                ends = {tp: offset for tp, offset in ends.items() if offset}
+                await _wait_group(admin, reader, group, ends, worker, deadline, stall)
     finally:
-        await reader.stop()
         await admin.close()
+
+
+async def _wait_group(
+    admin: Any,
+    reader: Any,
+    group: str,
+    ends: dict[Any, int],
+    worker: Worker,
+    deadline: float,
+    stall: float | None,
+) -> None:
+    """Until ``group`` has committed every record before ``ends`` (see
+    :func:`wait_caught_up`)."""
+    least, moved_at = None, time.monotonic()
+    while True:
+        committed = await _committed(admin, group)
+        gaps = {
+            tp: (committed.get(tp, 0), end)
+            for tp, end in ends.items()
+            if committed.get(tp, 0) < end
+        }
+        behind = await records_behind(reader, gaps)
+        if not behind:
+            return
+        if not worker.alive():
+            raise AssertionError(f"worker died:\n{worker.log_tail()}")
+        now = time.monotonic()
+        if least is None or sum(behind.values()) < least:
+            least, moved_at = sum(behind.values()), now
+        if now > deadline or (stall is not None and now - moved_at > stall):
+            raise AssertionError(f"group {group} still behind: {behind}\n{worker.log_tail()}")
+        await asyncio.sleep(0.3)
 
 
 async def produce(bootstrap: str, topic: str, values: Iterable[bytes], partitions: int = 4) -> int:
@@ -294,19 +339,11 @@ async def produce(bootstrap: str, topic: str, values: Iterable[bytes], partition
 async def read_all(bootstrap: str, topic: str) -> list[Any]:
     """Every committed record of a topic, from the beginning to the end offsets taken
     now (read_committed: records of aborted transactions are not part of the topic)."""
-    from aiokafka import AIOKafkaConsumer, TopicPartition
+    from aiokafka import TopicPartition
 
     ends = await _end_offsets(bootstrap, topic)
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        isolation_level="read_committed",
-        **client_kwargs(),
-    )
-    await consumer.start()
     records: list[Any] = []
-    try:
+    async with committed_reader(bootstrap, auto_offset_reset="earliest") as consumer:
         tps = [tp for tp, end in ends.items() if end > 0]
         if not tps:
             return records
@@ -321,5 +358,3 @@ async def read_all(bootstrap: str, topic: str) -> list[Any]:
                 if await consumer.position(tp) >= remaining[tp]:
                     remaining.pop(tp)
         return records
-    finally:
-        await consumer.stop()

@@ -40,7 +40,7 @@ from typing import Any
 from agents.kafka_admin import require_topic
 from agents.kafka_security import client_kwargs, current, failure
 from agents.readmodel import connect, read_snapshots
-from agents.txn_offsets import records_behind
+from agents.txn_offsets import records_behind, start_committed_reader
 from commands.audit_compare import (
     Expected,
     Series,
@@ -107,19 +107,12 @@ async def lag(
 ) -> tuple[dict[int, int], dict[str, int]]:
     """(the ingest group's committed input offsets, records not yet committed per
     group): the groups have caught up when the second is all zeros."""
-    from aiokafka import AIOKafkaConsumer, TopicPartition
+    from aiokafka import TopicPartition
     from aiokafka.admin import AIOKafkaAdminClient
 
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **client_kwargs())
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap,
-        group_id=None,
-        enable_auto_commit=False,
-        isolation_level="read_committed",
-        **client_kwargs(),
-    )
     await admin.start()
-    await consumer.start()
+    consumer = await start_committed_reader(bootstrap)
     try:
         behind: dict[str, int] = {}
         committed: dict[int, int] = {}
@@ -230,16 +223,10 @@ async def refused_as_future(conf: Any) -> set[tuple[int, int]]:
     """(partition, offset) of the input records the workers dead-lettered as
     ``future_timestamp``: the worker judged them at the time it read them, which the
     audit can't know, and a record two minutes ahead then may be in the past now."""
-    from aiokafka import AIOKafkaConsumer, TopicPartition
+    from aiokafka import TopicPartition
 
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=conf.kafka_bootstrap_servers,
-        group_id=None,
-        enable_auto_commit=False,
-        isolation_level="read_committed",  # the workers write the DLQ in transactions
-        **client_kwargs(),
-    )
-    await consumer.start()
+    # the workers write the DLQ in transactions
+    consumer = await start_committed_reader(conf.kafka_bootstrap_servers)
     try:
         ends = await _end_offsets(consumer, conf.dlq_topic)
         tps = [TopicPartition(conf.dlq_topic, p) for p, end in ends.items() if end > 0]

@@ -21,7 +21,8 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any, TextIO
 
 from agents.kafka_admin import require_topic
-from agents.kafka_security import client_kwargs, failure
+from agents.kafka_security import failure
+from agents.txn_offsets import start_committed_reader
 from commands.dlq_resend import resend
 from commands.sources import TimeRange, parse_time_bound
 from streams import settings
@@ -67,18 +68,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 async def read_letters(bootstrap: str, topic: str, span: TimeRange) -> AsyncIterator[DeadLetter]:
     """The topic's records in [from, to), partition by partition, up to today's end."""
-    from aiokafka import AIOKafkaConsumer, TopicPartition
+    from aiokafka import TopicPartition
 
     partitions = await require_topic(bootstrap, topic)
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap,
-        enable_auto_commit=False,
-        group_id=None,
-        # the workers write dead letters in transactions: an aborted one was never sent
-        isolation_level="read_committed",
-        **client_kwargs(),
-    )
-    await consumer.start()
+    # the workers write dead letters in transactions: an aborted one was never sent
+    consumer = await start_committed_reader(bootstrap)
     try:
         tps = [TopicPartition(topic, p) for p in range(partitions)]
         consumer.assign(tps)
