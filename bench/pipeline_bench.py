@@ -223,8 +223,11 @@ def stop_and_clean(worker: Worker) -> None:
 
 
 #: Appended to an older streams/state.py (``--before-state``): the names the rest of
-#: this tree imports from it, and no audience counts.
-STATE_SHIM = """
+#: this tree imports from it, and no audience counts. Written for a state of 4529a3b's
+#: shape (active times in ``_comm_active``/``_platform_active``). That state tracked no
+#: changes, so streams.live_counts recomputes every key it shows at each update, as
+#: its own scrape did: the comparison is the current pipeline with the old state.
+STATE_SHIM = '''
 
 from typing import NamedTuple  # noqa: E402
 
@@ -239,13 +242,43 @@ class Lifecycle(NamedTuple):
         return Lifecycle(*(a + b for a, b in zip(self, other)))
 
 
+def lifecycle_bounds(now_ms, windows):
+    return []
+
+
 def _no_lifecycle(self, now_ms, windows):
     return {}
 
 
+class _BeforePartitionState(PartitionState):
+    """The old state behind streams.live_counts' API: take_changed names every key
+    shown now or at the last call (one that is gone must be recomputed to be removed);
+    group_counts reads one active_counts per update, and no lifecycle (None)."""
+
+    def __init__(self, active_types):
+        super().__init__(active_types)
+        self._shown = {}
+        self._counted = (None, {})
+
+    def take_changed(self):
+        self.flush()
+        now = dict.fromkeys(self._comm_active)
+        now.update(((platform, ALL_COMMUNITIES), None) for platform in self._platform_active)
+        changed, self._shown = {**self._shown, **now}, now
+        self._counted = (None, {})
+        return changed
+
+    def group_counts(self, pc, now_ms, windows, bounds):
+        key = (now_ms, tuple(windows.items()))
+        if self._counted[0] != key:
+            self._counted = (key, self.active_counts(now_ms, windows))
+        return self._counted[1].get(pc), None, now_ms + 1
+
+
 PartitionState.lifecycle_counts = _no_lifecycle
 WorkerState.lifecycle_counts = _no_lifecycle
-"""
+PartitionState = _BeforePartitionState  # what WorkerState.assign makes from now on
+'''
 
 
 def state_baseline(commit: str) -> Path:
