@@ -18,7 +18,7 @@ import pytest
 
 from bench.workers import Worker, gauges, produce, wait_caught_up
 from tests.eventgen import make_traffic
-from tests.integration.test_chaos import wait_exact, want
+from tests.integration.test_chaos import assert_exact, settle, want
 from tests.integration.test_pipeline import newest_in_every_partition
 
 pytestmark = pytest.mark.integration
@@ -73,7 +73,7 @@ async def test_a_paused_worker_resumed_after_its_partitions_moved_writes_nothing
         await produce(stack.kafka_bootstrap, topic, messages[3 * quarter :])
         await wait_caught_up(stack.kafka_bootstrap, app_id, topic, b, timeout=180)
         expected = want(traffic)
-        wait_exact([a, b], expected)
+        live = settle([a, b], expected)
         # the scenario happened: A did try to write after B took over, and was refused
         log = a.log_path.read_text(errors="replace")
         assert "fenced, another worker owns the partition now" in log, a.log_tail()
@@ -81,7 +81,7 @@ async def test_a_paused_worker_resumed_after_its_partitions_moved_writes_nothing
         b.stop()
         fresh = worker("fresh")
         fresh.wait_metrics()
-        wait_exact([fresh], expected)
+        assert_exact(live, settle([fresh], expected))
     finally:
         for w in (a, b, fresh):
             if w is not None:
