@@ -81,7 +81,7 @@ async def test_a_paused_worker_resumed_after_its_partitions_moved_writes_nothing
         b.stop()
         fresh = worker("fresh")
         fresh.wait_metrics()
-        assert_exact(live, settle([fresh], expected))
+        await assert_exact(live, settle([fresh], expected), stack.kafka_bootstrap, app_id, traffic)
     finally:
         for w in (a, b, fresh):
             if w is not None:
