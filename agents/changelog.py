@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import orjson
@@ -59,6 +61,27 @@ class ChangelogWriter:
     @property
     def paused(self) -> bool:
         return not self.ready.is_set()
+
+    @asynccontextmanager
+    async def batch(self) -> AsyncIterator[None]:
+        """The batch lock, held only while no rebalance is in progress.
+
+        Readiness is checked again once the lock is held: ``ready.wait()`` returns to
+        a waiter woken by one recovery's ``set()`` even when the next rebalance has
+        cleared it meanwhile, and that rebalance holds the lock while it fences and
+        revokes. Applying a batch then — to a mirror that is stale, or rebuilt from a
+        store the new recovery has not brought up to date — wrote old records over
+        another worker's newer ones (the zombie test's lost updates)."""
+        while True:
+            await self.ready.wait()
+            await self.batch_lock.acquire()
+            if self.ready.is_set():
+                break
+            self.batch_lock.release()
+        try:
+            yield
+        finally:
+            self.batch_lock.release()
 
     async def write(
         self, dirty: dict[int, set[str]], offsets: dict[int, int] | None = None

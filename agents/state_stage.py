@@ -136,8 +136,7 @@ def make_apply_agent(
     @app.agent(topic, name="apply-events")
     async def apply_events(stream: Any) -> None:
         async for batch in stream.take_events(64, within=0.05):
-            await writer.ready.wait()  # not while a rebalance rebuilds the mirrors
-            async with writer.batch_lock:
+            async with writer.batch():  # not while a rebalance rebuilds the mirrors
                 dirty, offsets = apply_batch(table, batch, watchers, before)
                 await writer.write(dirty, offsets)
 

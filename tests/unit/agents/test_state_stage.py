@@ -13,6 +13,7 @@ worker deleted users from the changelog when partitions moved (issue 11).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -202,3 +203,31 @@ async def test_a_malformed_by_user_message_is_skipped_and_the_batch_committed(
     assert max(off for tp, off, _ in pipeline.writer.producers.offsets if tp.partition == 1) == 3
     assert pipeline.state.follower_counts() == {}
     assert pipeline.state.active_counts(T, {"1m": 60_000})[("tw", "acme")] == {"1m": 1}
+
+
+async def test_no_batch_while_a_rebalance_that_began_after_the_last_recovery_runs() -> None:
+    """The zombie test's lost updates: one recovery's ``ready.set()`` wakes the agent,
+    the next rebalance clears ``ready`` and takes the batch lock before the agent runs;
+    ``ready.wait()`` still returns, and the batch was applied while that rebalance
+    fenced and revoked — to a mirror about to be rebuilt — and its stale records
+    written over another worker's newer ones. The batch must wait for the recovery."""
+    writer = ChangelogWriter(RecordingProducers(set()), "cl", WorkerState(frozenset()))  # type: ignore[arg-type]
+    writer.ready.clear()  # a rebalance in progress
+    applied: list[bool] = []
+
+    async def agent() -> None:
+        async with writer.batch():
+            applied.append(writer.ready.is_set())
+
+    task = asyncio.create_task(agent())
+    await asyncio.sleep(0)  # the agent waits for the recovery
+    writer.ready.set()  # recovery N completes...
+    writer.ready.clear()  # ...and rebalance N+1 begins before the agent runs
+    async with writer.batch_lock:  # it fences and revokes under the lock
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.01)
+    assert applied == []  # not during rebalance N+1
+    writer.ready.set()  # recovery N+1 completes
+    await asyncio.wait_for(task, 1)
+    assert applied == [True]
+    assert not writer.batch_lock.locked()
