@@ -193,12 +193,24 @@ async def send_to_partition(
     batches = Batches(producer)
     tp = (topic, partition)
     pending = iter(records)
-    futures = []
-    while batches.fill(tp, pending):
+    futures: list[Any] = []
+    try:
+        while batches.fill(tp, pending):
+            futures += [handed.future for handed in await batches.hand_over()]
+        batches.close_all()
         futures += [handed.future for handed in await batches.hand_over()]
-    batches.close_all()
-    futures += [handed.future for handed in await batches.hand_over()]
+    except BaseException:
+        consume_outcomes(futures)  # the caller never gets these
+        raise
     return futures
+
+
+def consume_outcomes(futures: Iterable[Any]) -> None:
+    """Retrieve the outcome of futures nobody will await (a given-up transaction's
+    sends): asyncio would log "Future exception was never retrieved" for each one
+    that failed."""
+    for future in futures:
+        future.add_done_callback(lambda f: f.cancelled() or f.exception())
 
 
 class BatchWriter:

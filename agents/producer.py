@@ -21,8 +21,10 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
+from itertools import chain
 from typing import Any
 
+from agents.kafka_out import consume_outcomes as _consume
 from agents.kafka_out import send_to_partition, start_producer
 
 log = logging.getLogger(__name__)
@@ -192,6 +194,7 @@ class PartitionProducers:
         another reason (the broker is away) is dropped, and a new one with the same
         id — which aborts the open transaction when it initialises — is made at the
         next transaction."""
+        _consume_leftovers(producer)  # abort replaces a transaction waiter that failed
         try:
             await asyncio.wait_for(producer.abort_transaction(), 30)
         except _FENCED as exc:
@@ -227,11 +230,19 @@ class PartitionProducers:
         return producer
 
 
-def _consume(futures: list[Any]) -> None:
-    """Retrieve the outcome of an aborted transaction's sends (asyncio would log
-    "exception was never retrieved" for each failed one)."""
-    for future in futures:
-        future.add_done_callback(lambda f: f.cancelled() or f.exception())
+def _consume_leftovers(producer: Any) -> None:
+    """Retrieve the outcome of the futures aiokafka itself fails when its sender dies
+    (ProducerFenced in AddPartitionsToTxn or AddOffsetsToTxn, say): the transaction's
+    end waiter, and the delivery and drain futures of every batch still queued — ours
+    and any handed over before a send raised. Once the transaction is given up nobody
+    awaits them, and asyncio would log each one as "Future exception was never
+    retrieved" with a traceback: error lines for a zombie's normal end."""
+    futures = [producer._txn_manager.wait_for_transaction_end()]  # noqa: SLF001
+    accumulator = producer._message_accumulator  # noqa: SLF001
+    by_partition = accumulator._batches.values()  # noqa: SLF001
+    queued = [*chain.from_iterable(by_partition), *accumulator._pending_batches]  # noqa: SLF001
+    futures += [f for batch in queued for f in (batch.future, batch._drain_waiter)]  # noqa: SLF001
+    _consume([f for f in futures if f is not None])
 
 
 async def _stop_quietly(producer: Any) -> None:
@@ -239,3 +250,5 @@ async def _stop_quietly(producer: Any) -> None:
         await asyncio.wait_for(producer.stop(), 10)
     except Exception as exc:  # noqa: BLE001 - a fenced or broken producer may not stop cleanly
         log.debug("producer stop: %r", exc)
+    finally:
+        _consume_leftovers(producer)
