@@ -31,6 +31,7 @@ finds event-time ranges (what ``replay --from-topic`` relies on).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import Counter
@@ -54,6 +55,10 @@ _KEY_CACHE_LIMIT = 200_000
 #: worker will dead-letter as future_timestamp) are sent with the current time as
 #: the record timestamp instead; the value keeps its own ``ts``.
 FUTURE_CLAMP_MS = 30 * 60 * 1000
+#: Once a writer has given up on the broker (:meth:`BatchWriter.abandon`), how long
+#: stopping its producer may take: aiokafka's stop waits for every queued batch,
+#: which against an unreachable broker means its whole request timeout.
+ABANDONED_STOP_S = 1.0
 _NO_HEADERS: list[tuple[str, bytes]] = []  # aiokafka's builder wants a list; never written
 
 
@@ -218,6 +223,9 @@ class BatchWriter:
 
     Use as ``async with BatchWriter(bootstrap, topic) as w: await w.send(value, …)``;
     leaving the block flushes. Record order is kept per partition (see :class:`Batches`).
+    Every record appended ends up counted once: ``sent`` (the broker confirmed it),
+    ``failed`` (refused or never deliverable) or ``unconfirmed`` (given up by
+    :meth:`settle` before the broker answered: it may or may not be in the topic).
     """
 
     def __init__(
@@ -240,8 +248,11 @@ class BatchWriter:
         self.acks = acks
         self.create_partitions = create_partitions
         self.client_id = client_id
+        self.appended = 0
         self.sent = 0
         self.failed = 0
+        self.unconfirmed = 0
+        self._abandoned = False
         self.bytes = 0
         self.sent_by_topic: Counter[str] = Counter()
         self.errors: list[str] = []
@@ -287,7 +298,8 @@ class BatchWriter:
 
     async def stop(self) -> None:
         try:
-            await self.flush()
+            if not self._abandoned:
+                await self.flush()
         finally:
             if self._linger_task is not None:
                 self._linger_task.cancel()
@@ -296,6 +308,19 @@ class BatchWriter:
                 except asyncio.CancelledError:
                     pass
             if self._producer is not None:
+                await self._stop_producer()
+
+    async def _stop_producer(self) -> None:
+        if not self._abandoned:
+            await self._producer.stop()
+            return
+        # aiokafka's stop waits for its queued batches unless its sender task has
+        # ended: end it (no public call does; a cancel ends its in-flight requests)
+        sender = getattr(getattr(self._producer, "_sender", None), "sender_task", None)
+        if sender is not None:
+            sender.cancel()
+        with contextlib.suppress(TimeoutError):  # what it waited for was given up
+            async with asyncio.timeout(ABANDONED_STOP_S):
                 await self._producer.stop()
 
     async def __aenter__(self) -> BatchWriter:
@@ -330,6 +355,7 @@ class BatchWriter:
         """Add a record without awaiting; True means batches are full: ``await drain()``.
 
         ``timestamp_ms`` None means now (Kafka's own default)."""
+        self.appended += 1
         topic = topic or self.topic
         tp = (topic, self.partition_for(topic, key))
         if timestamp_ms is None or timestamp_ms > self._latest_ok_ms:
@@ -369,6 +395,31 @@ class BatchWriter:
         if self._pending:
             await asyncio.gather(*list(self._pending), return_exceptions=True)
 
+    async def settle(self, timeout: float | None) -> None:
+        """:meth:`flush`, for at most ``timeout`` seconds (None: as long as aiokafka
+        waits, its request timeout); then :meth:`abandon` what is still unconfirmed."""
+        try:
+            async with asyncio.timeout(timeout):
+                for tp in self._batches.close_all():
+                    self._sticky[tp[0]] += 1
+                await self.drain()
+                if self._pending:  # asyncio.wait: a timeout leaves the futures alone
+                    await asyncio.wait(list(self._pending))
+        except TimeoutError:
+            self.abandon()
+
+    def abandon(self) -> None:
+        """Stop waiting for the broker: every record not confirmed yet is counted in
+        ``unconfirmed`` (not ``failed``: it may have arrived, its answer did not) and
+        the counts are final; stopping the producer is then bounded
+        (``ABANDONED_STOP_S``). Records in no list (a drain cancelled between taking
+        a batch and handing it over) are counted too: the count is whatever is
+        neither sent nor failed."""
+        self._abandoned = True
+        self._batches.open.clear()
+        self._batches.full.clear()
+        self.unconfirmed = self.appended - self.sent - self.failed
+
     # internals ---------------------------------------------------------------
 
     def _record_time(self, timestamp_ms: int | None) -> int:
@@ -390,6 +441,8 @@ class BatchWriter:
 
     def _delivered(self, future: asyncio.Future[Any], count: int, topic: str) -> None:
         self._pending.discard(future)
+        if self._abandoned:
+            return  # counted in ``unconfirmed`` by abandon()
         if future.cancelled():
             self._failed(count, RuntimeError("cancelled"))
         elif future.exception() is not None:

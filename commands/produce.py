@@ -24,7 +24,7 @@ import orjson
 
 from agents.kafka_out import BatchWriter
 from agents.kafka_security import failure
-from commands.interrupt import run_stoppable
+from commands.interrupt import STOP_FLUSH_SECONDS, run_stoppable, unless_stopped
 from commands.progress import Progress
 from commands.sources import open_binary
 from streams import settings as settings_mod
@@ -78,10 +78,13 @@ class Producer:
         self.bytes = 0
         self.sent = 0
         self.failed = 0
+        self.unconfirmed = 0
         self.seconds = 0.0
+        self._stopped = asyncio.Event()
 
     def stop(self) -> None:
         self.stopping = True
+        self._stopped.set()
 
     def check(self, line: bytes, line_no: int, now_ms: int) -> bool:
         verdict = judge(line, now_ms, transform=self.transform)
@@ -108,8 +111,9 @@ class Producer:
                 try:
                     await self._send_lines(reader, raw, writer, progress, now_ms)
                 finally:
-                    await writer.flush()
+                    await writer.settle(STOP_FLUSH_SECONDS if self.stopping else None)
                     self.sent, self.failed = writer.sent, writer.failed
+                    self.unconfirmed = writer.unconfirmed
                     for error in writer.errors[:5]:
                         print(f"produce: {error}", file=sys.stderr)
         finally:
@@ -139,7 +143,7 @@ class Producer:
                     continue
             self.bytes += len(line)
             if writer.append(line, None, event_time_ms(line, self.transform)):
-                await writer.drain()
+                await unless_stopped(self._stopped, writer.drain())
             if self.lines % 4096 == 0:
                 progress.update(self.lines, position=raw.tell(), **self._counters())
                 await asyncio.sleep(0)
@@ -153,6 +157,11 @@ class Producer:
             f"{self.lines} lines ({self.bytes / 1e6:.2f} MB) to {self.topic} in "
             f"{self.seconds:.1f}s, {rate:,.0f} events/s; failed {self.failed}"
         )
+        if self.unconfirmed:
+            text += (
+                f"; NOT CONFIRMED {self.unconfirmed} (the broker had not confirmed them "
+                f"{STOP_FLUSH_SECONDS:.0f}s after the stop: they may or may not be in the topic)"
+            )
         if self.args.validate:
             reasons = ", ".join(f"{r} {n}" for r, n in self.bad.most_common()) or "none"
             text += f"; invalid lines {sum(self.bad.values())} ({reasons})"
@@ -186,6 +195,6 @@ def run(args: argparse.Namespace) -> int:
     for text in producer.bad_lines:
         print(f"produce: {text}", file=sys.stderr)
     print(producer.summary(), file=sys.stderr)
-    if producer.failed:
+    if producer.failed or producer.unconfirmed:
         return 1
     return 130 if producer.stopping else 0

@@ -20,19 +20,21 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import itertools
 import os
 import sys
 import time
 from collections import Counter
+from collections.abc import AsyncGenerator, Awaitable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
 from agents.dead_letters import cut
 from agents.kafka_out import BatchWriter
 from agents.kafka_security import failure
-from commands.interrupt import run_stoppable
+from commands.interrupt import STOP_FLUSH_SECONDS, run_stoppable, unless_stopped
 from commands.progress import Progress
 from commands.sources import (
     DEFAULT_LIMITS,
@@ -41,6 +43,7 @@ from commands.sources import (
     ColumnFormat,
     FileFormatError,
     FileSource,
+    Item,
     TimeRange,
     TopicSource,
     TsFormatter,
@@ -48,9 +51,12 @@ from commands.sources import (
     parse_columns,
     parse_type_map,
 )
+from commands.stdin_feed import StdinFeed
 from streams import settings
 from streams.durations import describe_ms
 from streams.events import EVENT_TYPES, Limits
+
+T = TypeVar("T")
 
 #: events between progress updates / event-loop yields in the unpaced file loop: the
 #: signal handler runs only when the loop gets control, so this bounds how long a
@@ -239,6 +245,7 @@ class Tally:
     read: int = 0
     sent: int = 0
     failed: int = 0
+    unconfirmed: int = 0  # given up at a stop before the broker answered
     bad: int = 0
     dead_lettered: int = 0
     skipped: int = 0
@@ -258,6 +265,12 @@ class Tally:
             f"({self.bytes / 1e6:.1f} MB) in {self.seconds:.1f}s, {self.rate:,.0f} events/s; "
             f"bad {self.bad}{by_reason(self.reasons)} -> DLQ; "
             f"outside the range {self.skipped}; failed {self.failed}"
+            + (
+                f"; NOT CONFIRMED {self.unconfirmed} (the broker had not confirmed them "
+                f"{STOP_FLUSH_SECONDS:.0f}s after the stop: they may or may not be in the topic)"
+                if self.unconfirmed
+                else ""
+            )
             + (f"\nreplay: {self.source}" if self.source else "")
         )
 
@@ -344,10 +357,11 @@ class Replay:
                 progress.enabled = False  # the error is the one line to show
                 raise
             finally:
-                await writer.flush()
+                await writer.settle(STOP_FLUSH_SECONDS if self.stopping else None)
                 self.tally.sent = writer.sent_by_topic[self.to_topic]
                 self.tally.dead_lettered = writer.sent_by_topic[self.dlq_topic]
                 self.tally.failed = writer.failed
+                self.tally.unconfirmed = writer.unconfirmed
                 self.tally.seconds = time.monotonic() - started
                 self.tally.interrupted = self.stopping
                 end = progress.total if self.args.file and not self.stopping else None
@@ -384,12 +398,27 @@ class Replay:
         progress.note = ""
         return not self.stopping
 
-    async def _from_file(self, writer: Any, progress: Any) -> None:
-        fmt = column_format(self.args)
+    async def _unless_stopped(
+        self, waited: Awaitable[T], progress: Any = None, note: str = ""
+    ) -> T | None:
+        """:func:`commands.interrupt.unless_stopped`; with ``progress``, its line
+        shows ``note`` while the wait lasts."""
+
+        def tick() -> None:
+            progress.note = note
+            progress.update(self.tally.read, **self._counters())
+
+        try:
+            return await unless_stopped(self._stopped, waited, tick if progress else None)
+        finally:
+            if progress is not None:
+                progress.note = ""
+
+    def _file_source(self) -> FileSource:
         source = FileSource(
             self.args.file,
             self.args.format,
-            fmt,
+            column_format(self.args),
             self.time_range,
             now_ms=self.now_ms,
             limits=self.limits,
@@ -400,31 +429,61 @@ class Replay:
                 end = source.max_ts_ms()
                 end = None if end is None else end + 1
             source.shift_ms = 0 if end is None else self.now_ms - end
-        shift = source.shift_ms
+        return source
+
+    async def _file_batches(
+        self, source: FileSource, progress: Any
+    ) -> AsyncGenerator[list[Item], None]:
+        """The file's items, ``_YIELD_EVERY`` at a time. Standard input is read by a
+        thread (:mod:`commands.stdin_feed`): an idle pipe must not block the loop."""
+        if not source.stdin:
+            items = iter(source)
+            while batch := list(itertools.islice(items, _YIELD_EVERY)):
+                yield batch
+            return
+        feed = StdinFeed(source.read_from, _YIELD_EVERY)
+        async with contextlib.aclosing(feed.batches()) as batches:
+            while not self.stopping:
+                waited: Awaitable[list[Item] | None] = anext(batches, None)
+                got = await self._unless_stopped(waited, progress, "waiting for input")
+                if got is None:
+                    return
+                yield got
+
+    async def _from_file(self, writer: Any, progress: Any) -> None:
+        source = self._file_source()
         progress.total = source.size
-        name = source.name
-        paced = self.speed is not None
-        tally = self.tally
-        append = writer.append
-        read = 0
-        for value, ts_ms, key, reason in source:
-            read += 1
-            if reason is not None:
-                full = self._dead_letter(writer, value, reason, f"{name}:{source.line_no}")
-            else:
-                if paced and not await self._pace(ts_ms, progress):
-                    break
-                tally.bytes += len(value)
-                full = append(value, key, ts_ms + shift)
-            if full:
-                await writer.drain()
-            if read % _YIELD_EVERY == 0:
-                tally.read, tally.skipped = read, source.skipped
-                progress.update(read, position=source.position, **self._counters())
+        async with contextlib.aclosing(self._file_batches(source, progress)) as batches:
+            async for batch in batches:
+                stopped = not await self._send_file_items(batch, source, writer, progress)
+                self.tally.skipped = source.skipped
+                progress.update(self.tally.read, position=source.position, **self._counters())
                 await asyncio.sleep(0)  # Ctrl-C handler, linger timer
-                if self.stopping:
+                if stopped or self.stopping:
                     break
-        tally.read, tally.skipped = read, source.skipped
+
+    async def _send_file_items(
+        self, items: list[Item], source: FileSource, writer: Any, progress: Any
+    ) -> bool:
+        """Send (or dead-letter) one batch of file items; False if a stop came."""
+        name, shift, paced = source.name, source.shift_ms, self.speed is not None
+        tally, append = self.tally, writer.append
+        done = 0
+        try:
+            for value, ts_ms, key, reason in items:
+                done += 1
+                if reason is not None:  # ts_ms is then the line's number
+                    full = self._dead_letter(writer, value, reason, f"{name}:{ts_ms}")
+                else:
+                    if paced and not await self._pace(ts_ms, progress):
+                        return False
+                    tally.bytes += len(value)
+                    full = append(value, key, ts_ms + shift)
+                if full:
+                    await self._unless_stopped(writer.drain())
+            return not self.stopping
+        finally:
+            tally.read += done
 
     async def _from_topic(self, writer: Any, progress: Any) -> None:
         if self.args.format != "jsonl" or self.args.columns:
@@ -460,14 +519,14 @@ class Replay:
                     if event is None:
                         where = f"{self.args.from_topic}:{record.partition}:{record.offset}"
                         if self._dead_letter(writer, record.value or b"", reason or "", where):
-                            await writer.drain()
+                            await self._unless_stopped(writer.drain())
                         continue
                     value = record.value if reshape is None else reshape(record.value, event.ts_ms)
                     if paced and not await self._pace(event.ts_ms, progress):
                         break
                     tally.bytes += len(value)
                     if writer.append(value, record.key, event.ts_ms + shift):
-                        await writer.drain()
+                        await self._unless_stopped(writer.drain())
                 tally.skipped = source.skipped
                 progress.update(source.read, **self._counters())
                 await asyncio.sleep(0)
@@ -513,6 +572,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"replay: Kafka at {conf.kafka_bootstrap_servers}: {failure(exc)}", file=sys.stderr)
         return 1
     print(tally.summary(), file=sys.stderr)
-    if tally.failed:
+    if tally.failed or tally.unconfirmed:
         return 1
     return 130 if tally.interrupted else 0

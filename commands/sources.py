@@ -40,8 +40,9 @@ from streams.events import (
 from streams.merge import TimestampMerge
 
 #: A record ready to send: (value bytes, event time ms, key) — or, for a bad line,
-#: (original bytes, -1, None) with ``reason`` set. Tuples, not objects: they are
-#: made a million times per run.
+#: (original bytes, its line number, None) with ``reason`` set (the number travels
+#: with the line: a reader in another thread is ahead of the line being sent).
+#: Tuples, not objects: they are made a million times per run.
 Item = tuple[bytes, int, bytes | None, str | None]
 
 log = logging.getLogger(__name__)
@@ -427,12 +428,12 @@ def _guarded(decode: Callable[..., Item], *args: Any) -> Item:
 FILE_FORMATS = ("jsonl", "snap", "csv")
 
 
-def open_binary(path: str | Path) -> tuple[IO[bytes], IO[bytes]]:
+def open_binary(path: str | Path, stdin: IO[bytes] | None = None) -> tuple[IO[bytes], IO[bytes]]:
     """(reader, raw file): gzip is detected by magic bytes; progress uses the raw
     file's position, which for .gz is the compressed offset (and the size too).
-    ``-`` is standard input (gzip too)."""
+    ``-`` is standard input (gzip too): ``stdin`` if given, else ``sys.stdin``."""
     if str(path) == "-":
-        raw: IO[bytes] = sys.stdin.buffer
+        raw: IO[bytes] = sys.stdin.buffer if stdin is None else stdin
     else:
         raw = open(path, "rb")  # noqa: SIM115 - closed by FileSource
     magic = raw.peek(2)[:2] if isinstance(raw, io.BufferedReader) else b""
@@ -495,7 +496,11 @@ class FileSource:
         return self._raw.tell()
 
     def __iter__(self) -> Iterator[Item]:
-        reader, self._raw = open_binary(self.path)
+        return self.read_from(None)
+
+    def read_from(self, stdin: IO[bytes] | None) -> Iterator[Item]:
+        """The items, standard input read from ``stdin`` (see commands.stdin_feed)."""
+        reader, self._raw = open_binary(self.path, stdin)
         try:
             if self.fmt == "jsonl":
                 decoder = JsonDecoder(self.shift_ms, self.now_ms, self.limits)
@@ -516,7 +521,7 @@ class FileSource:
             reason = item[3]
             if reason is not None and (reason != FUTURE or unbounded or contains(item[1])):
                 self.line_no = line_no
-                yield line, -1, None, reason
+                yield line, line_no, None, reason
             elif reason is None and (unbounded or contains(item[1])):
                 self.line_no = line_no
                 yield item

@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import emstack.health as health  # noqa: E402, I001
@@ -68,3 +69,13 @@ class OwnKafka:
                 self.proc.wait(30)
             except subprocess.TimeoutExpired:
                 self.kill()
+
+
+def running(folder: Path) -> Iterator[OwnKafka]:
+    """For a pytest fixture (``yield from running(tmp_path / "kafka")``): a started
+    broker of the test's own, stopped by its PID afterwards."""
+    own = OwnKafka(folder)
+    try:
+        yield own.start()
+    finally:
+        own.stop()

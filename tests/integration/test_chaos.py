@@ -26,7 +26,7 @@ from bench.workers import Worker, produce, read_all, wait_caught_up
 from streams.events import DEFAULT_ACTIVE_TYPES
 from streams.topics import by_user_topic
 from tests.eventgen import Traffic, make_traffic
-from tests.integration.own_kafka import OwnKafka
+from tests.integration.own_kafka import OwnKafka, running
 from tests.integration.test_pipeline import WINDOWS, newest_in_every_partition, nonzero
 from tests.integration.test_pipeline import summed_gauges as summed
 from tests.oracle import event_clock, expected_active, expected_followers, fields
@@ -46,11 +46,7 @@ SESSION = {"EM_SESSION_TIMEOUT": "6s", "EM_REBALANCE_TIMEOUT": "6s"}
 
 @pytest.fixture
 def broker(tmp_path: Path) -> Iterator[OwnKafka]:
-    own = OwnKafka(tmp_path / "kafka")
-    try:
-        yield own.start()
-    finally:
-        own.stop()
+    yield from running(tmp_path / "kafka")
 
 
 def chaos_traffic(seed: int) -> Traffic:
