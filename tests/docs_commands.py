@@ -6,8 +6,13 @@ excluded with a reason in ``docs/examples/commands.toml``).
 
 Commands come from indented code blocks (``\\`` continuations joined, ``# comments``
 dropped, pipes, ``&``, ``&&`` and ``VAR=value`` prefixes understood) and from inline
-code spans. A program call is ``engagement-monitor`` (also ``.venv/bin/…``),
-``deploy/local/stack``, ``make``, or ``python`` running a script of this repository.
+code spans (also one that wraps onto the next line). A program call is
+``engagement-monitor`` (also ``.venv/bin/…``), ``deploy/local/stack``, ``make``, or
+``python`` running a script of this repository. A span that starts with one of
+engagement-monitor's subcommands and says more (`` `dlq show --reason R` ``, `` `replay
+--from-topic` ``) is a call of engagement-monitor too: prose about the program often
+leaves its name out. Such a mention names flags rather than giving a command to copy,
+so it counts as a synopsis (its subcommand and flags are checked, it is not parsed).
 """
 
 from __future__ import annotations
@@ -20,12 +25,25 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from commands import cli
+
 REPO = Path(__file__).resolve().parents[1]
 PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 TABLE = REPO / "docs" / "examples" / "commands.toml"
 PROGRAMS = ("engagement-monitor", ".venv/bin/engagement-monitor", "deploy/local/stack", "make")
 PYTHONS = ("python", "python3", ".venv/bin/python")
 _INLINE = re.compile(r"`([^`]+)`")
+#: a fenced code block's first or last line (``` or ~~~, possibly indented)
+_FENCE = re.compile(r"^\s*(```|~~~)")
+#: a paragraph: consecutive lines that are not blank (a code span never crosses a blank line)
+_PARAGRAPH = re.compile(r"(?:^[^\n]*\S[^\n]*(?:\n|$))+", re.MULTILINE)
+#: engagement-monitor's subcommands: a span starting with one (and more words) is a
+#: call of it even without the program name (`replay --from-topic X` in prose)
+SUBCOMMANDS = tuple(name for name, _module, _help in cli.COMMANDS)
+_UNNAMED = re.compile(
+    r"^((?:[A-Z_][A-Z0-9_]*=\S*\s+)*)((?:" + "|".join(map(re.escape, SUBCOMMANDS)) + r")\s+\S.*)$",
+    re.DOTALL,
+)
 _ENV = re.compile(r"^[A-Z_][A-Z0-9_]*=")
 _SEPARATORS = ("|", "&&", "&", ";", "||")
 
@@ -64,6 +82,33 @@ def block_lines(text: str) -> Iterator[tuple[int, str]]:
         pending = ""
 
 
+def code_spans(text: str) -> Iterator[tuple[int, str]]:
+    """(line number where it starts, text) of the inline code spans of a markdown page.
+
+    A span may wrap over lines within a paragraph (the line break and the indentation
+    around it read as one space, as markdown renders it); fenced code blocks hold none.
+    """
+    prose, fenced = [], False
+    for line in text.splitlines():
+        fence = bool(_FENCE.match(line))
+        fenced = fenced != fence
+        prose.append("" if fenced or fence else line)
+    joined = "\n".join(prose)
+    for paragraph in _PARAGRAPH.finditer(joined):
+        first = joined.count("\n", 0, paragraph.start()) + 1
+        body = paragraph.group(0)
+        for span in _INLINE.finditer(body):
+            number = first + body.count("\n", 0, span.start())
+            yield number, re.sub(r"\s*\n\s*", " ", span.group(1)).strip()
+
+
+def with_program(span: str) -> str:
+    """A span that names a subcommand without the program (`dlq stats`, `replay
+    --from-topic X`) as the command line a reader runs; any other span as it is."""
+    unnamed = _UNNAMED.match(span)
+    return f"{unnamed.group(1)}engagement-monitor {unnamed.group(2)}" if unnamed else span
+
+
 def calls_in(line: str) -> Iterator[tuple[list[str], list[str]]]:
     """(VAR=value prefixes, argv) of each program call in one shell line."""
     try:
@@ -90,23 +135,27 @@ def documented() -> list[Call]:
     """Every program call in the docs, in page order."""
     found = []
     for page in PAGES:
-        text = page.read_text(encoding="utf-8")
-        spans = [
-            (n, m.group(1), True)
-            for n, row in enumerate(text.splitlines(), 1)
-            for m in _INLINE.finditer(row)
-        ]
-        blocks = [(n, line, False) for n, line in block_lines(text)]
-        for number, line, inline in [*blocks, *spans]:
-            for env, argv in calls_in(line):
-                script = argv[0].endswith(".py")  # runs without arguments too
-                if (len(argv) < 2 and not script) or argv[1:2] and argv[1].endswith(":"):
-                    continue  # a bare name in prose; an output line
-                synopsis = any(c in line for c in "[]") or "..." in line or "…" in line
-                # "`engagement-monitor backfill`" in prose names a command
-                synopsis = synopsis or (inline and len(argv) == 2)
-                where = f"{page.name}:{number}"
-                found.append(Call(where, line, tuple(env), tuple(argv), synopsis, inline))
+        found += calls_on_page(page.name, page.read_text(encoding="utf-8"))
+    return found
+
+
+def calls_on_page(name: str, text: str) -> list[Call]:
+    """The program calls of one markdown page: code blocks first, then code spans."""
+    found = []
+    spans = [(n, with_program(span), True, span) for n, span in code_spans(text)]
+    blocks = [(n, line, False, line) for n, line in block_lines(text)]
+    for number, line, inline, written in [*blocks, *spans]:
+        for env, argv in calls_in(line):
+            script = argv[0].endswith(".py")  # runs without arguments too
+            if (len(argv) < 2 and not script) or argv[1:2] and argv[1].endswith(":"):
+                continue  # a bare name in prose; an output line
+            synopsis = any(c in line for c in "[]") or "..." in line or "…" in line
+            # "`engagement-monitor backfill`" in prose names a command; `dlq show
+            # --reason R` (no program name) mentions one; `stats|show` lists choices
+            synopsis = synopsis or (inline and (len(argv) == 2 or written != line))
+            synopsis = synopsis or any("|" in word for word in argv)
+            where = f"{name}:{number}"
+            found.append(Call(where, line, tuple(env), tuple(argv), synopsis, inline))
     return found
 
 

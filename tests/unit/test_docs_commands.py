@@ -34,13 +34,15 @@ def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentP
 
 
 def _check_synopsis(parser: argparse.ArgumentParser, args: list[str]) -> None:
-    """Subcommand (and sub-subcommand) exist; every --flag is one of theirs."""
+    """Subcommand (and sub-subcommand) exist — each of ``a|b`` choices; every --flag
+    is one of theirs (of the first choice's)."""
     words = [a.strip("[]") for a in args]
     while True:
         subs = _subparsers(parser)
-        if not subs or not words or words[0] not in subs:
+        choices = words[0].split("|") if words else []
+        if not subs or not choices or not set(choices) <= set(subs):
             break
-        parser, words = subs[words[0]], words[1:]
+        parser, words = subs[choices[0]], words[1:]
     assert not _subparsers(parser) or not words, f"unknown subcommand in {args}"
     known = set(parser._option_string_actions)  # noqa: SLF001
     for word in words:
