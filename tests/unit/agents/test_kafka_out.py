@@ -5,10 +5,12 @@ Delivery on a real broker: tests/integration/test_kafka_out.py."""
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import pytest
 
+from agents import kafka_out
 from agents.kafka_out import Batches, BatchWriter, murmur2_partition, send_to_partition
 
 #: Kafka's own test vectors for its murmur2 (clients/.../utils/UtilsTest.java), as
@@ -111,3 +113,41 @@ async def test_without_a_report_a_refused_batch_raises() -> None:
             await send_to_partition(producer, "changelog", 0, [(b"k", b"v")])
     finally:
         await producer.client.stop()
+
+
+class SilentBroker(RecordingProducer):
+    """Answers the first ``answered`` batches, then never again (a broker gone), and
+    its ``stop`` waits for the unanswered ones as aiokafka's does."""
+
+    def __init__(self, batch_bytes: int, answered: int) -> None:
+        super().__init__(batch_bytes)
+        self.answered = answered
+
+    async def send_batch(self, builder: Any, topic: str, partition: int) -> Any:
+        done = await super().send_batch(builder, topic, partition)
+        return done if self.offered <= self.answered else asyncio.get_running_loop().create_future()
+
+    async def stop(self) -> None:
+        await asyncio.sleep(3600)
+
+
+async def test_a_stop_gives_up_on_a_silent_broker_and_counts_what_it_never_confirmed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(kafka_out, "ABANDONED_STOP_S", 0.1)
+    producer = SilentBroker(batch_bytes=300, answered=2)
+    writer = BatchWriter("127.0.0.1:9", "t", create_partitions=None)
+    writer._producer, writer._batches = producer, Batches(producer)
+    writer._partitions, writer._sticky = {"t": [0]}, {"t": 0}
+    for _ in range(40):
+        if writer.append(b"x" * 40, b"k"):
+            await writer.drain()
+    started = time.monotonic()
+    await writer.settle(0.2)
+    await writer.stop()
+    took = time.monotonic() - started
+    await producer.client.stop()
+    answered = sum(len(records) for _t, _p, records in producer.batches[:2])
+    assert 0 < answered < 40 and len(producer.batches) > 2  # some batches went unanswered
+    assert (writer.sent, writer.failed, writer.unconfirmed) == (answered, 0, 40 - answered)
+    assert took < 1.0  # 0.2 s of waiting for answers, 0.1 s for the producer's stop

@@ -110,6 +110,12 @@ def test_summary_numbers() -> None:
     )
     producer.stop()
     assert producer.summary().startswith("produce (interrupted): ")
+    producer.sent, producer.unconfirmed = 5, 3  # a stop with the broker gone
+    assert producer.summary().startswith("produce (interrupted): sent 5 of 10 lines")
+    assert producer.summary().endswith(
+        "; failed 2; NOT CONFIRMED 3 (the broker had not confirmed them 3s after the stop: "
+        "they may or may not be in the topic)"
+    )
 
 
 @pytest.mark.parametrize(
