@@ -1,0 +1,57 @@
+"""The worker's stop bound: a stop that cannot finish still ends the process.
+
+The stuck stop is made the way one was seen to hang: a non-daemon thread that
+never ends keeps the interpreter from exiting after the main thread is done.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[3]
+
+STUCK = """
+import threading, time
+from commands.worker import arm_stop_deadline
+threading.Thread(target=time.sleep, args=(60,), name="never-ends").start()
+arm_stop_deadline(0.5)
+print("main thread done", flush=True)
+"""
+
+
+def test_a_stuck_stop_ends_at_the_bound_with_the_stacks_in_the_log() -> None:
+    started = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-c", STUCK],
+        cwd=REPO,
+        env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    took = time.monotonic() - started
+    assert done.returncode == 1, done.stderr
+    assert done.stdout == "main thread done\n"
+    assert "not stopped 0.5s after the signal; exiting now" in done.stderr
+    # every thread's stack: the main one waiting at exit for the one that never ends
+    assert done.stderr.count("hread 0x") == 3 and " in _shutdown" in done.stderr
+    assert took < 20  # the thread alone would have kept it for 60 s
+
+
+def test_a_process_that_ends_in_time_is_not_touched() -> None:
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from commands.worker import arm_stop_deadline\narm_stop_deadline(5)",
+        ],
+        cwd=REPO,
+        env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert (done.returncode, done.stderr) == (0, "")
