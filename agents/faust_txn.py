@@ -14,14 +14,16 @@ swapped instead:
   ``take()`` buffer even when the agent raised) can't commit an unwritten batch;
 - recovery's "highwater" is the last *committed data record* of each changelog
   partition. Faust waits until it has read the record at end offset − 1, but a
-  transactional partition ends with a commit marker that no consumer ever sees.
+  transactional partition ends with a commit marker that no consumer ever sees;
+- no by-user record is handed on while a recovery completes (:class:`SeekGate`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from collections.abc import Mapping, Set
+from collections.abc import AsyncIterator, Mapping, Set
 from typing import Any
 
 from faust.tables.recovery import Recovery
@@ -41,14 +43,89 @@ class ReadCommittedThread(AIOKafkaConsumerThread):
         return consumer
 
 
+class SeekGate:
+    """Keeps stream records from the agent while a recovery completes, then has the
+    consumer seek to the committed offsets once more, with no batch in flight.
+
+    Faust completes a recovery by resuming the stream partitions, seeking them to
+    their committed offsets (``perform_seek``) and resuming flow control, which
+    *clears the stream queues*. The consumer's drain loop runs meanwhile: records it
+    fetched before the seek are still handed on after it, and each moves Faust's
+    per-partition read offset on. Seen in the zombie test: by-user records 17–21 of
+    a partition were queued during the seek and cleared, records 24–58 of the same
+    fetch went on and were applied, and the copies of 17–21 fetched again from the
+    committed offset were dropped as already read — the offsets committed past
+    them, their events lost. Here those records are never handed on: the state
+    agent only ever sees a partition's records in order from its committed offset.
+    Changelog records (standby replicas) go on as before: they have no committed
+    offset to seek back to.
+    """
+
+    def __init__(self) -> None:
+        self.held = False
+        self.reseek = False
+
+    def hold(self) -> None:
+        self.held = True
+
+    def release(self) -> None:
+        self.held = False
+        self.reseek = True
+
+    def passes(self, is_changelog: bool) -> bool:
+        """Whether a fetched record goes on; a stream record held back is fetched
+        again after the seek :meth:`take_reseek` asks for."""
+        if is_changelog:
+            return True
+        if self.held or self.reseek:
+            self.reseek = True
+            return False
+        return True
+
+    def take_reseek(self) -> bool:
+        """True once, before the first fetch after a release (or a held-back record)."""
+        if self.reseek and not self.held:
+            self.reseek = False
+            return True
+        return False
+
+
 class TransactionalConsumer(Consumer):
-    """Faust's consumer, reading committed records only and committing nothing."""
+    """Faust's consumer, reading committed records only, committing nothing, and
+    handing stream records on only in order from their committed offsets."""
+
+    gate: SeekGate
 
     def _new_consumer_thread(self) -> AIOKafkaConsumerThread:
         return ReadCommittedThread(self, loop=self.loop, beacon=self.beacon)
 
     async def _commit(self, offsets: Mapping[TP, int]) -> bool:
         return True  # the state stage's transactions commit these offsets
+
+    def seek_gate(self) -> SeekGate:
+        gate = getattr(self, "gate", None)
+        if gate is None:
+            gate = self.gate = SeekGate()
+        return gate
+
+    async def getmany(self, timeout: float) -> AsyncIterator[tuple[TP, Any]]:
+        gate = self.seek_gate()
+        if gate.take_reseek() and self.assignment():
+            await self._reseek(gate)
+        changelogs = self.app.tables.changelog_topics
+        async for tp, message in super().getmany(timeout):
+            if gate.passes(tp.topic in changelogs):
+                yield tp, message
+
+    async def _reseek(self, gate: SeekGate) -> None:
+        try:
+            await self.perform_seek()
+        except Exception as exc:  # noqa: BLE001 - a rebalance began: stream records wait
+            log.info("stream: seek to the committed offsets failed (%r); again", exc)
+            gate.reseek = True
+            await asyncio.sleep(0.2)
+        else:
+            log.info("stream: sought the committed offsets again, no batch in flight")
 
 
 class CommittedRecovery(Recovery):
@@ -59,7 +136,15 @@ class CommittedRecovery(Recovery):
 
     async def on_recovery_completed(self, generation_id: int = 0) -> None:
         self.completing_generation = generation_id
-        await super().on_recovery_completed(generation_id)
+        consumer = self.app.consumer
+        gate = consumer.seek_gate() if isinstance(consumer, TransactionalConsumer) else None
+        if gate is not None:
+            gate.hold()
+        try:
+            await super().on_recovery_completed(generation_id)
+        finally:
+            if gate is not None:
+                gate.release()
 
     async def _build_highwaters(
         self, consumer: Any, tps: Set[TP], destination: Any, title: str

@@ -1,0 +1,101 @@
+"""The seek gate: no by-user record reaches the state agent while a recovery
+completes, and the stream restarts from the committed offsets with no batch in
+flight (issue 11: records queued during Faust's seek were cleared by its flow
+control, and their copies fetched again dropped as already read)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from faust.transport.drivers.aiokafka import Consumer
+from faust.types import TP
+
+from agents.faust_txn import SeekGate, TransactionalConsumer
+
+BY_USER, CHANGELOG = "app-events-by-user", "app-users-changelog"
+
+
+def test_stream_records_wait_while_held_and_until_the_seek_after_release() -> None:
+    gate = SeekGate()
+    assert gate.passes(is_changelog=False)
+    gate.hold()
+    assert not gate.passes(is_changelog=False)
+    assert gate.passes(is_changelog=True)  # standby replicas go on
+    assert not gate.take_reseek()  # never while held
+    gate.release()
+    # the rest of a batch fetched before the seek is held back too...
+    assert not gate.passes(is_changelog=False)
+    # ...until the consumer sought the committed offsets once more
+    assert gate.take_reseek()
+    assert not gate.take_reseek()
+    assert gate.passes(is_changelog=False)
+
+
+def test_a_held_back_record_outside_a_recovery_asks_for_a_seek() -> None:
+    gate = SeekGate()
+    gate.hold()
+    gate.release()
+    assert gate.take_reseek()
+    gate.reseek = True  # e.g. a failed seek: records wait for the next one
+    assert not gate.passes(is_changelog=False)
+    assert gate.take_reseek()
+
+
+def _consumer(log: list[Any]) -> TransactionalConsumer:
+    consumer = object.__new__(TransactionalConsumer)
+    consumer.app = SimpleNamespace(tables=SimpleNamespace(changelog_topics={CHANGELOG}))  # type: ignore[assignment]
+    consumer.assignment = lambda: {TP(BY_USER, 0)}  # type: ignore[method-assign]
+
+    async def perform_seek() -> None:
+        log.append("seek")
+
+    consumer.perform_seek = perform_seek  # type: ignore[method-assign]
+    return consumer
+
+
+@pytest.fixture
+def fetched(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """What Faust's getmany would hand on, in order (the test fills it)."""
+    records: list[Any] = []
+
+    async def getmany(self: Any, timeout: float) -> AsyncIterator[tuple[TP, Any]]:
+        while records:
+            record = records.pop(0)
+            if callable(record):  # something happening between two records
+                record()
+            else:
+                yield record
+
+    monkeypatch.setattr(Consumer, "getmany", getmany)
+    return records
+
+
+async def _drain(consumer: TransactionalConsumer) -> list[tuple[str, int]]:
+    return [(tp.topic, offset) async for tp, offset in consumer.getmany(1.0)]
+
+
+async def test_getmany_seeks_again_before_handing_on_stream_records(
+    fetched: list[Any],
+) -> None:
+    """The zombie test's trace: records 16–21 of one fetch arrive while the recovery
+    completes, 24 after it; none is handed on before the seek, after which the
+    partition starts again from its committed offset."""
+    log: list[Any] = []
+    consumer = _consumer(log)
+    gate = consumer.seek_gate()
+    fetched += [(TP(BY_USER, 0), 8), (TP(BY_USER, 0), 9)]
+    assert await _drain(consumer) == [(BY_USER, 8), (BY_USER, 9)]
+    gate.hold()  # Faust resumes the partitions, seeks, clears its queues
+    fetched += [(TP(BY_USER, 0), 16), (TP(CHANGELOG, 1), 500), (TP(BY_USER, 0), 17)]
+    fetched += [gate.release, (TP(BY_USER, 0), 20), (TP(BY_USER, 0), 24)]  # the fetch goes on
+    assert await _drain(consumer) == [(CHANGELOG, 500)]
+    assert log == []
+    fetched += [(TP(BY_USER, 0), 16), (TP(BY_USER, 0), 17), (TP(BY_USER, 0), 20)]
+    assert await _drain(consumer) == [(BY_USER, 16), (BY_USER, 17), (BY_USER, 20)]
+    assert log == ["seek"]  # before that fetch, with no batch in flight
+    fetched += [(TP(BY_USER, 0), 24)]
+    assert await _drain(consumer) == [(BY_USER, 24)]
+    assert log == ["seek"]
