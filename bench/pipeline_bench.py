@@ -54,7 +54,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from agents.kafka_admin import ensure_topics
 from agents.kafka_security import client_kwargs  # noqa: E402
-from bench.workers import REPO, Worker, wait_caught_up  # noqa: E402
+from bench.workers import REPO, Worker, stack_bootstrap, wait_caught_up  # noqa: E402
 from streams.events import format_ts  # noqa: E402
 from streams.topics import ingest_group  # noqa: E402
 
@@ -448,8 +448,7 @@ async def main() -> None:
     args = parser.parse_args()
     if args.before_state:
         args.baseline = str(state_baseline(args.before_state))
-    port = os.environ.get("KAFKA_PORT", "9092")
-    bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", f"127.0.0.1:{port}")
+    bootstrap = stack_bootstrap()
     tag = f"bench-{os.getpid()}-{int(time.time())}"
     topic, app_id = f"{tag}-interactions", tag
 

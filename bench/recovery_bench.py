@@ -29,7 +29,7 @@ import orjson
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.pipeline_bench import produce_all  # noqa: E402
-from bench.workers import Worker, gauges, running_workers, wait_caught_up  # noqa: E402
+from bench.workers import Worker, gauges, running_workers, stack_bootstrap, wait_caught_up  # noqa: E402
 from streams.events import format_ts  # noqa: E402
 from streams.settings import Settings  # noqa: E402
 
@@ -95,8 +95,7 @@ async def main() -> None:
     parser.add_argument("--communities", type=int, default=1000)
     parser.add_argument("--store", default="rocksdb://")
     args = parser.parse_args()
-    port = os.environ.get("KAFKA_PORT", "9092")
-    bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", f"127.0.0.1:{port}")
+    bootstrap = stack_bootstrap()
     tag = f"recovery-{os.getpid()}-{int(time.time())}"
     topic = f"{tag}-interactions"
     data = payloads(args.records, args.communities, int(time.time() * 1000))

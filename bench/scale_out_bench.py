@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 
 from bench.pipeline_bench import first_progress, make_payloads, print, produce_all
-from bench.workers import running_workers, wait_caught_up
+from bench.workers import running_workers, stack_bootstrap, wait_caught_up
 from streams.topics import ingest_group
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -90,8 +90,7 @@ async def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--processes", default="1,2")
     args = parser.parse_args()
-    port = os.environ.get("KAFKA_PORT", "9092")
-    bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", f"127.0.0.1:{port}")
+    bootstrap = stack_bootstrap()
     tag = f"scaleout-{os.getpid()}-{int(time.time())}"
     topic = f"{tag}-interactions"
     payloads = make_payloads(args.events, args.users, args.communities, int(time.time() * 1000))

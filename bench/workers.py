@@ -33,6 +33,13 @@ from streams.topics import by_user_topic, ingest_group
 REPO = Path(__file__).resolve().parents[1]
 
 
+def stack_bootstrap() -> str:
+    """The broker a bench talks to: KAFKA_BOOTSTRAP_SERVERS, else the local stack's
+    127.0.0.1:KAFKA_PORT (9092 by default)."""
+    port = os.environ.get("KAFKA_PORT", "9092")
+    return os.environ.get("KAFKA_BOOTSTRAP_SERVERS", f"127.0.0.1:{port}")
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
