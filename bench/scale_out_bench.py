@@ -25,13 +25,16 @@ import asyncio
 import os
 import shutil
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-from bench.pipeline_bench import first_progress, make_payloads, print, produce_all
-from bench.workers import running_workers, stack_bootstrap, wait_caught_up
-from streams.topics import ingest_group
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.pipeline_bench import first_progress, make_payloads, print, produce_all  # noqa: E402
+from bench.workers import running_workers, stack_bootstrap, wait_caught_up  # noqa: E402
+from streams.topics import ingest_group  # noqa: E402
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
