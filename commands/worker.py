@@ -58,15 +58,20 @@ def arm_stop_deadline(seconds: float = STOP_BOUND_S) -> threading.Timer:
     producer (the fencing) or at the transaction timeout."""
 
     def expire() -> None:
-        print(
-            f"engagement-monitor worker: not stopped {seconds:g}s after the signal; "
-            "exiting now (open transactions are aborted by the next owner's fencing). "
-            "Where it was stuck:",
-            file=sys.stderr,
-            flush=True,
-        )
-        faulthandler.dump_traceback(file=sys.stderr, all_threads=True)
-        os._exit(1)
+        try:
+            print(
+                f"engagement-monitor worker: not stopped {seconds:g}s after the signal; "
+                "exiting now (open transactions are aborted by the next owner's "
+                "fencing). Where it was stuck:",
+                file=sys.stderr,
+                flush=True,
+            )
+            # fd 2, not sys.stderr: a Faust worker replaces sys.stderr with mode's
+            # logging proxy, whose fileno() raises NotImplementedError — which once
+            # ended this thread before os._exit and left the worker running (CI, stop 20)
+            faulthandler.dump_traceback(file=2, all_threads=True)
+        finally:
+            os._exit(1)
 
     timer = threading.Timer(seconds, expire)
     timer.daemon = True  # runs on while the interpreter waits for other threads

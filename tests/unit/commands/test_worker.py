@@ -41,6 +41,36 @@ def test_a_stuck_stop_ends_at_the_bound_with_the_stacks_in_the_log() -> None:
     assert took < 20  # the thread alone would have kept it for 60 s
 
 
+# A Faust worker's sys.stderr: mode's logging proxy, which has no file descriptor.
+STUCK_WITH_A_LOGGING_STDERR = (
+    """
+import io, sys
+class Proxy(io.TextIOBase):
+    def write(self, s):
+        sys.__stderr__.write(s)
+        return len(s)
+    def fileno(self):
+        raise NotImplementedError()
+sys.stderr = Proxy()
+"""
+    + STUCK
+)
+
+
+def test_a_stuck_stop_ends_at_the_bound_when_stderr_has_no_file_descriptor() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", STUCK_WITH_A_LOGGING_STDERR],
+        cwd=REPO,
+        env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 1, done.stderr
+    assert "not stopped 0.5s after the signal; exiting now" in done.stderr
+    assert " in _shutdown" in done.stderr  # the stacks still reach the log
+
+
 def test_a_process_that_ends_in_time_is_not_touched() -> None:
     done = subprocess.run(
         [
