@@ -19,10 +19,11 @@ Every ``EM_SNAPSHOT_INTERVAL`` (default 1 s) one MULTI/EXEC round trip carries
   tick at 20,000 events/s (measured), against a few ms for one ``orjson.dumps``.
 
 Why Redis never slows the pipeline: the apply agent only increments dicts; all I/O
-happens here, on the timer, bounded by a timeout. A failed write is counted
-(``engagement_redis_write_failures_total``), logged once per outage (and once on
-recovery); the first write after an outage rewrites every partition whole, so it is
-exact again, and the top-users deltas are kept (capped) and merged into the next write.
+happens here, on the timer, bounded by a timeout (:func:`write_timeout_s`). A failed
+write is counted (``engagement_redis_write_failures_total``), logged once per outage
+(and once on recovery); the first write after an outage rewrites every partition
+whole, so it is exact again, and the top-users deltas are kept (capped) and merged
+into the next write.
 """
 
 from __future__ import annotations
@@ -69,6 +70,24 @@ log = logging.getLogger(__name__)
 
 def snapshot_ttl_ms(interval_s: float) -> int:
     return max(int(interval_s * 3000), 10_000)
+
+
+#: The last write at shutdown: short, so that a hung Redis cannot hold the worker's
+#: stop (bounded at 8 s by commands.worker) — what it misses, the TTL expires.
+SHUTDOWN_TIMEOUT_S = 1.0
+
+
+def write_timeout_s(interval_s: float) -> float:
+    """How long one write may take before it counts as failed: 5 s, or 3 intervals.
+
+    Not "well within a tick": with a 1 s limit a CPU-bound worker (pipeline_bench,
+    9,000 events/s, event times over 30 days) timed out every other write — its event
+    loop was busy with batches, and Redis spent 25–270 ms on each top-users script
+    call — and each timeout cost a whole rewrite of every partition and re-sent
+    top-users deltas that had most likely landed (counted twice). A dead Redis
+    fails at once (connection refused); a hung one costs this much of the timer
+    task per tick, never the pipeline, whose agents do no I/O to Redis."""
+    return max(5.0, 3 * interval_s)
 
 
 def build_snapshots(
@@ -191,8 +210,7 @@ class ReadModelWriter:
         self.tally = tally
         self.top_n = top_n
         self.ttl_ms = snapshot_ttl_ms(interval_s)
-        # a write must finish well within a tick, and never take seconds
-        self.timeout = max(0.5, min(2.0, interval_s))
+        self.timeout = write_timeout_s(interval_s)
         self.client = client if client is not None else connect(redis_url, self.timeout)
         self.redis_url = redis_url
         self.script = self.client.register_script(TOP_USERS_LUA)
@@ -241,7 +259,12 @@ class ReadModelWriter:
         await self.diff_script(keys=[snapshot_key(self.app_id, p)], args=args, client=pipe)
 
     async def _write(
-        self, now_ms: int | None, sets: list[SetDelta], whole: set[int], held: list[int]
+        self,
+        now_ms: int | None,
+        sets: list[SetDelta],
+        whole: set[int],
+        held: list[int],
+        timeout: float,
     ) -> None:
         """One MULTI/EXEC: the snapshots of ``held`` (``whole`` ones whole) and the
         top-users sets; a partition whose diff Redis refused is written whole in a
@@ -259,7 +282,7 @@ class ReadModelWriter:
                 await self._diff(pipe, p, meta)
             for payload in top_payloads(self.app_id, sets, self.top_n):
                 await self.script(keys=[], args=[payload], client=pipe)  # queues EVALSHA
-            results = await asyncio.wait_for(pipe.execute(), self.timeout)
+            results = await asyncio.wait_for(pipe.execute(), timeout)
         self.epochs.update(new_epochs)
         diff_results = results[3 * len(new_epochs) : 3 * len(new_epochs) + len(diffs)]
         refused = [p for p, ok in zip(diffs, diff_results, strict=True) if not ok]
@@ -267,10 +290,11 @@ class ReadModelWriter:
         if refused:  # gone, or rewritten by another worker: whole, now
             for p in refused:
                 del self.epochs[p]
-            await self._write(now_ms, [], set(refused), refused)
+            await self._write(now_ms, [], set(refused), refused, timeout)
 
-    async def tick(self) -> bool:
-        """One write of what changed; True if it reached Redis. Never raises."""
+    async def tick(self, timeout: float | None = None) -> bool:
+        """One write of what changed; True if it reached Redis. Never raises.
+        ``timeout``: seconds the write may take (default :func:`write_timeout_s`)."""
         now_ms = self.clock.now_ms()
         self.live.update(now_ms)
         for p, pc, _before, _after in self.feed.take():
@@ -282,7 +306,13 @@ class ReadModelWriter:
         if not held and not deltas:
             return True
         try:
-            await self._write(now_ms, plan(deltas), held - set(self.epochs), sorted(held))
+            await self._write(
+                now_ms,
+                plan(deltas),
+                held - set(self.epochs),
+                sorted(held),
+                self.timeout if timeout is None else timeout,
+            )
         except Exception as exc:  # noqa: BLE001 - any failure: count, log once, go on
             self.tally.restore(deltas)
             self.epochs.clear()  # what landed is unknown: every partition whole next time
@@ -359,7 +389,7 @@ def install(pipeline: Any) -> ReadModelWriter | None:
 
     @app.on_before_shutdown.connect
     async def flush_read_model(app: Any, **kwargs: Any) -> None:
-        await writer.tick()
+        await writer.tick(SHUTDOWN_TIMEOUT_S)
         await writer.close()
 
     return writer

@@ -437,7 +437,7 @@ async def main() -> None:
     parser.add_argument(
         "--latency-rate", type=int, default=0, help="events/s; default half of (b)'s rate"
     )
-    parser.add_argument("--probes", type=int, default=100)
+    parser.add_argument("--probes", type=int, default=100, help="0: skip the latency step")
     parser.add_argument("--baseline", help="a checkout to compare with (before/after)")
     parser.add_argument(
         "--before-state",
@@ -482,6 +482,8 @@ async def main() -> None:
             f"ratio to raw consumer {worker_rate / raw_rate:.3f}; "
             f"peak RSS {run.peak_rss_mib:.0f} MiB"
         )
+        if args.probes <= 0:  # throughput only
+            return
         rate = args.latency_rate or int(worker_rate / 2)
         lat, reached = await latency_probes(bootstrap, topic, worker, rate, args.probes)
         lat.sort()
