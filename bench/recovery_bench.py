@@ -4,12 +4,17 @@
 
 Two workers (the default settings: 10s session, 30s rebalance, 3s heartbeat) share a
 topic of ``--records`` events, each of a user of its own, so the state holds that many
-records. When both stages have committed everything, the summed gauges are the
-truth. Then one worker is stopped — SIGTERM (it leaves the group) and, after it was
-started again, holds partitions again and the sums were exact again, SIGKILL (the
-group waits for its session to expire) — and the survivor's /metrics is polled until
-its gauges equal the truth: the time printed is from the signal to that moment
-(rebalance, fencing, changelog recovery, rebuild of the partitions' mirrors).
+records. The truth is computed here from the same events: per community, its users
+active in 30d and its followers (the events span 20 days, so every 30d window that
+starts at a worker's event clock counts them all; the shorter windows move with each
+worker's own clock — the newest event of *its* partitions — so their sums over two
+workers differ from one worker's and are not compared). When both stages have
+committed everything, the two workers' summed gauges must equal it. Then one worker
+is stopped — SIGTERM (it leaves the group) and, after it was started again, holds
+partitions again and the sums were exact again, SIGKILL (the group waits for its
+session to expire) — and the survivor's /metrics is polled until its gauges equal the
+truth: the time printed is from the signal to that moment (rebalance, fencing,
+changelog recovery, rebuild of the partitions' mirrors). Progress shows every 10 s.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.pipeline_bench import produce_all  # noqa: E402
 from bench.workers import Worker, gauges, running_workers, stack_bootstrap, wait_caught_up  # noqa: E402
-from streams.events import format_ts  # noqa: E402
+from streams.events import DEFAULT_ACTIVE_TYPES, format_ts  # noqa: E402
 from streams.settings import Settings  # noqa: E402
 
 print = functools.partial(print, flush=True)  # noqa: A001 - progress shows live
@@ -43,8 +48,11 @@ DEFAULT_TIMEOUTS = {
 }
 
 
+TYPES = ["like", "comment", "follow", "view", "share"]
+ACTIVE = DEFAULT_ACTIVE_TYPES  # the workers run with the default active types
+
+
 def payloads(n: int, communities: int, now_ms: int) -> list[bytes]:
-    types = ["like", "comment", "follow", "view", "share"]
     return [
         orjson.dumps(
             {
@@ -53,40 +61,70 @@ def payloads(n: int, communities: int, now_ms: int) -> list[bytes]:
                 "platform": "twitter",
                 "community": f"community-{i % communities:04d}",
                 "user_id": f"user-{i}",
-                "type": types[i % len(types)],
+                "type": TYPES[i % len(TYPES)],
             }
         )
         for i in range(n)
     ]
 
 
-def summed(workers: list[Worker]) -> tuple[dict[Any, dict[str, int]], dict[Any, int]]:
-    active: dict[Any, dict[str, int]] = {}
+Counts = tuple[dict[Any, int], dict[Any, int]]
+
+
+def truth(n: int, communities: int) -> Counts:
+    """({(platform, community): users active in 30d}, {…: followers}) of :func:`payloads`,
+    "*" included: every event is a user of its own."""
+    active: dict[Any, int] = {}
+    followers: dict[Any, int] = {}
+    for i in range(n):
+        kind = TYPES[i % len(TYPES)]
+        for key in (("twitter", f"community-{i % communities:04d}"), ("twitter", "*")):
+            if kind in ACTIVE:
+                active[key] = active.get(key, 0) + 1
+            if kind == "follow":
+                followers[key] = followers.get(key, 0) + 1
+    return active, followers
+
+
+def summed(workers: list[Worker]) -> Counts:
+    """The workers' summed 30d active users and followers (zeros left out)."""
+    active: dict[Any, int] = {}
     followers: dict[Any, int] = {}
     for worker in workers:
         got_active, got_followers = gauges(worker.scrape())
         for key, counts in got_active.items():
-            total = active.setdefault(key, {})
-            for window, n in counts.items():
-                total[window] = total.get(window, 0) + n
+            active[key] = active.get(key, 0) + counts.get("30d", 0)
         for key, n in got_followers.items():
             followers[key] = followers.get(key, 0) + n
-    return active, followers
+    return (
+        {k: n for k, n in active.items() if n},
+        {k: n for k, n in followers.items() if n},
+    )
 
 
-def wait_equal(
-    workers: list[Worker], truth: Any, timeout: float = 600, holding: Worker | None = None
+async def wait_equal(
+    workers: list[Worker], expected: Counts, timeout: float = 600, holding: Worker | None = None
 ) -> float:
-    """Seconds until the workers' summed gauges equal ``truth`` — and ``holding`` (a
+    """Seconds until the workers' summed gauges equal ``expected`` — and ``holding`` (a
     restarted worker) shows counts of its own: until it has rejoined, the survivor
     alone holds every partition, the sums are already exact, and killing it then
     would time no failover at all."""
-    started = time.perf_counter()
-    while summed(workers) != truth or (holding is not None and not summed([holding])[0]):
-        if time.perf_counter() - started > timeout:
+    started = last_shown = time.perf_counter()
+    want = expected[0][("twitter", "*")]
+    while True:
+        got = await asyncio.to_thread(summed, workers)
+        if got == expected and (holding is None or (await asyncio.to_thread(summed, [holding]))[0]):
+            return time.perf_counter() - started
+        now = time.perf_counter()
+        if now - started > timeout:
             raise SystemExit(f"not exact after {timeout:.0f}s")
-        time.sleep(0.2)
-    return time.perf_counter() - started
+        if now - last_shown >= 10:
+            last_shown = now
+            print(
+                f"  {now - started:.0f}s: all communities' 30d active users "
+                f"{got[0].get(('twitter', '*'), 0):,} of {want:,}"
+            )
+        await asyncio.sleep(0.2)
 
 
 async def main() -> None:
@@ -117,15 +155,16 @@ async def main() -> None:
         started = time.perf_counter()
         await wait_caught_up(bootstrap, tag, topic, workers[0], timeout=1800)
         print(f"both workers caught up in {time.perf_counter() - started:.0f}s")
-        time.sleep(5)
-        truth = summed(workers)
+        expected = truth(args.records, args.communities)
+        seconds = await wait_equal(workers, expected, timeout=120)
+        print(f"both workers' summed gauges exact {seconds:.1f}s later")
         survivor, victim = workers
         for how in ("SIGTERM", "SIGKILL"):
             (victim.stop if how == "SIGTERM" else victim.kill)()
-            seconds = wait_equal([survivor], truth)
+            seconds = await wait_equal([survivor], expected)
             print(f"{how}: the survivor's gauges exact again after {seconds:.1f}s")
             victim.start().wait_metrics()
-            seconds = wait_equal(workers, truth, holding=victim)
+            seconds = await wait_equal(workers, expected, holding=victim)
             print(f"restarted: both workers' sums exact again after {seconds:.1f}s")
 
 
