@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import functools
 import os
 import sys
@@ -132,6 +133,10 @@ async def main() -> None:
     parser.add_argument("--records", type=int, default=1_000_000)
     parser.add_argument("--communities", type=int, default=1000)
     parser.add_argument("--store", default="rocksdb://")
+    parser.add_argument(
+        "--log-level", default="warn", help="the workers' (info: where the time goes)"
+    )
+    parser.add_argument("--keep", action="store_true", help="keep the workers' logs and data")
     args = parser.parse_args()
     bootstrap = stack_bootstrap()
     tag = f"recovery-{os.getpid()}-{int(time.time())}"
@@ -140,7 +145,11 @@ async def main() -> None:
     await produce_all(bootstrap, topic, data, 4)
     print(f"produced {args.records:,} events, one user each")
     with (
-        tempfile.TemporaryDirectory() as tmp,
+        (
+            contextlib.nullcontext(tempfile.mkdtemp(prefix=f"{tag}-"))
+            if args.keep
+            else tempfile.TemporaryDirectory()
+        ) as tmp,
         running_workers(
             bootstrap,
             tag,
@@ -149,9 +158,12 @@ async def main() -> None:
             2,
             store=args.store,
             EM_EXPIRY_INTERVAL="600s",
+            EM_LOG_LEVEL=args.log_level,
             **DEFAULT_TIMEOUTS,
         ) as workers,
     ):
+        if args.keep:
+            print(f"workers' logs and data in {tmp}")
         started = time.perf_counter()
         await wait_caught_up(bootstrap, tag, topic, workers[0], timeout=1800)
         print(f"both workers caught up in {time.perf_counter() - started:.0f}s")
