@@ -33,6 +33,7 @@ from agents.metrics import AppLabelled, EngagementCollector, IngestStats
 from agents.producer import PartitionProducers
 from agents.redis_snapshots import install as install_read_model
 from agents.state_stage import BatchObserver, UsersTable, expire, make_apply_agent
+from agents.store_sync import StoreSync
 from streams.clock import Clock
 from streams.live_counts import LiveCounts
 from streams.metric_names import FAUST_METRIC_PREFIX
@@ -213,6 +214,7 @@ def _state_stage(
     writer = ChangelogWriter(
         producers, table.changelog_topic_name, state, internal, settings.app_id, offsets
     )
+    writer.on_committed = StoreSync(table, table.changelog_topic_name).committed
     table.writer = writer
     make_apply_agent(app, topic, table, writer, observers, late)
     return table, writer

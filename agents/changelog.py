@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -26,6 +26,7 @@ import orjson
 from agents.lag_offsets import OffsetGauges
 from agents.outage import Outage
 from agents.producer import NotOwner, PartitionProducers
+from agents.store_sync import last_batch_offset
 from streams.state import WorkerState
 
 log = logging.getLogger(__name__)
@@ -57,6 +58,8 @@ class ChangelogWriter:
         self.ready = asyncio.Event()
         self.ready.set()
         self.outage = Outage("changelog: cannot write to Kafka", "changelog: writing again")
+        #: told (partition, records, offset) after each commit: agents.store_sync
+        self.on_committed: Callable[[int, list[tuple[bytes, Any]], int], None] | None = None
 
     @property
     def paused(self) -> bool:
@@ -123,12 +126,12 @@ class ChangelogWriter:
         from aiokafka import TopicPartition
 
         dumps = orjson.dumps
+        out: list[tuple[bytes, Any]] = []
         async with self.producers.transaction(partition) as txn:
             part = self.state.partitions.get(partition)
             if part is None:  # revoked while waiting for the producer
                 raise NotOwner(partition)
             records = part.records
-            out: list[tuple[bytes, Any]] = []
             for key in keys:
                 record = records.get(key)
                 out.append((dumps(key), None if record is None else dumps(record.to_wire())))
@@ -139,5 +142,9 @@ class ChangelogWriter:
                     {TopicPartition(self.source_topic, partition): offset}, self.group_id
                 )
         self.records_written += len(out)
+        if out and self.on_committed is not None:  # committed: the futures are done
+            last = last_batch_offset(f.result() for f in txn.futures)
+            if last is not None:
+                self.on_committed(partition, out, last)
         if offset is not None and self.offsets is not None:
             self.offsets.committed(self.source_topic, partition, offset)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from types import SimpleNamespace
 from typing import Any
 
 import orjson
@@ -33,13 +34,18 @@ T = 1_800_000_000_000
 
 
 class RecordingTransaction:
-    def __init__(self) -> None:
+    def __init__(self, base_offset: int = 0) -> None:
         self.records: list[tuple[str, int, bytes, bytes | None]] = []
         self.offsets: list[tuple[Any, int, str]] = []
+        self.futures: list[asyncio.Future] = []  # one per send_many: its first offset
+        self.base_offset = base_offset
 
     async def send_many(
         self, topic: str, partition: int, records: list[tuple[bytes, bytes | None]]
     ) -> None:
+        done = asyncio.get_running_loop().create_future()
+        done.set_result(SimpleNamespace(offset=self.base_offset + len(self.records)))
+        self.futures.append(done)
         self.records += [(topic, partition, key, value) for key, value in records]
 
     async def send_offsets(self, offsets: dict[Any, int], group_id: str) -> None:
@@ -65,7 +71,7 @@ class RecordingProducers:
     async def transaction(self, partition: int) -> AsyncIterator[RecordingTransaction]:
         if partition not in self.mine:
             raise NotOwner(partition)
-        txn = RecordingTransaction()
+        txn = RecordingTransaction(len(self.sent))
         yield txn
         self.sent += txn.records
         self.offsets += txn.offsets
@@ -134,9 +140,11 @@ async def test_batches_apply_and_each_key_is_written_once_per_batch(pipeline: An
     assert pipeline.state.follower_counts()[("tw", "acme")] == 1
 
 
-def _state_with(partition: int, key: str) -> WorkerState:
+def _state_with(partition: int, *keys: str) -> WorkerState:
     state = WorkerState(frozenset({"like"}))
-    state.assign(partition).load(key, UserRecord(T - 9_000, T - 4_000, None, False))
+    part = state.assign(partition)
+    for key in keys:
+        part.load(key, UserRecord(T - 9_000, T - 4_000, None, False))
     return state
 
 
@@ -162,6 +170,28 @@ async def test_a_fenced_partition_writes_nothing_and_commits_no_offsets() -> Non
     writer = ChangelogWriter(producers, "cl", state, "by-user", "group")  # type: ignore[arg-type]
     assert await writer.write({2: {key}}, {2: 10}) == set()
     assert producers.sent == [] and producers.offsets == []
+
+
+async def test_only_committed_records_are_handed_to_the_store_with_their_offset() -> None:
+    """agents.store_sync gets each committed transaction's records and the first
+    offset of its last batch; a partition not (or no longer) owned hands over nothing."""
+    keys = [make_key("tw", "acme", f"u{i}") for i in range(3)]
+    state = _state_with(2, *keys)
+    state.assign(3)
+    producers = RecordingProducers({2})
+    writer = ChangelogWriter(producers, "cl", state, "by-user", "group")  # type: ignore[arg-type]
+    handed: list[tuple[int, list[tuple[bytes, Any]], int]] = []
+    writer.on_committed = lambda p, records, offset: handed.append((p, records, offset))
+    assert await writer.write({2: set(keys[:2]), 3: {keys[2]}}, {2: 5, 3: 9}) == {2}
+    assert await writer.write({2: {keys[2]}}) == {2}
+    assert await writer.write({2: set()}, {2: 6}) == {2}  # offsets only: no records
+    assert [(p, sorted(k for k, _v in records), offset) for p, records, offset in handed] == [
+        (2, sorted(orjson.dumps(k) for k in keys[:2]), 0),
+        (2, [orjson.dumps(keys[2])], 2),
+    ]
+    assert [(k, v) for _t, _p, k, v in producers.sent] == [
+        pair for _p, records, _o in handed for pair in records
+    ]
 
 
 async def test_records_and_offsets_go_in_one_transaction_per_partition() -> None:
