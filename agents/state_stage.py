@@ -21,6 +21,7 @@ from faust.types import TP
 
 from agents.changelog import ChangelogWriter
 from agents.ingest import decode_batch
+from agents.store_catchup import catch_up_table
 from streams.state import PartitionState, UserRecord, WorkerState, split_key
 from streams.topics import partition_for_user
 
@@ -59,6 +60,14 @@ class UsersTable(faust.Table):
             # every rebalance, also for partitions held before: a worker that was out of
             # the group (paused) may get a partition back that another worker wrote to
             await producers.assign(mine)
+        if generation_id == self.app.consumer_generation_id:  # else Faust skips recovery
+            # after the fencing: no earlier owner commits more, so the catch-up reads to
+            # the end and Faust's recovery, which starts from the store's offset, finds
+            # nothing left; before Faust's recovery reads that offset (super() first
+            # lets the tables rebalance, then the recovery)
+            await catch_up_table(
+                self, assigned, lambda: generation_id == self.app.consumer_generation_id
+            )
         await super().on_rebalance(assigned, revoked, newly_assigned, generation_id)
 
     async def on_recovery_completed(self, active_tps: set[TP], standby_tps: set[TP]) -> None:

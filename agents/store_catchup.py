@@ -29,6 +29,7 @@ from typing import Any
 
 from faust.types import TP
 
+from agents.store_guard import bootstrap_of
 from agents.txn_offsets import committed_reader
 
 log = logging.getLogger(__name__)
@@ -94,6 +95,20 @@ async def catch_up(
         "" if still_current() else "; stopped: a new rebalance began",
     )
     return applied
+
+
+async def catch_up_table(table: Any, assigned: set[TP], still_current: Callable[[], bool]) -> None:
+    """:func:`catch_up` for a table's RocksDB store on its assigned changelog partitions
+    (other stores: nothing); any failure is logged and left to Faust's recovery, which
+    reads on from whatever offset the store holds."""
+    store = table.data
+    if not getattr(store, "use_rocksdict", False):
+        return  # memory:// keeps no offsets: Faust's recovery replays everything
+    tps = [tp for tp in sorted(assigned) if tp.topic == table.changelog_topic_name]
+    try:
+        await catch_up(bootstrap_of(table.app), store, tps, still_current)
+    except Exception as exc:  # noqa: BLE001 - the slow path still works
+        log.warning("store catch-up of %s: %r; Faust's recovery reads on", table.name, exc)
 
 
 def _apply(store: Any, tp: TP, messages: list[Any]) -> int:

@@ -25,7 +25,7 @@ import asyncio
 import json
 import logging
 import shutil
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +34,6 @@ from faust.tables import TableManager
 from faust.types import TP
 
 from agents.kafka_security import client_kwargs
-from agents.store_catchup import catch_up
 from agents.topic_ids import topic_ids
 from streams.store_check import ChangelogPartition, Marker, stale_reason
 
@@ -62,12 +61,6 @@ class GuardedTableManager(TableManager):
             bootstrap = bootstrap_of(self.app)
             for tp in await guard_stores(bootstrap, list(self.values()), assigned):
                 self.recovery.revoke(tp)  # forget the offsets it had for the old store
-            await catch_up_stores(
-                bootstrap,
-                list(self.values()),
-                assigned,
-                lambda: generation_id == self.app.consumer_generation_id,
-            )
         await super().on_rebalance(assigned, revoked, newly_assigned, generation_id)
 
 
@@ -108,23 +101,6 @@ async def guard_stores(bootstrap: str, tables: Iterable[Any], assigned: set[TP])
             if notify is not None:
                 notify({tp.partition})
     return discarded
-
-
-async def catch_up_stores(
-    bootstrap: str, tables: Iterable[Any], assigned: set[TP], still_current: Callable[[], bool]
-) -> None:
-    """:func:`agents.store_catchup.catch_up` for the RocksDB store of every table, on
-    its assigned changelog partitions; any failure is logged and left to Faust's
-    recovery, which reads on from whatever offset the stores hold."""
-    for table in tables:
-        store = table.data
-        if not (isinstance(store, RocksDBStore) and getattr(store, "use_rocksdict", False)):
-            continue
-        tps = [tp for tp in sorted(assigned) if tp.topic == table.changelog_topic_name]
-        try:
-            await catch_up(bootstrap, store, tps, still_current)
-        except Exception as exc:  # noqa: BLE001 - the slow path still works
-            log.warning("store catch-up of %s: %r; Faust's recovery reads on", table.name, exc)
 
 
 async def read_changelogs(bootstrap: str, tps: list[TP]) -> dict[TP, ChangelogPartition]:
