@@ -12,6 +12,7 @@ which is at least as new as the store.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -85,7 +86,17 @@ class UsersTable(faust.Table):
         for partition in sorted(set(self.worker_state.partitions) - active):
             self.worker_state.revoke(partition)
         if active:
-            rebuild(self.worker_state, active, self.data.items(), self.partitions_total)
+            generation = self.app.consumer_generation_id
+            rebuilt = await rebuild_stepwise(
+                self.worker_state,
+                active,
+                self.data.items(),
+                self.partitions_total,
+                lambda: self.app.consumer_generation_id == generation,
+            )
+            if not rebuilt:
+                log.info("state: a rebalance began during the rebuild; its recovery rebuilds")
+                return  # still paused: the next generation's recovery sets ready
         self.writer.ready.set()
 
     def on_store_discarded(self, partitions: set[int]) -> None:
@@ -103,6 +114,58 @@ class UsersTable(faust.Table):
             rebuild(self.worker_state, {partition}, self.data.items(), self.partitions_total)
             part = self.worker_state.partitions[partition]
         return part
+
+
+#: records read between two yields to the event loop in :func:`rebuild_stepwise`
+REBUILD_STEP = 20_000
+
+
+async def rebuild_stepwise(
+    state: WorkerState,
+    partitions: set[int],
+    items: Iterable[tuple[Any, Any]],
+    partitions_total: int,
+    still_current: Callable[[], bool],
+    step: int = REBUILD_STEP,
+) -> bool:
+    """:func:`rebuild`, yielding to the event loop every ``step`` records, with each
+    partition's indexes built as it goes; the new mirrors replace the held ones only
+    once all are complete, and only if ``still_current()`` (else nothing changed:
+    False).
+
+    In one piece, the rebuild and first flush of 500,000 records held the event loop
+    for 15 s and 12 s (recovery_bench at 1M records): /metrics went unanswered, and the
+    ingest group expelled the worker (10 s session), which rebalanced and rebuilt
+    again. Meanwhile the scrapes show the mirrors held before (no batch changes them:
+    the stage waits for ``ready``), and none of a partition still being built."""
+    parts = {p: PartitionState(state.active_types) for p in partitions}
+    loaded = seen = 0
+    try:
+        for key, value in items:
+            seen += 1
+            if seen % step == 0:
+                for part in parts.values():
+                    part.flush()
+                await asyncio.sleep(0)
+                if not still_current():
+                    return False
+            if value is None:
+                continue
+            into = parts.get(partition_for_user(split_key(key)[2], partitions_total))
+            if into is not None:
+                into.load(key, UserRecord.from_wire(value))
+                loaded += 1
+    except Exception:
+        if not still_current():  # the next rebalance closed or discarded the store
+            return False
+        raise
+    for part in parts.values():
+        part.flush()
+    if not still_current():
+        return False
+    state.partitions.update(parts)
+    log.info("state: rebuilt partitions %s from the table (%d records)", sorted(parts), loaded)
+    return True
 
 
 def rebuild(

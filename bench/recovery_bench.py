@@ -112,9 +112,20 @@ async def wait_equal(
     would time no failover at all."""
     started = last_shown = time.perf_counter()
     want = expected[0][("twitter", "*")]
+    unanswered = 0  # scrapes that got no answer within 10 s (a busy event loop)
     while True:
-        got = await asyncio.to_thread(summed, workers)
-        if got == expected and (holding is None or (await asyncio.to_thread(summed, [holding]))[0]):
+        try:
+            got = await asyncio.to_thread(summed, workers)
+            exact = got == expected and (
+                holding is None or bool((await asyncio.to_thread(summed, [holding]))[0])
+            )
+        except OSError as exc:  # timed out, refused: not exact yet
+            unanswered += 1
+            print(f"  {time.perf_counter() - started:.0f}s: a /metrics scrape failed ({exc})")
+            got, exact = ({}, {}), False
+        if exact:
+            if unanswered:
+                print(f"  ({unanswered} scrapes unanswered meanwhile)")
             return time.perf_counter() - started
         now = time.perf_counter()
         if now - started > timeout:
