@@ -76,3 +76,24 @@ def test_the_offset_is_the_last_batchs_first_offset() -> None:
     results = [SimpleNamespace(offset=40), SimpleNamespace(offset=57), None]
     assert last_batch_offset(results) == 57
     assert last_batch_offset([None]) is None
+
+
+def test_the_rebuild_reads_back_what_was_written_decoded(tmp_path: Path) -> None:
+    """agents.state_stage.store_items: the raw RocksDB read the rebuild uses yields the
+    keys and wire values Faust's JSON schema would, for the partitions asked only,
+    without the store's offset entry."""
+    from agents.state_stage import store_items
+
+    table = table_with(tmp_path, "rocksdb://")
+    sync = StoreSync(table, TOPIC)
+    sync.committed(
+        1, [(b'"tw\\u001fa\\u001fu1"', b"[1,2,null,false]"), (b'"x"', b"[5,6,7,true]")], 4
+    )
+    sync.committed(2, [(b'"y"', b"[3,null,null,false]")], 9)
+    sync.committed(3, [(b'"z"', b"[8,8,null,false]")], 2)
+    got = sorted(store_items(table.data, {1, 2}))
+    assert got == [
+        ("tw\x1fa\x1fu1", [1, 2, None, False]),
+        ("x", [5, 6, 7, True]),
+        ("y", [3, None, None, False]),
+    ]
