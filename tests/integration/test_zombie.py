@@ -63,9 +63,17 @@ async def test_a_paused_worker_resumed_after_its_partitions_moved_writes_nothing
         b = worker("b")
         b.wait_metrics()
         wait_holding(b)
-        # A is busy with the second quarter when it is paused
-        await produce(stack.kafka_bootstrap, topic, messages[quarter : 2 * quarter])
-        a.pause()
+        # A is busy with the second quarter when it is paused: the quarter arrives in
+        # chunks and the pause comes right after one of the middle, while A reads and
+        # writes it (paused after the whole quarter, A had sometimes finished it and had
+        # nothing left to write on resuming: CI of 48037bd)
+        second = messages[quarter : 2 * quarter]
+        chunk = 500  # a multiple of the 4 partitions: the round-robin stays the same
+        middle = len(second) // 2 // chunk * chunk
+        for start in range(0, len(second), chunk):
+            await produce(stack.kafka_bootstrap, topic, second[start : start + chunk])
+            if start == middle:
+                a.pause()
         await produce(stack.kafka_bootstrap, topic, messages[2 * quarter : 3 * quarter])
         # B alone catches up: the group expelled A (6s session) and B took its partitions
         await wait_caught_up(stack.kafka_bootstrap, app_id, topic, b, timeout=180)
