@@ -24,6 +24,7 @@ from faust.types import TP
 from agents.changelog import ChangelogWriter
 from agents.ingest import decode_batch
 from agents.store_catchup import catch_up_table
+from agents.store_sync import keeps_offsets
 from streams.state import PartitionState, UserRecord, WorkerState, split_key
 from streams.topics import partition_for_user
 
@@ -122,7 +123,7 @@ def store_items(store: Any, partitions: set[int]) -> Iterable[tuple[Any, Any]]:
     is read raw, partition by partition, and decoded with orjson: Faust's own
     ``items()`` (its serializer registry per item) made the rebuild cost ~30 µs per
     record — 32 s for the 1M records of recovery_bench's survivor."""
-    if not getattr(store, "use_rocksdict", False):
+    if not keeps_offsets(store):
         return store.items()  # type: ignore[no-any-return]
     return _raw_items(store, partitions)
 
@@ -168,12 +169,7 @@ async def rebuild_stepwise(
                 await asyncio.sleep(0)
                 if not still_current():
                     return False
-            if value is None:
-                continue
-            into = parts.get(partition_for_user(split_key(key)[2], partitions_total))
-            if into is not None:
-                into.load(key, UserRecord.from_wire(value))
-                loaded += 1
+            loaded += _load(parts, key, value, partitions_total)
     except Exception:
         if not still_current():  # the next rebalance closed or discarded the store
             return False
@@ -195,16 +191,20 @@ def rebuild(
 ) -> None:
     """Rebuild the mirrors of ``partitions`` from the table's (recovered) store."""
     parts = {p: state.assign(p) for p in partitions}
-    loaded = 0
-    for key, value in items:
-        if value is None:
-            continue
-        partition = partition_for_user(split_key(key)[2], partitions_total)
-        part = parts.get(partition)
-        if part is not None:
-            part.load(key, UserRecord.from_wire(value))
-            loaded += 1
+    loaded = sum(_load(parts, key, value, partitions_total) for key, value in items)
     log.info("state: rebuilt partitions %s from the table (%d records)", sorted(parts), loaded)
+
+
+def _load(parts: dict[int, PartitionState], key: str, value: Any, partitions_total: int) -> int:
+    """Load one table item into the mirror of its partition if it is among ``parts``
+    (a tombstone, None, loads nothing); 1 if loaded."""
+    if value is None:
+        return 0
+    into = parts.get(partition_for_user(split_key(key)[2], partitions_total))
+    if into is None:
+        return 0
+    into.load(key, UserRecord.from_wire(value))
+    return 1
 
 
 BatchObserver = Callable[[int, list[list[Any]]], None]

@@ -30,6 +30,7 @@ from typing import Any
 from faust.types import TP
 
 from agents.store_guard import bootstrap_of
+from agents.store_sync import keeps_offsets, write_committed
 from agents.txn_offsets import committed_reader
 
 log = logging.getLogger(__name__)
@@ -102,8 +103,8 @@ async def catch_up_table(table: Any, assigned: set[TP], still_current: Callable[
     (other stores: nothing); any failure is logged and left to Faust's recovery, which
     reads on from whatever offset the store holds."""
     store = table.data
-    if not getattr(store, "use_rocksdict", False):
-        return  # memory:// keeps no offsets: Faust's recovery replays everything
+    if not keeps_offsets(store):
+        return
     tps = [tp for tp in sorted(assigned) if tp.topic == table.changelog_topic_name]
     try:
         await catch_up(bootstrap_of(table.app), store, tps, still_current)
@@ -113,16 +114,6 @@ async def catch_up_table(table: Any, assigned: set[TP], still_current: Callable[
 
 def _apply(store: Any, tp: TP, messages: list[Any]) -> int:
     """One write batch, then the offset of its last record."""
-    if not messages:
-        return 0
-    from rocksdict import WriteBatch
-
-    batch = WriteBatch(raw_mode=True)
-    for message in messages:
-        if message.value is None:
-            batch.delete(message.key)
-        else:
-            batch.put(message.key, message.value)
-    store._db_for_partition(tp.partition).write(batch)  # noqa: SLF001 - as Faust's own
-    store.set_persisted_offset(tp, messages[-1].offset)
+    if messages:
+        write_committed(store, tp, ((m.key, m.value) for m in messages), messages[-1].offset)
     return len(messages)

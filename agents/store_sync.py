@@ -41,6 +41,27 @@ def last_batch_offset(results: Iterable[Any]) -> int | None:
     return max(offsets) if offsets else None
 
 
+def keeps_offsets(store: Any) -> bool:
+    """A Faust RocksDB store (rocksdict), whose offsets recovery resumes from; the
+    memory store keeps none, and its recovery replays everything anyway."""
+    return bool(getattr(store, "use_rocksdict", False))
+
+
+def write_committed(store: Any, tp: TP, records: Iterable[Record], offset: int) -> None:
+    """Committed (key, value) records of ``tp`` into the store in one write batch (None:
+    a tombstone, deletes the key), then ``offset`` as the store's persisted offset."""
+    from rocksdict import WriteBatch
+
+    batch = WriteBatch(raw_mode=True)
+    for key, value in records:
+        if value is None:
+            batch.delete(key)
+        else:
+            batch.put(key, value)
+    store._db_for_partition(tp.partition).write(batch)  # noqa: SLF001 - as Faust's own
+    store.set_persisted_offset(tp, offset)
+
+
 class StoreSync:
     """Writes committed records of one changelog topic into the table's RocksDB store."""
 
@@ -53,19 +74,10 @@ class StoreSync:
     def committed(self, partition: int, records: Sequence[Record], offset: int) -> None:
         """These records were committed to ``partition``; ``offset``: see the module."""
         store = self.table.data
-        if not getattr(store, "use_rocksdict", False):
-            return  # memory:// keeps no offsets: its recovery replays everything anyway
+        if not keeps_offsets(store):
+            return
         try:
-            from rocksdict import WriteBatch
-
-            batch = WriteBatch(raw_mode=True)
-            for key, value in records:
-                if value is None:
-                    batch.delete(key)
-                else:
-                    batch.put(key, value)
-            store._db_for_partition(partition).write(batch)  # noqa: SLF001 - as Faust's own
-            store.set_persisted_offset(TP(self.topic, partition), offset)
+            write_committed(store, TP(self.topic, partition), records, offset)
         except Exception as exc:  # noqa: BLE001 - the replay covers what is not here
             if not self._failed:
                 self._failed = True

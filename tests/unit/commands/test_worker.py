@@ -22,16 +22,21 @@ print("main thread done", flush=True)
 """
 
 
-def test_a_stuck_stop_ends_at_the_bound_with_the_stacks_in_the_log() -> None:
-    started = time.monotonic()
-    done = subprocess.run(
-        [sys.executable, "-c", STUCK],
+def run(code: str) -> subprocess.CompletedProcess[str]:
+    """``code`` in a fresh interpreter with this repository importable."""
+    return subprocess.run(
+        [sys.executable, "-c", code],
         cwd=REPO,
         env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
         capture_output=True,
         text=True,
         timeout=30,
     )
+
+
+def test_a_stuck_stop_ends_at_the_bound_with_the_stacks_in_the_log() -> None:
+    started = time.monotonic()
+    done = run(STUCK)
     took = time.monotonic() - started
     assert done.returncode == 1, done.stderr
     assert done.stdout == "main thread done\n"
@@ -58,30 +63,12 @@ sys.stderr = Proxy()
 
 
 def test_a_stuck_stop_ends_at_the_bound_when_stderr_has_no_file_descriptor() -> None:
-    done = subprocess.run(
-        [sys.executable, "-c", STUCK_WITH_A_LOGGING_STDERR],
-        cwd=REPO,
-        env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    done = run(STUCK_WITH_A_LOGGING_STDERR)
     assert done.returncode == 1, done.stderr
     assert "not stopped 0.5s after the signal; exiting now" in done.stderr
     assert " in _shutdown" in done.stderr  # the stacks still reach the log
 
 
 def test_a_process_that_ends_in_time_is_not_touched() -> None:
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            "from commands.worker import arm_stop_deadline\narm_stop_deadline(5)",
-        ],
-        cwd=REPO,
-        env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    done = run("from commands.worker import arm_stop_deadline\narm_stop_deadline(5)")
     assert (done.returncode, done.stderr) == (0, "")
