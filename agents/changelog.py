@@ -142,10 +142,10 @@ class ChangelogWriter:
             part = self.state.partitions.get(partition)
             if part is None:  # revoked while waiting for the producer
                 raise NotOwner(partition)
-            records = part.records
+            wire = part.records.wire
             for key in keys:
-                record = records.get(key)
-                out.append((dumps(key), None if record is None else dumps(record.to_wire())))
+                value = wire(key)
+                out.append((dumps(key), None if value is None else dumps(value)))
             if out:
                 await txn.send_many(self.topic, partition, out)
             if offset is not None:

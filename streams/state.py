@@ -24,7 +24,7 @@ Why the indexes look the way they do (docs/metrics.md defines the numbers):
 from __future__ import annotations
 
 import sys
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right, insort
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import partial
@@ -224,7 +224,7 @@ class _Group:
         indexes = (self.active, self.first_active, self.first_idle, self.active_followers)
         for index, batch in zip(indexes, adds, strict=True):
             if batch:
-                index.update(batch)
+                _insert(index, batch)
 
     def _patch(
         self, old: View, new: View | None, adds: tuple[list[int], list[int], list[int], list[int]]
@@ -373,6 +373,58 @@ def _view(index: SortedList) -> tuple[Callable[[int], int], Callable[[int], int]
     return index.bisect_left, index.__getitem__, index._len
 
 
+def _insert(index: SortedList, values: list[int]) -> None:
+    """``index.update(values)``, cheaper for the batches a flush brings.
+
+    SortedList.update adds a batch smaller than a quarter of the list one value at a
+    time, each through a Python-level ``add`` (bisect, insort, split check, index
+    upkeep): the largest single cost of a flush in the pipeline's profile. Here the
+    sorted batch is split by sublist with C bisections; a sublist receiving few
+    values gets C insorts, one receiving many is extended and re-sorted (two sorted
+    runs: a linear merge), and the sublists grown past twice the load are split
+    evenly, as SortedList would. ``_lists``, ``_maxes``, ``_index``, ``_len`` and
+    ``_load`` are stable internals of sortedcontainers 2.x (its ``_check`` is run on
+    the result in the unit tests)."""
+    maxes = index._maxes
+    if not maxes or len(values) * 4 >= index._len:
+        index.update(values)  # its own path: one sort of everything
+        return
+    values.sort()
+    lists = index._lists
+    last = len(maxes) - 1
+    by_list: dict[int, list[int]] = {}
+    for value in values:
+        pos = bisect_right(maxes, value)
+        if pos > last:
+            pos = last
+        batch = by_list.get(pos)
+        if batch is None:
+            by_list[pos] = [value]
+        else:
+            batch.append(value)
+    load = index._load
+    grown = []
+    for pos, batch in by_list.items():
+        sub = lists[pos]
+        if len(batch) * 16 < len(sub):
+            for value in batch:
+                insort(sub, value)
+        else:
+            sub += batch
+            sub.sort()
+        maxes[pos] = sub[-1]
+        if len(sub) > load << 1:
+            grown.append(pos)
+    for pos in sorted(grown, reverse=True):  # from the end: earlier positions stay valid
+        sub = lists[pos]
+        size = -(-len(sub) // (len(sub) // load))
+        parts = [sub[i : i + size] for i in range(0, len(sub), size)]
+        lists[pos : pos + 1] = parts
+        maxes[pos : pos + 1] = [part[-1] for part in parts]
+    index._len += len(values)
+    del index._index[:]
+
+
 def _update_groups(groups: dict[Any, _Group], changes: dict[Any, list[Any]]) -> None:
     """Apply each group's changes (:meth:`_Group.update`); drop groups left empty."""
     for name, group_changes in changes.items():
@@ -496,6 +548,21 @@ class Records(Mapping[str, UserRecord]):
     def get(self, key: str, default: Any = None) -> Any:
         v = _get(self._by_group, key)
         return default if v is None else _unpack(v)
+
+    def wire(self, key: str) -> list[int | None] | None:
+        """``self[key].to_wire()`` straight from the packed record (None: no record),
+        without the UserRecord in between: the changelog writer's read, once per
+        changed key and batch."""
+        v = _get(self._by_group, key)
+        if v is None:
+            return None
+        last, follow_ts = v >> _W & _M, v >> _W2 & _M
+        return [
+            (v & _M) - _OFF,
+            last - _OFF if last else None,
+            follow_ts - _OFF if follow_ts else None,
+            v >> _W3,
+        ]
 
     def __contains__(self, key: object) -> bool:
         return isinstance(key, str) and _get(self._by_group, key) is not None

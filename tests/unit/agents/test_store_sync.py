@@ -69,7 +69,10 @@ def test_a_store_that_cannot_be_written_is_logged_once(
         sync.committed(0, [(b'"a"', b"[1,2,null,false]")], 5)
         sync.committed(0, [(b'"b"', b"[1,2,null,false]")], 6)
     assert sync.records == 0
-    assert [r.getMessage().count("disk full") for r in caplog.records] == [1]
+    # its own records only: a warning of another logger (a task an earlier test left
+    # to the garbage collector) landed here once in a run of the unit suite
+    logged = [r for r in caplog.records if r.name == "agents.store_sync"]
+    assert [r.getMessage().count("disk full") for r in logged] == [1]
 
 
 def test_the_offset_is_the_last_batchs_first_offset() -> None:

@@ -192,7 +192,9 @@ def test_apply_agrees_with_merge(events: list[Event]) -> None:
         changed = state.apply(e.platform, e.community, e.user_id, e.ts_ms, e.type)
         assert changed == (key if after is not before else None)
         assert state.records[key] == after
+        assert state.records.wire(key) == after.to_wire()  # the changelog writer's read
     assert state.records == records
+    assert state.records.wire(make_key("p", "c", "nobody")) is None
 
 
 # -- merge algebra ------------------------------------------------------------------------
@@ -577,3 +579,26 @@ def test_records_share_the_user_id_and_leave_nothing_behind() -> None:
         state.delete(key)
     assert len(state) == 0 and not state._by_group
     assert state.lifecycle_counts(10, {"1ms": 1}) == {}
+
+
+@given(
+    st.lists(st.integers(0, 500)),
+    st.lists(st.lists(st.integers(-10, 510), min_size=1), max_size=6),
+    st.sampled_from([4, 8, 1000]),
+)
+def test_batched_insertion_equals_sorted_list_update(base, batches, load) -> None:
+    """streams.state._insert: the flush's faster SortedList.update, checked with the
+    library's own invariant check (small loads force the sublist splits)."""
+    from sortedcontainers import SortedList
+
+    from streams.state import _insert
+
+    ours, theirs = SortedList(base), SortedList(base)
+    ours._reset(load)
+    theirs._reset(load)
+    for batch in batches:
+        _insert(ours, list(batch))
+        theirs.update(batch)
+        ours._check()
+        assert list(ours) == list(theirs)
+        assert [ours[i] for i in range(len(ours))] == list(theirs)  # the positional index
