@@ -250,13 +250,23 @@ def _no_lifecycle(self, now_ms, windows):
     return {}
 
 
+class _WireRecords(dict):
+    """The old state's records (a dict of UserRecord) with what the changelog writer reads."""
+
+    def wire(self, key):
+        record = self.get(key)
+        return None if record is None else record.to_wire()
+
+
 class _BeforePartitionState(PartitionState):
     """The old state behind streams.live_counts' API: take_changed names every key
     shown now or at the last call (one that is gone must be recomputed to be removed);
-    group_counts reads one active_counts per update, and no lifecycle (None)."""
+    group_counts reads one active_counts per update, and no lifecycle (None); its
+    records answer the changelog writer's wire()."""
 
     def __init__(self, active_types):
         super().__init__(active_types)
+        self.records = _WireRecords(self.records)
         self._shown = {}
         self._counted = (None, {})
 

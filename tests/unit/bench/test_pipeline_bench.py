@@ -62,6 +62,9 @@ SCRIPT = textwrap.dedent(
         assert live.rows(0) or live.rows(1)
         assert shown() == expected_active(events, now, windows), step
         assert not any(row.lifecycle for p in (0, 1) for row in live.rows(p).values())
+    for part in state.partitions.values():  # what the changelog writer reads
+        assert all(part.records.wire(k) == part.records[k].to_wire() for k in part.records)
+        assert part.records.wire(f"tw{SEP}c9{SEP}nobody") is None
     print("ok", len(events))
     """
 )
