@@ -240,19 +240,19 @@ class _Group:
             packed1 = None if last1 is None else last1 << _SHIFT | (last1 - first1)
         if packed0 != packed1:
             if packed0 is not None:
-                self.active.remove(packed0)
+                _remove(self.active, packed0)
             if packed1 is not None:
                 adds[0].append(packed1)
         if first0 != first1 or (last0 is None) != (last1 is None):
             if first0 is not None:
-                (self.first_idle if last0 is None else self.first_active).remove(first0)
+                _remove(self.first_idle if last0 is None else self.first_active, first0)
             if first1 is not None:
                 adds[2 if last1 is None else 1].append(first1)
         follower0 = packed0 if following0 else None
         follower1 = packed1 if following1 else None
         if follower0 != follower1:
             if follower0 is not None:
-                self.active_followers.remove(follower0)
+                _remove(self.active_followers, follower0)
             if follower1 is not None:
                 adds[3].append(follower1)
 
@@ -386,11 +386,24 @@ def _insert(index: SortedList, values: list[int]) -> None:
     ``_load`` are stable internals of sortedcontainers 2.x (its ``_check`` is run on
     the result in the unit tests)."""
     maxes = index._maxes
+    lists = index._lists
+    load = index._load
+    if len(maxes) == 1 and len(lists[0]) + len(values) <= load << 1:
+        # one sublist (most lists: the long tail of communities) that stays one
+        only = lists[0]
+        if len(values) == 1:
+            insort(only, values[0])
+        else:
+            only += values
+            only.sort()
+        maxes[0] = only[-1]
+        index._len += len(values)
+        del index._index[:]
+        return
     if not maxes or len(values) * 4 >= index._len:
         index.update(values)  # its own path: one sort of everything
         return
     values.sort()
-    lists = index._lists
     last = len(maxes) - 1
     by_list: dict[int, list[int]] = {}
     for value in values:
@@ -402,7 +415,6 @@ def _insert(index: SortedList, values: list[int]) -> None:
             by_list[pos] = [value]
         else:
             batch.append(value)
-    load = index._load
     grown = []
     for pos, batch in by_list.items():
         sub = lists[pos]
@@ -422,6 +434,27 @@ def _insert(index: SortedList, values: list[int]) -> None:
         lists[pos : pos + 1] = parts
         maxes[pos : pos + 1] = [part[-1] for part in parts]
     index._len += len(values)
+    del index._index[:]
+
+
+def _remove(index: SortedList, value: int) -> None:
+    """``index.remove(value)``; a list of one sublist (most lists) without SortedList's
+    Python-level position bookkeeping."""
+    lists = index._lists
+    if len(lists) != 1:
+        index.remove(value)
+        return
+    only = lists[0]
+    pos = bisect_left(only, value)
+    if pos == len(only) or only[pos] != value:
+        raise ValueError(f"{value!r} not in list")
+    del only[pos]
+    index._len -= 1
+    if only:
+        index._maxes[0] = only[-1]
+    else:
+        del lists[0]
+        del index._maxes[0]
     del index._index[:]
 
 
@@ -642,9 +675,11 @@ class PartitionState:
         # by full key, as UserRecords.
         self._by_group: dict[str, dict[str, int]] = {}
         self.records = Records(self._by_group)
-        # key -> the packed record whose view the indexes hold (None: not indexed),
-        # for the keys whose view may have changed since the last flush.
-        self._pending: dict[str, int | None] = {}
+        # "platform SEP community" -> {user id: the packed record whose view the
+        # indexes hold (None: not indexed)}, for the records whose view may have
+        # changed since the last flush: grouped as the records are, so a flush
+        # splits no key and looks each group up once.
+        self._pending: dict[str, dict[str, int | None]] = {}
         # (platform, community) -> the indexes of its records.
         self._groups: dict[PC, _Group] = {}
         # "platform SEP user" -> the view indexed in "*", packed like a record
@@ -715,9 +750,12 @@ class PartitionState:
         else:
             records[user_id] = v
         key = f"{group}{SEP}{user_id}"
-        pending = self._pending
-        if key not in pending and (old is None or changed & (FIRST_SEEN | LAST_ACTIVE | FOLLOWING)):
-            pending[key] = old
+        if old is None or changed & (FIRST_SEEN | LAST_ACTIVE | FOLLOWING):
+            pending = self._pending.get(group)
+            if pending is None:
+                self._pending[group] = {user_id: old}
+            elif user_id not in pending:
+                pending[user_id] = old
         if changed & (FOLLOWING | FIRST_FOLLOW):
             pc = (platform, community)
             if changed & FIRST_FOLLOW:
@@ -759,36 +797,34 @@ class PartitionState:
         # indexed in "*" is widened by it once per user, in _flush_users)
         touched: dict[PC, View] = {}
         recompute: set[PC] = set()
-        for key, was in pending.items():
-            group, _, user_id = key.rpartition(SEP)
-            records = by_group.get(group)
-            v = None if records is None else records.get(user_id)
+        for group, users in pending.items():
+            records = by_group.get(group) or {}
             platform, _, community = group.partition(SEP)
-            pu = (platform, user_id)
-            old = None if was is None else _indexed(was)
-            if v is None:
-                recompute.add(pu)
-                if old is None:
-                    continue
-                new = None
-            else:
-                last_at = v >> _W & _M
-                first, last = (v & _M) - _OFF, last_at - _OFF if last_at else None
-                new = (first, last, v >> _W3 == 1)
-                if old is not None and (
-                    first > old[0] or (old[1] is not None and (last is None or last < old[1]))
-                ):
-                    recompute.add(pu)  # a record replaced by load(): not a monotone change
-                elif pu not in recompute:
-                    view = touched.get(pu)
-                    touched[pu] = new if view is None else _widen(view, new)
-            if new != old:
-                pc = (platform, community)
-                group_changes = changes.get(pc)
-                if group_changes is None:
-                    changes[pc] = [(old, new)]
+            group_changes: list[tuple[View | None, View | None]] = []
+            for user_id, was in users.items():
+                v = records.get(user_id)
+                pu = (platform, user_id)
+                old = None if was is None else _indexed(was)
+                if v is None:
+                    recompute.add(pu)
+                    if old is None:
+                        continue
+                    new = None
                 else:
+                    last_at = v >> _W & _M
+                    first, last = (v & _M) - _OFF, last_at - _OFF if last_at else None
+                    new = (first, last, v >> _W3 == 1)
+                    if old is not None and (
+                        first > old[0] or (old[1] is not None and (last is None or last < old[1]))
+                    ):
+                        recompute.add(pu)  # a record replaced by load(): not a monotone change
+                    elif pu not in recompute:
+                        view = touched.get(pu)
+                        touched[pu] = new if view is None else _widen(view, new)
+                if new != old:
                     group_changes.append((old, new))
+            if group_changes:
+                changes[(platform, community)] = group_changes
         _update_groups(self._groups, changes)
         self._changed.update(dict.fromkeys(changes))
         self._flush_users(touched, self._user_views(recompute) if recompute else {})
@@ -851,8 +887,7 @@ class PartitionState:
         newest = record.newest_ms()
         if newest > self._max_ts:
             self._max_ts = newest
-        if key not in self._pending:
-            self._pending[key] = None
+        self._pending.setdefault(f"{platform}{SEP}{community}", {}).setdefault(user_id, None)
         if record.follow_ts_ms is not None:
             pc = (platform, community)
             self._follow_refs[pc] = self._follow_refs.get(pc, 0) + 1
@@ -868,8 +903,7 @@ class PartitionState:
             return
         if not records:
             del self._by_group[group]
-        if key not in self._pending:
-            self._pending[key] = v
+        self._pending.setdefault(group, {}).setdefault(user_id, v)
         if v >> _W2 & _M:  # a follow time
             platform, community, user_id = split_key(key)
             pc = (platform, community)
