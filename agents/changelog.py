@@ -60,10 +60,6 @@ class ChangelogWriter:
         self.outage = Outage("changelog: cannot write to Kafka", "changelog: writing again")
         #: told (partition, records, offset) after each commit: agents.store_sync
         self.on_committed: Callable[[int, list[tuple[bytes, Any]], int], None] | None = None
-        #: partitions whose mirror may hold changes that were never committed (a write
-        #: refused, cut short or not finished): their mirrors must be rebuilt before they
-        #: are used again (state_stage.UsersTable.on_recovery_completed)
-        self.diverged: set[int] = set()
 
     @property
     def paused(self) -> bool:
@@ -104,17 +100,10 @@ class ChangelogWriter:
         """
         offsets = offsets or {}
         partitions = sorted(set(dirty) | set(offsets))
-        # marked until the write has committed, from before the first await: a write
-        # cancelled or failed leaves the mark; one that commits clears only its own
-        changing = {p for p in partitions if dirty.get(p)}
-        fresh = changing - self.diverged
-        self.diverged |= changing
         done = await asyncio.gather(
             *(self._write_partition(p, dirty.get(p, set()), offsets.get(p)) for p in partitions)
         )
-        written = {p for p, ok in zip(partitions, done, strict=True) if ok}
-        self.diverged -= written & fresh
-        return written
+        return {p for p, ok in zip(partitions, done, strict=True) if ok}
 
     async def _write_partition(self, partition: int, keys: set[str], offset: int | None) -> bool:
         from aiokafka.errors import KafkaError

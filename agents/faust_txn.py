@@ -29,6 +29,7 @@ from typing import Any
 from faust.tables.recovery import Recovery
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread, Consumer
 from faust.types import TP
+from mode.utils.times import want_seconds
 
 from agents.store_guard import GuardedTableManager, bootstrap_of
 from agents.txn_offsets import start_committed_reader
@@ -149,6 +150,14 @@ class CommittedRecovery(Recovery):
     async def _build_highwaters(
         self, consumer: Any, tps: Set[TP], destination: Any, title: str
     ) -> None:
+        if title == "active":  # the recovery's first step: before it reads any offset
+            # within half of the limit Faust sets this step (past it, Faust's wait
+            # reports the service stopped and the recovery loop ends)
+            budget = want_seconds(self.app.conf.broker_request_timeout) / 2
+            for table in list(self.tables.values()):
+                catch_up_store = getattr(table, "catch_up_store", None)
+                if catch_up_store is not None:
+                    await catch_up_store(budget)
         highwaters = await last_data_offsets(bootstrap_of(self.app), tps)
         log.info("recovery: last committed %s changelog records %s", title, highwaters)
         destination.clear()

@@ -4,17 +4,17 @@ The changelog-backed Faust table ``users`` is the truth (per platform, community
 and user: first seen, last active, follow state). The agent keeps a live mirror
 of the partitions it holds in :class:`streams.state.WorkerState`, with the derived
 window indexes, and writes changed records straight to the changelog (see
-:mod:`agents.changelog`). At every rebalance the store catch-up
-(:mod:`agents.store_catchup`) and then Faust's recovery bring the table's store up to
-the changelog, and the mirrors are rebuilt from the store — except those of
-partitions held across the rebalance that nobody else wrote to meanwhile and whose
-every change was committed (:func:`to_rebuild`): they equal what a rebuild would give.
+:mod:`agents.changelog`). Faust's recovery replays that changelog into the table's
+store at every rebalance; a partition this worker did not hold before is then
+rebuilt from the store. Partitions held across a rebalance keep their live mirror,
+which is at least as new as the store.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -40,8 +40,8 @@ class UsersTable(faust.Table):
     partitions_total: int
     source_topics: frozenset[str]
     writer: ChangelogWriter
-    #: (generation, held partitions the catch-up found unchanged) of the last rebalance
-    unchanged: tuple[int, set[int]] = (-1, set())
+    #: (generation, assigned) of the last rebalance, until its store catch-up ran
+    catch_up_due: tuple[int, set[TP]] | None = None
 
     async def on_rebalance(
         self,
@@ -61,29 +61,43 @@ class UsersTable(faust.Table):
                     self.worker_state.revoke(tp.partition)
                     log.info("state: partition %d revoked", tp.partition)
             mine = {tp.partition for tp in assigned if tp.topic in self.source_topics}
-            held = mine & set(self.worker_state.partitions)
-            self.unchanged = (-1, set())
             producers = self.writer.producers
             await producers.revoke(producers.owned() - mine)
             # every rebalance, also for partitions held before: a worker that was out of
             # the group (paused) may get a partition back that another worker wrote to
             await producers.assign(mine)
-        if generation_id == self.app.consumer_generation_id:  # else Faust skips recovery
-            # after the fencing: no earlier owner commits more, so the catch-up reads to
-            # the end and Faust's recovery, which starts from the store's offset, finds
-            # nothing left; before Faust's recovery reads that offset (super() first
-            # lets the tables rebalance, then the recovery)
-            unchanged = await catch_up_table(
-                self, assigned, lambda: generation_id == self.app.consumer_generation_id, held
-            )
-            self.unchanged = (generation_id, unchanged)
+        # after the fencing: no earlier owner commits more, so the catch-up reads to the
+        # end. It runs at the start of the recovery (catch_up_store), not here: aiokafka
+        # sends no heartbeat while this callback runs, and a catch-up of 500,000 records
+        # (9 s on a busy machine) got the worker expelled from the group (10 s session),
+        # which rebalanced again and threw away the rebuild that had begun
+        self.catch_up_due = (generation_id, set(assigned))
         await super().on_rebalance(assigned, revoked, newly_assigned, generation_id)
 
+    async def catch_up_store(self, budget_s: float) -> None:
+        """The store catch-up of the last rebalance (:mod:`agents.store_catchup`),
+        called by the recovery (agents.faust_txn.CommittedRecovery) before it reads the
+        store's offsets, so that it finds nothing left. A generation no longer current
+        skips it (its recovery is abandoned; the next rebalance plans its own). After
+        ``budget_s`` it stops, the store consistent, and Faust's recovery reads on from
+        there: Faust gives that recovery step a time limit past which the whole
+        recovery stops."""
+        due, self.catch_up_due = self.catch_up_due, None
+        if due is None:
+            return
+        generation_id, assigned = due
+        deadline = time.monotonic() + budget_s
+
+        def still_current() -> bool:
+            return generation_id == self.app.consumer_generation_id and time.monotonic() < deadline
+
+        if still_current():
+            await catch_up_table(self, assigned, still_current)
+
     async def on_recovery_completed(self, active_tps: set[TP], standby_tps: set[TP]) -> None:
-        """Rebuild the held partitions from the store, which recovery has just brought
-        up to the changelog's last committed record — a mirror kept across the
-        rebalance could miss what another owner wrote while this worker was out —
-        except those found unchanged (:func:`to_rebuild`)."""
+        """Rebuild every held partition from the store, which recovery has just brought
+        up to the changelog's last committed record: a mirror kept across the
+        rebalance could miss what another owner wrote while this worker was out."""
         await super().on_recovery_completed(active_tps, standby_tps)
         recovery = getattr(self.app.tables, "recovery", None)
         completing = getattr(recovery, "completing_generation", None)
@@ -94,28 +108,18 @@ class UsersTable(faust.Table):
         active = {tp.partition for tp in active_tps if tp.topic == changelog}
         for partition in sorted(set(self.worker_state.partitions) - active):
             self.worker_state.revoke(partition)
-        self.writer.diverged &= active
-        generation = self.app.consumer_generation_id
-        stale = to_rebuild(
-            active,
-            set(self.worker_state.partitions),
-            self.unchanged[1] if self.unchanged[0] == generation else set(),
-            self.writer.diverged,
-        )
-        if active - stale:
-            log.info("state: partitions %s kept as they are (unchanged)", sorted(active - stale))
-        if stale:
+        if active:
+            generation = self.app.consumer_generation_id
             rebuilt = await rebuild_stepwise(
                 self.worker_state,
-                stale,
-                store_items(self.data, stale),
+                active,
+                store_items(self.data, active),
                 self.partitions_total,
                 lambda: self.app.consumer_generation_id == generation,
             )
             if not rebuilt:
                 log.info("state: a rebalance began during the rebuild; its recovery rebuilds")
                 return  # still paused: the next generation's recovery sets ready
-            self.writer.diverged -= stale
         self.writer.ready.set()
 
     def on_store_discarded(self, partitions: set[int]) -> None:
@@ -133,18 +137,6 @@ class UsersTable(faust.Table):
             rebuild(self.worker_state, {partition}, self.data.items(), self.partitions_total)
             part = self.worker_state.partitions[partition]
         return part
-
-
-def to_rebuild(
-    active: set[int], held: set[int], unchanged: set[int], diverged: set[int]
-) -> set[int]:
-    """The partitions whose mirrors are rebuilt from the store after a recovery: every
-    active one but those held across the rebalance (a live mirror), found unchanged by
-    this generation's catch-up (no other worker wrote there since this one's last
-    commit) and without a change that was never committed. Such a mirror is what the
-    store holds, kept in step commit by commit; rebuilding it cost ~5 s per 250,000
-    records (recovery_bench at 1M records: half of the survivor's recovery)."""
-    return active - ((active & held & unchanged) - diverged)
 
 
 def store_items(store: Any, partitions: set[int]) -> Iterable[tuple[Any, Any]]:

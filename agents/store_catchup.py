@@ -17,12 +17,6 @@ after each batch, the offset of its last record (Faust resumes there, reading th
 one record again). A catch-up cut short — a new rebalance began, the broker went
 away, it took too long — leaves a store that is consistent up to its offset, and
 Faust's recovery goes on from there.
-
-For the partitions this worker held before the rebalance, the catch-up also says
-whether any record it read differs from what the store already holds: none (the
-records past the stored offset are this worker's own last commit, read again) means
-no other worker wrote there, the store is what the live mirror was built from and
-kept in step with, and the mirror needs no rebuild (state_stage.UsersTable).
 """
 
 from __future__ import annotations
@@ -30,8 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Collection, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from faust.types import TP
@@ -48,37 +41,22 @@ BATCH_RECORDS = 50_000
 STALL_S = 30.0
 
 
-@dataclass
-class CatchUp:
-    """What one catch-up did."""
-
-    applied: int = 0  # records written into the store
-    #: of the ``held`` partitions asked about: those read to the end without one
-    #: record that differs from the store (a gap before the first record read counts
-    #: as a difference: what was in it is unknown)
-    unchanged: set[TP] = field(default_factory=set)
-
-
 async def catch_up(
     bootstrap: str,
     store: Any,
     tps: Iterable[TP],
     still_current: Callable[[], bool] = lambda: True,
-    held: Collection[TP] = (),
-) -> CatchUp:
+) -> int:
     """Apply the committed records past each partition's persisted offset to ``store``
-    (a Faust RocksDB store). Stops early, store consistent, when ``still_current()``
-    turns false. Records of ``held`` partitions are compared with the store first (a
-    read per record: they are few, this worker's own last commit, unless another
-    worker wrote there)."""
+    (a Faust RocksDB store); the number applied. Stops early, store consistent, when
+    ``still_current()`` turns false."""
     from aiokafka import TopicPartition
 
     wanted = {TopicPartition(tp.topic, tp.partition): tp for tp in tps}
-    result = CatchUp()
     if not wanted:
-        return result
+        return 0
     started = time.monotonic()
-    changed: set[TP] = set()
+    applied = 0
     async with committed_reader(
         bootstrap, max_partition_fetch_bytes=8 << 20, fetch_max_bytes=32 << 20
     ) as reader:
@@ -88,25 +66,17 @@ async def catch_up(
         todo: dict[Any, int] = {}
         for ktp, tp in wanted.items():
             persisted = store.persisted_offset(tp)
-            after = 0 if persisted is None else persisted + 1
-            begin = max(firsts[ktp], after)
-            if begin > after:
-                changed.add(tp)  # records before the log's start are gone: unknown
+            begin = firsts[ktp] if persisted is None else max(firsts[ktp], persisted + 1)
             if begin < ends[ktp]:
                 reader.seek(ktp, begin)
                 todo[ktp] = ends[ktp]
-        result.unchanged = {tp for tp in held if tp in wanted.values()} - changed
         if not todo:
-            return result
+            return 0
         last_progress = time.monotonic()
         while todo and still_current():
             batches = await reader.getmany(*todo, timeout_ms=1000, max_records=BATCH_RECORDS)
             for ktp, messages in batches.items():
-                tp = wanted[ktp]
-                messages = [m for m in messages if m.offset < todo[ktp]]
-                if tp in result.unchanged and _differs(store, tp, messages):
-                    result.unchanged.discard(tp)
-                result.applied += _apply(store, tp, messages)
+                applied += _apply(store, wanted[ktp], [m for m in messages if m.offset < todo[ktp]])
                 last_progress = time.monotonic()
             for ktp in list(todo):
                 if await reader.position(ktp) >= todo[ktp]:
@@ -117,45 +87,29 @@ async def catch_up(
                 )
                 break
             await asyncio.sleep(0)  # heartbeats, timers: the loop is shared
-        result.unchanged -= {wanted[ktp] for ktp in todo}  # not read to the end
     took = time.monotonic() - started
     log.info(
         "store catch-up: %d changelog records into the local store in %.1fs (%.0f/s)%s",
-        result.applied,
+        applied,
         took,
-        result.applied / took if took > 0 else 0.0,
+        applied / took if took > 0 else 0.0,
         "" if still_current() else "; stopped: a new rebalance began",
     )
-    return result
+    return applied
 
 
-async def catch_up_table(
-    table: Any, assigned: set[TP], still_current: Callable[[], bool], held: Collection[int] = ()
-) -> set[int]:
+async def catch_up_table(table: Any, assigned: set[TP], still_current: Callable[[], bool]) -> None:
     """:func:`catch_up` for a table's RocksDB store on its assigned changelog partitions
-    (other stores: nothing); the ``held`` partitions it found unchanged. Any failure is
-    logged and left to Faust's recovery, which reads on from whatever offset the store
-    holds (and nothing is unchanged)."""
+    (other stores: nothing); any failure is logged and left to Faust's recovery, which
+    reads on from whatever offset the store holds."""
     store = table.data
     if not keeps_offsets(store):
-        return set()
-    topic = table.changelog_topic_name
-    tps = [tp for tp in sorted(assigned) if tp.topic == topic]
+        return
+    tps = [tp for tp in sorted(assigned) if tp.topic == table.changelog_topic_name]
     try:
-        done = await catch_up(
-            bootstrap_of(table.app), store, tps, still_current, [TP(topic, p) for p in held]
-        )
+        await catch_up(bootstrap_of(table.app), store, tps, still_current)
     except Exception as exc:  # noqa: BLE001 - the slow path still works
         log.warning("store catch-up of %s: %r; Faust's recovery reads on", table.name, exc)
-        return set()
-    return {tp.partition for tp in done.unchanged}
-
-
-def _differs(store: Any, tp: TP, messages: list[Any]) -> bool:
-    """Whether any record's value differs from the store's (a tombstone: the key is
-    there); compared before the batch is applied."""
-    db = store._db_for_partition(tp.partition)  # noqa: SLF001 - as write_committed
-    return any(db.get(m.key) != m.value for m in messages)
 
 
 def _apply(store: Any, tp: TP, messages: list[Any]) -> int:

@@ -74,7 +74,7 @@ async def test_catch_up_applies_committed_records_only_and_resumes_from_the_stor
             expected.pop(key)
         else:
             expected[key] = value
-    assert (await catch_up(stack.kafka_bootstrap, store, [tp, TP(topic, 0)])).applied == 3003
+    assert await catch_up(stack.kafka_bootstrap, store, [tp, TP(topic, 0)]) == 3003
     assert _stored(store, 1) == expected
     assert _stored(store, 0) == {}
     offset = store.persisted_offset(tp)
@@ -83,85 +83,11 @@ async def test_catch_up_applies_committed_records_only_and_resumes_from_the_stor
 
     # from the stored offset on: only the one record after it, then nothing
     await _send(stack.kafka_bootstrap, topic, f"{app_id}-t", [([(b'"late5"', b"[5]")], True)])
-    assert (await catch_up(stack.kafka_bootstrap, store, [tp])).applied == 1
+    assert await catch_up(stack.kafka_bootstrap, store, [tp]) == 1
     assert _stored(store, 1) == {**expected, b'"late5"': b"[5]"}
-    assert (await catch_up(stack.kafka_bootstrap, store, [tp])).applied == 0
+    assert await catch_up(stack.kafka_bootstrap, store, [tp]) == 0
 
     # a catch-up whose rebalance is no longer current applies nothing
     await _send(stack.kafka_bootstrap, topic, f"{app_id}-t", [([(b'"late6"', b"[6]")], True)])
-    assert (await catch_up(stack.kafka_bootstrap, store, [tp], lambda: False)).applied == 0
+    assert await catch_up(stack.kafka_bootstrap, store, [tp], lambda: False) == 0
     assert b'"late6"' not in _stored(store, 1)
-
-
-async def _commit(bootstrap: str, topic: str, txn_id: str, records: list) -> int:
-    """One committed transaction to partition 1; the offset of its first record."""
-    from aiokafka import AIOKafkaProducer
-
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, transactional_id=txn_id)
-    await producer.start()
-    try:
-        await producer.begin_transaction()
-        futures = [await producer.send(topic, v, key=k, partition=1) for k, v in records]
-        await producer.commit_transaction()
-        return min(f.result().offset for f in futures)  # all done once committed
-    finally:
-        await producer.stop()
-
-
-async def test_catch_up_tells_which_held_partitions_no_other_worker_wrote_to(
-    stack: Any, tmp_path: Path
-) -> None:
-    """A held partition is unchanged when every record past the stored offset is what
-    the store holds (this worker's own last commit, read again); one record that
-    differs — another value, a tombstone of a stored key — or a catch-up cut short
-    makes it changed. This is what lets the worker keep a mirror instead of
-    rebuilding it (agents.state_stage.to_rebuild)."""
-    from agents.app import build, prepare_topics
-    from agents.store_sync import write_committed
-
-    app_id = stack.unique_name("catchup-held")
-    settings = Settings(
-        kafka_bootstrap_servers=stack.kafka_bootstrap,
-        store="rocksdb://",
-        datadir=str(tmp_path),
-        app_id=app_id,
-        read_model="off",
-    )
-    await prepare_topics(settings)
-    topic = changelog_topic(app_id)
-    store = build(settings).table.data
-    tp = TP(topic, 1)
-    bootstrap = stack.kafka_bootstrap
-
-    async def own_commit(records: list) -> None:
-        """What the store sync does: commit, then the records and the first offset."""
-        first = await _commit(bootstrap, topic, f"{app_id}-own", records)
-        write_committed(store, tp, records, first)
-
-    await own_commit([(f'"k{i}"'.encode(), f"[{i}]".encode()) for i in range(50)])
-    done = await catch_up(bootstrap, store, [tp, TP(topic, 0)], held=[tp, TP(topic, 0)])
-    assert done.unchanged == {tp, TP(topic, 0)}
-    assert done.applied == 49  # the own batch read again after its first record
-
-    # another worker writes a value the store does not hold: changed, and applied
-    await own_commit([(b'"k1"', b"[100]")])
-    await _commit(bootstrap, topic, f"{app_id}-other", [(b'"k2"', b"[200]")])
-    done = await catch_up(bootstrap, store, [tp], held=[tp])
-    assert done.unchanged == set()
-    assert _stored(store, 1)[b'"k2"'] == b"[200]"
-
-    # the same value again (nothing a rebuild would change): unchanged
-    await _commit(bootstrap, topic, f"{app_id}-other", [(b'"k2"', b"[200]")])
-    assert (await catch_up(bootstrap, store, [tp], held=[tp])).unchanged == {tp}
-
-    # a tombstone of a stored key: changed
-    await _commit(bootstrap, topic, f"{app_id}-other", [(b'"k3"', None)])
-    done = await catch_up(bootstrap, store, [tp], held=[tp])
-    assert done.unchanged == set()
-    assert b'"k3"' not in _stored(store, 1)
-
-    # not held: never reported; cut short: not unchanged
-    await own_commit([(b'"k4"', b"[400]"), (b'"k5"', b"[500]")])
-    assert (await catch_up(bootstrap, store, [tp])).unchanged == set()
-    await own_commit([(b'"k6"', b"[600]"), (b'"k7"', b"[700]")])
-    assert (await catch_up(bootstrap, store, [tp], lambda: False, held=[tp])).unchanged == set()

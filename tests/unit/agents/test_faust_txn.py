@@ -99,3 +99,35 @@ async def test_getmany_seeks_again_before_handing_on_stream_records(
     fetched += [(TP(BY_USER, 0), 24)]
     assert await _drain(consumer) == [(BY_USER, 24)]
     assert log == ["seek"]
+
+
+async def test_the_recovery_first_catches_the_stores_up_within_half_its_step_limit(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """CommittedRecovery._build_highwaters (active): each table's catch_up_store runs
+    before any offset is read, with half of broker_request_timeout (Faust stops the
+    whole recovery when that step outlasts it); the standby step catches nothing up."""
+    import agents.faust_txn as faust_txn
+    from agents.faust_txn import CommittedRecovery
+
+    order: list[Any] = []
+
+    class Table:
+        async def catch_up_store(self, budget_s: float) -> None:
+            order.append(("catch-up", budget_s))
+
+    async def offsets(bootstrap: str, tps: Any) -> dict:
+        order.append("highwaters")
+        return {}
+
+    monkeypatch.setattr(faust_txn, "last_data_offsets", offsets)
+    monkeypatch.setattr(faust_txn, "bootstrap_of", lambda app: "127.0.0.1:1")
+    recovery = SimpleNamespace(
+        app=SimpleNamespace(conf=SimpleNamespace(broker_request_timeout=90.0)),
+        tables={"users": Table(), "other": object()},
+    )
+    found: dict = {"stale": 1}
+    await CommittedRecovery._build_highwaters(recovery, None, set(), found, "active")  # type: ignore[arg-type]
+    assert order == [("catch-up", 45.0), "highwaters"] and found == {}
+    await CommittedRecovery._build_highwaters(recovery, None, set(), found, "standby")  # type: ignore[arg-type]
+    assert order[2:] == ["highwaters"]

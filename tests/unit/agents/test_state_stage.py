@@ -172,42 +172,6 @@ async def test_a_fenced_partition_writes_nothing_and_commits_no_offsets() -> Non
     assert producers.sent == [] and producers.offsets == []
 
 
-async def test_a_partition_whose_changes_were_not_all_committed_is_marked_diverged() -> None:
-    """A write refused (fenced), or cut short before it committed, leaves its
-    partition marked until its mirror is rebuilt; a later write that commits does not
-    clear an earlier failure's mark. Offsets alone change no mirror: no mark."""
-    keys = [make_key("tw", "acme", f"u{i}") for i in range(3)]
-    state = _state_with(2, *keys)
-    state.assign(3)
-    producers = RecordingProducers({2})
-    writer = ChangelogWriter(producers, "cl", state, "by-user", "group")  # type: ignore[arg-type]
-    assert await writer.write({2: {keys[0]}, 3: {keys[1]}}) == {2}
-    assert writer.diverged == {3}  # refused: never committed
-    producers.mine.add(3)
-    assert await writer.write({3: {keys[2]}}) == {3}
-    assert writer.diverged == {3}  # the earlier refusal still stands
-    assert await writer.write({}, {2: 7}) == {2} and writer.diverged == {3}
-    writer.diverged.clear()  # what a rebuild does
-    cut = asyncio.ensure_future(writer.write({2: {keys[1]}}))
-    await asyncio.sleep(0)  # the write has begun; its transaction has not
-    cut.cancel()  # e.g. the worker stops
-    with pytest.raises(asyncio.CancelledError):
-        await cut
-    assert writer.diverged == {2}
-
-
-def test_only_partitions_kept_unchanged_and_fully_committed_skip_the_rebuild() -> None:
-    from agents.state_stage import to_rebuild
-
-    active = {0, 1, 2, 3}
-    # 0: held, unchanged, committed -> kept; 1: held but another worker wrote there;
-    # 2: held, unchanged, but a change never committed; 3: new here
-    assert to_rebuild(active, held={0, 1, 2}, unchanged={0, 2, 3}, diverged={2}) == {1, 2, 3}
-    assert to_rebuild(active, held=active, unchanged=active, diverged=set()) == set()
-    assert to_rebuild(active, held=set(), unchanged=active, diverged=set()) == active
-    assert to_rebuild({1}, held={0, 1}, unchanged={0, 1}, diverged=set()) == set()
-
-
 async def test_only_committed_records_are_handed_to_the_store_with_their_offset() -> None:
     """agents.store_sync gets each committed transaction's records and the first
     offset of its last batch; a partition not (or no longer) owned hands over nothing."""
@@ -297,3 +261,43 @@ async def test_no_batch_while_a_rebalance_that_began_after_the_last_recovery_run
     await asyncio.wait_for(task, 1)
     assert applied == [True]
     assert not writer.batch_lock.locked()
+
+
+async def test_the_store_catch_up_runs_once_per_rebalance_within_its_budget(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """UsersTable.catch_up_store (the recovery's first step, not the rebalance
+    callback, during which aiokafka sends no heartbeat): the current generation's
+    catch-up runs once; a stale generation's does not run; past its budget the
+    catch-up is told to stop."""
+    import time
+
+    import agents.state_stage as state_stage
+    from agents.state_stage import UsersTable
+
+    calls: list[set] = []
+    stops: list[bool] = []
+
+    async def fake_catch_up(table: Any, assigned: set, still_current: Any) -> None:
+        calls.append(assigned)
+        stops.append(still_current())
+        await asyncio.sleep(0.05)
+        stops.append(still_current())
+
+    monkeypatch.setattr(state_stage, "catch_up_table", fake_catch_up)
+    app = SimpleNamespace(consumer_generation_id=7)
+    table = SimpleNamespace(app=app, catch_up_due=(7, {"tp"}))
+    await UsersTable.catch_up_store(table, 5.0)  # type: ignore[arg-type]
+    assert calls == [{"tp"}] and stops == [True, True]
+    await UsersTable.catch_up_store(table, 5.0)  # type: ignore[arg-type]
+    assert len(calls) == 1  # once per rebalance
+
+    table.catch_up_due = (6, {"tp"})  # planned by a rebalance no longer current
+    await UsersTable.catch_up_store(table, 5.0)  # type: ignore[arg-type]
+    assert len(calls) == 1
+
+    table.catch_up_due = (7, {"tp"})
+    started = time.monotonic()
+    await UsersTable.catch_up_store(table, 0.02)  # type: ignore[arg-type]
+    assert stops[-2:] == [True, False]  # past the budget: stop
+    assert time.monotonic() - started < 1.0
