@@ -158,10 +158,25 @@ class CommittedRecovery(Recovery):
                 catch_up_store = getattr(table, "catch_up_store", None)
                 if catch_up_store is not None:
                     await catch_up_store(budget)
+            self._offsets_after_catch_up(tps)
         highwaters = await last_data_offsets(bootstrap_of(self.app), tps)
         log.info("recovery: last committed %s changelog records %s", title, highwaters)
         destination.clear()
         destination.update(highwaters)
+
+    def _offsets_after_catch_up(self, tps: Set[TP]) -> None:
+        """Faust took each store's offset when the rebalance began (``add_active``,
+        before the catch-up): read them again, or its recovery replays from the old
+        ones what the catch-up has already applied (at 1M records: 500,000 records
+        through its per-message path, 2.5 min)."""
+        for tp in tps:
+            table = self.tp_to_table.get(tp)
+            if table is None:
+                continue
+            persisted = table.persisted_offset(tp)
+            known = self.active_offsets.get(tp)
+            if persisted is not None and (known is None or persisted > known):
+                self.active_offsets[tp] = persisted
 
 
 class CommittedTableManager(GuardedTableManager):

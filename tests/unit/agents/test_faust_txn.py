@@ -111,10 +111,15 @@ async def test_the_recovery_first_catches_the_stores_up_within_half_its_step_lim
     from agents.faust_txn import CommittedRecovery
 
     order: list[Any] = []
+    stored = {TP("cl", 0): None, TP("cl", 1): 7}
 
     class Table:
         async def catch_up_store(self, budget_s: float) -> None:
             order.append(("catch-up", budget_s))
+            stored.update({TP("cl", 0): 41, TP("cl", 1): 9})
+
+        def persisted_offset(self, tp: TP) -> int | None:
+            return stored[tp]
 
     async def offsets(bootstrap: str, tps: Any) -> dict:
         order.append("highwaters")
@@ -122,12 +127,23 @@ async def test_the_recovery_first_catches_the_stores_up_within_half_its_step_lim
 
     monkeypatch.setattr(faust_txn, "last_data_offsets", offsets)
     monkeypatch.setattr(faust_txn, "bootstrap_of", lambda app: "127.0.0.1:1")
+    table = Table()
+    tps = {TP("cl", 0), TP("cl", 1), TP("other", 0)}
     recovery = SimpleNamespace(
         app=SimpleNamespace(conf=SimpleNamespace(broker_request_timeout=90.0)),
-        tables={"users": Table(), "other": object()},
+        tables={"users": table, "other": object()},
+        tp_to_table={TP("cl", 0): table, TP("cl", 1): table},
+        # what Faust's add_active took when the rebalance began, before the catch-up
+        active_offsets={TP("cl", 0): None, TP("cl", 1): 7, TP("other", 0): 3},
+    )
+    recovery._offsets_after_catch_up = lambda tps: CommittedRecovery._offsets_after_catch_up(
+        recovery,  # type: ignore[arg-type]
+        tps,
     )
     found: dict = {"stale": 1}
-    await CommittedRecovery._build_highwaters(recovery, None, set(), found, "active")  # type: ignore[arg-type]
+    await CommittedRecovery._build_highwaters(recovery, None, tps, found, "active")  # type: ignore[arg-type]
     assert order == [("catch-up", 45.0), "highwaters"] and found == {}
-    await CommittedRecovery._build_highwaters(recovery, None, set(), found, "standby")  # type: ignore[arg-type]
+    # Faust's recovery starts from the caught-up offsets, not the ones taken before
+    assert recovery.active_offsets == {TP("cl", 0): 41, TP("cl", 1): 9, TP("other", 0): 3}
+    await CommittedRecovery._build_highwaters(recovery, None, tps, found, "standby")  # type: ignore[arg-type]
     assert order[2:] == ["highwaters"]
