@@ -147,3 +147,31 @@ async def test_the_recovery_first_catches_the_stores_up_within_half_its_step_lim
     assert recovery.active_offsets == {TP("cl", 0): 41, TP("cl", 1): 9, TP("other", 0): 3}
     await CommittedRecovery._build_highwaters(recovery, None, tps, found, "standby")  # type: ignore[arg-type]
     assert order[2:] == ["highwaters"]
+
+
+async def test_a_stream_partition_without_a_committed_offset_is_read_from_its_start(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """After the seek to the committed offsets, a by-user partition with none (its
+    first commit had not happened when the rebalance came) starts again at 0:
+    aiokafka's seek_to_committed leaves it where its fetch was, past the events the
+    rebuilt mirror no longer has. Changelog partitions are the recovery's."""
+    from collections import defaultdict
+
+    seeks: list[tuple[TP, int]] = []
+
+    async def faust_seek(self: Any) -> None:  # what Faust's perform_seek leaves behind
+        self._committed_offset.update({TP(BY_USER, 1): 512})
+
+    monkeypatch.setattr(Consumer, "perform_seek", faust_seek)
+    consumer = object.__new__(TransactionalConsumer)
+    consumer.app = SimpleNamespace(tables=SimpleNamespace(changelog_topics={CHANGELOG}))  # type: ignore[assignment]
+    consumer.assignment = lambda: {TP(BY_USER, 0), TP(BY_USER, 1), TP(CHANGELOG, 0)}  # type: ignore[method-assign]
+    consumer._committed_offset = defaultdict(lambda: None)
+
+    async def seek(tp: TP, offset: int) -> None:
+        seeks.append((tp, offset))
+
+    consumer.seek = seek  # type: ignore[method-assign,assignment]
+    await consumer.perform_seek()
+    assert seeks == [(TP(BY_USER, 0), 0)]
