@@ -379,42 +379,31 @@ def _insert(index: SortedList, values: list[int]) -> None:
     SortedList.update adds a batch smaller than a quarter of the list one value at a
     time, each through a Python-level ``add`` (bisect, insort, split check, index
     upkeep): the largest single cost of a flush in the pipeline's profile. Here the
-    sorted batch is split by sublist with C bisections; a sublist receiving few
-    values gets C insorts, one receiving many is extended and re-sorted (two sorted
-    runs: a linear merge), and the sublists grown past twice the load are split
-    evenly, as SortedList would. ``_lists``, ``_maxes``, ``_index``, ``_len`` and
-    ``_load`` are stable internals of sortedcontainers 2.x (its ``_check`` is run on
-    the result in the unit tests)."""
+    batch is split by sublist with C bisections; a sublist receiving few values gets
+    C insorts, one receiving many is extended and re-sorted, and the sublists grown
+    past twice the load are split evenly, as SortedList would. ``_lists``,
+    ``_maxes``, ``_index``, ``_len`` and ``_load`` are stable internals of
+    sortedcontainers 2.x (its ``_check`` is run on the result in the unit tests)."""
     maxes = index._maxes
-    lists = index._lists
-    load = index._load
-    if len(maxes) == 1 and len(lists[0]) + len(values) <= load << 1:
-        # one sublist (most lists: the long tail of communities) that stays one
-        only = lists[0]
-        if len(values) == 1:
-            insort(only, values[0])
-        else:
-            only += values
-            only.sort()
-        maxes[0] = only[-1]
-        index._len += len(values)
-        del index._index[:]
-        return
-    if not maxes or len(values) * 4 >= index._len:
+    if not maxes or (len(maxes) > 1 and len(values) * 4 >= index._len):
         index.update(values)  # its own path: one sort of everything
         return
-    values.sort()
-    last = len(maxes) - 1
-    by_list: dict[int, list[int]] = {}
-    for value in values:
-        pos = bisect_right(maxes, value)
-        if pos > last:
-            pos = last
-        batch = by_list.get(pos)
-        if batch is None:
-            by_list[pos] = [value]
-        else:
-            batch.append(value)
+    lists = index._lists
+    load = index._load
+    if len(maxes) == 1:  # most lists: the long tail of communities
+        by_list = {0: values}
+    else:
+        last = len(maxes) - 1
+        by_list = {}
+        for value in values:
+            pos = bisect_right(maxes, value)
+            if pos > last:
+                pos = last
+            batch = by_list.get(pos)
+            if batch is None:
+                by_list[pos] = [value]
+            else:
+                batch.append(value)
     grown = []
     for pos, batch in by_list.items():
         sub = lists[pos]
@@ -522,14 +511,19 @@ def _pack(record: UserRecord) -> int:
     )
 
 
-def _unpack(v: int) -> UserRecord:
+def _wire(v: int) -> list[int | None]:
+    """A packed record as :meth:`UserRecord.to_wire` gives it."""
     last, follow_ts = v >> _W & _M, v >> _W2 & _M
-    return UserRecord(
+    return [
         (v & _M) - _OFF,
         last - _OFF if last else None,
         follow_ts - _OFF if follow_ts else None,
-        bool(v >> _W3),
-    )
+        v >> _W3,
+    ]
+
+
+def _unpack(v: int) -> UserRecord:
+    return UserRecord.from_wire(_wire(v))
 
 
 def _indexed(v: int) -> View:
@@ -587,15 +581,7 @@ class Records(Mapping[str, UserRecord]):
         without the UserRecord in between: the changelog writer's read, once per
         changed key and batch."""
         v = _get(self._by_group, key)
-        if v is None:
-            return None
-        last, follow_ts = v >> _W & _M, v >> _W2 & _M
-        return [
-            (v & _M) - _OFF,
-            last - _OFF if last else None,
-            follow_ts - _OFF if follow_ts else None,
-            v >> _W3,
-        ]
+        return None if v is None else _wire(v)
 
     def __contains__(self, key: object) -> bool:
         return isinstance(key, str) and _get(self._by_group, key) is not None
