@@ -16,6 +16,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
+from itertools import islice
 from typing import Any
 
 import faust
@@ -26,7 +27,7 @@ from agents.changelog import ChangelogWriter
 from agents.ingest import decode_batch
 from agents.store_catchup import catch_up_table
 from agents.store_sync import keeps_offsets
-from streams.state import PartitionState, UserRecord, WorkerState, split_key
+from streams.state import SEP, PartitionState, WorkerState
 from streams.topics import partition_for_user
 
 log = logging.getLogger(__name__)
@@ -169,10 +170,10 @@ async def rebuild_stepwise(
     still_current: Callable[[], bool],
     step: int = REBUILD_STEP,
 ) -> bool:
-    """:func:`rebuild`, yielding to the event loop every ``step`` records, with each
-    partition's indexes built as it goes; the new mirrors replace the held ones only
-    once all are complete, and only if ``still_current()`` (else nothing changed:
-    False).
+    """:func:`rebuild`, yielding to the event loop every ``step`` records loaded and
+    again between steps of indexing them (:meth:`PartitionState.flush_steps`); the new
+    mirrors replace the held ones only once all are complete, and only if
+    ``still_current()`` (else nothing changed: False).
 
     In one piece, the rebuild and first flush of 500,000 records held the event loop
     for 15 s and 12 s (recovery_bench at 1M records): /metrics went unanswered, and the
@@ -180,17 +181,19 @@ async def rebuild_stepwise(
     again. Meanwhile the scrapes show the mirrors held before (no batch changes them:
     the stage waits for ``ready``), and none of a partition still being built."""
     parts = {p: PartitionState(state.active_types) for p in partitions}
-    loaded = seen = 0
+    loaded = 0
     try:
-        for key, value in items:
-            seen += 1
-            if seen % step == 0:
-                for part in parts.values():
-                    part.flush()
+        for chunk in _chunks(items, step):
+            loaded += _load_chunk(parts, chunk, partitions_total)
+            await asyncio.sleep(0)
+            if not still_current():
+                return False
+        # indexed once everything is loaded, group by group: one sort per list
+        for part in parts.values():
+            for _ in part.flush_steps(step):
                 await asyncio.sleep(0)
                 if not still_current():
                     return False
-            loaded += _load(parts, key, value, partitions_total)
     except Exception:
         if not still_current():  # the next rebalance closed or discarded the store
             return False
@@ -212,20 +215,28 @@ def rebuild(
 ) -> None:
     """Rebuild the mirrors of ``partitions`` from the table's (recovered) store."""
     parts = {p: state.assign(p) for p in partitions}
-    loaded = sum(_load(parts, key, value, partitions_total) for key, value in items)
+    loaded = sum(_load_chunk(parts, chunk, partitions_total) for chunk in _chunks(items))
     log.info("state: rebuilt partitions %s from the table (%d records)", sorted(parts), loaded)
 
 
-def _load(parts: dict[int, PartitionState], key: str, value: Any, partitions_total: int) -> int:
-    """Load one table item into the mirror of its partition if it is among ``parts``
-    (a tombstone, None, loads nothing); 1 if loaded."""
-    if value is None:
-        return 0
-    into = parts.get(partition_for_user(split_key(key)[2], partitions_total))
-    if into is None:
-        return 0
-    into.load(key, UserRecord.from_wire(value))
-    return 1
+def _chunks(items: Iterable[Any], size: int = REBUILD_STEP) -> Iterator[list[Any]]:
+    it = iter(items)
+    while chunk := list(islice(it, size)):
+        yield chunk
+
+
+def _load_chunk(
+    parts: dict[int, PartitionState], items: list[tuple[Any, Any]], partitions_total: int
+) -> int:
+    """Load table items into the mirrors of their partitions among ``parts`` (others and
+    tombstones load nothing); how many were loaded."""
+    by_part: dict[int, list[tuple[Any, Any]]] = {}
+    for key, value in items:
+        if value is not None:
+            p = partition_for_user(key.rpartition(SEP)[2], partitions_total)
+            if p in parts:
+                by_part.setdefault(p, []).append((key, value))
+    return sum(parts[p].load_wire(part_items) for p, part_items in by_part.items())
 
 
 BatchObserver = Callable[[int, list[list[Any]]], None]

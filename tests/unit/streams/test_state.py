@@ -393,6 +393,48 @@ def test_load_then_apply_equals_apply_all(data: st.DataObject, first, second, pa
     assert resumed.follower_counts() == expected_followers(events)
 
 
+@given(st.data(), event_lists(), event_lists(), partitionings, st.integers(1, 6))
+def test_bulk_load_and_stepwise_flush_equal_load_and_flush(
+    data: st.DataObject, first, second, partition_of, budget: int
+) -> None:
+    """A rebuild's path (``load_wire`` then ``flush_steps``, a few records per step)
+    against ``load`` one by one and ``flush``: the same records, watermark and counts,
+    with keys loaded twice (the later replaces the earlier) and tombstones."""
+    old, new = build(first, partition_of), build(second, partition_of)
+    one, bulk = WorkerState(DEFAULT_ACTIVE_TYPES), WorkerState(DEFAULT_ACTIVE_TYPES)
+    for p in range(PARTITIONS):
+        items = [
+            (key, record.to_wire())
+            for source in (old, new)
+            for key, record in source.partitions[p].records.items()
+        ]
+        items.append((make_key("x", "a", "gone"), None))
+        by_one = one.assign(p)
+        for key, wire in items:
+            if wire is not None:
+                by_one.load(key, UserRecord.from_wire(wire))
+        by_one.flush()
+        in_bulk = bulk.assign(p)
+        assert in_bulk.load_wire(items) == len(items) - 1
+        steps = sum(1 for _ in in_bulk.flush_steps(budget))
+        groups = {key.rpartition(SEP)[0] for key, _wire in items[:-1]}
+        assert (steps == 0) == (not groups) and steps <= len(groups)
+        assert in_bulk.records == by_one.records
+        assert in_bulk.watermark_ms() == by_one.watermark_ms()
+    events = first + second
+    for _ in range(3):
+        now = data.draw(query_times(events))
+        assert bulk.active_counts(now, WINDOWS) == one.active_counts(now, WINDOWS)
+        assert bulk.lifecycle_counts(now, WINDOWS) == one.lifecycle_counts(now, WINDOWS)
+    assert bulk.follower_counts() == one.follower_counts()
+
+
+def test_bulk_load_refuses_out_of_range_times() -> None:
+    state = PartitionState(DEFAULT_ACTIVE_TYPES)
+    with pytest.raises(ValueError, match="out of range"):
+        state.load_wire([(make_key("x", "a", "u"), [1, 2**60, None, False])])
+
+
 def test_load_replaces_existing_key() -> None:
     state = PartitionState(DEFAULT_ACTIVE_TYPES)
     state.apply("x", "a", "u", 10, "follow")
