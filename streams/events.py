@@ -155,6 +155,10 @@ def parse_timestamp_ms(value: Any) -> int:
 #: roughly in time order, so most of a batch shares a handful of seconds; the cache
 #: turns the full parse into a slice and a dict lookup. Cleared when large.
 _SECOND_CACHE: dict[str, int] = {}
+#: Epoch seconds of "YYYY-MM-DD" dates already parsed (valid dates only): events out
+#: of time order (a replay, a backfill, late traffic) miss the second cache, and the
+#: full parse cost 4 µs each, a tenth of what the worker spends per event.
+_DAY_CACHE: dict[str, int] = {}
 _FAST_FRACTION = re.compile(r"(?:\.([0-9]{1,3}))?Z")
 
 
@@ -179,13 +183,46 @@ def _parse_rfc3339_ms(value: str) -> int:
         if tail is not None:
             digits = tail.group(1)
             return seconds * 1000 + (int(digits.ljust(3, "0")) if digits else 0)
+    else:
+        ms = _day_cached(value)
+        if ms is not None:
+            return ms
     prefix = value[:19]
     ms = _parse_rfc3339_slow(value)
     if len(value) >= 20 and value[10] == "T" and _FAST_FRACTION.fullmatch(value, 19):
         if len(_SECOND_CACHE) > 100_000:
             _SECOND_CACHE.clear()
         _SECOND_CACHE[prefix] = ms // 1000
+        if prefix.isascii():  # a valid date, UTC: its day starts at a multiple of 86,400 s
+            if len(_DAY_CACHE) > 100_000:
+                _DAY_CACHE.clear()
+            _DAY_CACHE[prefix[:10]] = ms // 86_400_000 * 86_400
     return ms
+
+
+def _day_cached(value: str) -> int | None:
+    """Epoch ms of "YYYY-MM-DDTHH:MM:SS[.fff]Z" on a date already parsed; None for
+    any other shape or a time of day the full parse must judge (60 s, 24 h)."""
+    size = len(value)
+    if (
+        not ((size == 24 and value[19] == ".") or size == 20)
+        or value[-1] != "Z"
+        or value[10] != "T"
+        or value[13] != ":"
+        or value[16] != ":"
+    ):
+        return None
+    day = _DAY_CACHE.get(value[:10])
+    if day is None:
+        return None
+    clock = value[11:13] + value[14:16] + value[17:19] + value[20:23]
+    if not (clock.isascii() and clock.isdigit()):
+        return None
+    hhmmss = int(clock[:6])
+    if hhmmss >= 240000 or hhmmss % 10000 >= 6000 or hhmmss % 100 >= 60:
+        return None
+    seconds = day + hhmmss // 10000 * 3600 + hhmmss // 100 % 100 * 60 + hhmmss % 100
+    return seconds * 1000 + (int(clock[6:]) if size == 24 else 0)
 
 
 def _parse_rfc3339_slow(value: str) -> int:

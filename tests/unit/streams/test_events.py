@@ -311,6 +311,39 @@ def test_cached_fast_path_equals_the_full_parse(ts_ms: int, shape: str) -> None:
         assert got == slow, odd
 
 
+@given(
+    st.integers(min_value=0, max_value=253_402_300_799_999),
+    st.integers(min_value=0, max_value=86_399_999),
+    st.sampled_from(["{s}.{ms:03d}Z", "{s}Z"]),
+)
+def test_day_cache_equals_the_full_parse(ts_ms: int, other_ms: int, shape: str) -> None:
+    """Another time of a day already parsed (the second cache misses, the day cache
+    hits) gives what the full parse gives; times the full parse refuses stay refused."""
+    from datetime import UTC, datetime
+
+    from streams.events import _parse_rfc3339_slow
+
+    def text(ms: int) -> str:
+        moment = datetime.fromtimestamp(ms // 1000, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S")
+        return shape.format(s=moment, ms=ms % 1000)
+
+    parse_timestamp_ms(text(ts_ms))  # fills the caches for this day
+    day = text(ts_ms)[:10]
+    other = day + text(other_ms)[10:]
+    assert parse_timestamp_ms(other) == _parse_rfc3339_slow(other)
+    for time_of_day in ("24:00:00", "23:60:00", "23:59:60", "1a:00:00", "١٢:00:00", "12:00"):
+        odd = f"{day}T{time_of_day}" + other[19:]
+        try:
+            got: int | None = parse_timestamp_ms(odd)
+        except InvalidEvent:
+            got = None
+        try:
+            slow: int | None = _parse_rfc3339_slow(odd)
+        except InvalidEvent:
+            slow = None
+        assert got == slow, odd
+
+
 def test_age_limit_is_inclusive() -> None:
     assert parse_event(raw(with_(ts=NOW - 400 * DAY)), NOW).ts_ms == NOW - 400 * DAY
 
