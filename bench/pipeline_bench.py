@@ -174,11 +174,20 @@ def peak_rss_mib(pid: int, field: str = "VmHWM") -> float:
     return float("nan")
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (/proc/PID/stat, fields 14 and 15)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 @dataclass
 class Run:
     events_per_s: float
     peak_rss_mib: float
     idle_rss_mib: float
+    #: the worker's CPU time per event over the same interval: steadier than events/s
+    #: on a shared machine (what other processes take shows in wall time, not here)
+    cpu_us_per_event: float = float("nan")
 
 
 async def run_worker(
@@ -206,13 +215,15 @@ async def run_worker(
         worker.wait_metrics()
         idle = peak_rss_mib(worker.proc.pid, "VmRSS")  # type: ignore[union-attr]
         started = await first_progress(bootstrap, ingest_group(app_id), worker)
+        cpu_started = cpu_seconds(worker.proc.pid)  # type: ignore[union-attr]
         await wait_caught_up(bootstrap, app_id, topic, worker, timeout=1800)
         worker_s = time.perf_counter() - started
+        cpu_s = cpu_seconds(worker.proc.pid) - cpu_started  # type: ignore[union-attr]
         peak = peak_rss_mib(worker.proc.pid)  # type: ignore[union-attr]
     except BaseException:
         worker.stop()
         raise
-    return Run(args.events / worker_s, peak, idle), worker
+    return Run(args.events / worker_s, peak, idle, cpu_s * 1e6 / args.events), worker
 
 
 def stop_and_clean(worker: Worker) -> None:
@@ -328,7 +339,8 @@ async def compare(
             runs[name].append(run)
             per_record = (run.peak_rss_mib - run.idle_rss_mib) * 2**20 / records
             print(
-                f"  {name}: {run.events_per_s:,.0f} events/s, peak RSS {run.peak_rss_mib:.0f} "
+                f"  {name}: {run.events_per_s:,.0f} events/s, {run.cpu_us_per_event:.1f} µs "
+                f"worker CPU per event, peak RSS {run.peak_rss_mib:.0f} "
                 f"MiB (idle {run.idle_rss_mib:.0f}), {per_record:.0f} B per stored record"
             )
     medians = {}
@@ -337,11 +349,16 @@ async def compare(
         per_record = statistics.median(
             (r.peak_rss_mib - r.idle_rss_mib) * 2**20 / records for r in rs
         )
-        medians[name] = (rate, per_record)
-        print(f"{name}: median {rate:,.0f} events/s, {per_record:.0f} B per stored record")
-    (rate_b, mem_b), (rate_t, mem_t) = medians["baseline"], medians["this tree"]
+        cpu = statistics.median(r.cpu_us_per_event for r in rs)
+        medians[name] = (rate, per_record, cpu)
+        print(
+            f"{name}: median {rate:,.0f} events/s, {cpu:.1f} µs worker CPU per event, "
+            f"{per_record:.0f} B per stored record"
+        )
+    (rate_b, mem_b, cpu_b), (rate_t, mem_t, cpu_t) = medians["baseline"], medians["this tree"]
     print(
         f"this tree / baseline: throughput {rate_t / rate_b:.3f}, "
+        f"worker CPU per event {cpu_t / cpu_b:.3f}, "
         f"memory per stored record {mem_t / mem_b:.3f} ({records:,} records)"
     )
 
@@ -490,6 +507,7 @@ async def main() -> None:
         print(
             f"(b) worker end to end ({args.store}): {worker_rate:,.0f} events/s; "
             f"ratio to raw consumer {worker_rate / raw_rate:.3f}; "
+            f"{run.cpu_us_per_event:.1f} µs worker CPU per event; "
             f"peak RSS {run.peak_rss_mib:.0f} MiB"
         )
         if args.probes <= 0:  # throughput only

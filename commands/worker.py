@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import dataclasses
 import faulthandler
+import gc
 import os
 import sys
 import threading
@@ -93,6 +94,26 @@ def _bounded_worker(app: Any, loglevel: str) -> Any:
     return BoundedStopWorker(app, loglevel=loglevel)
 
 
+#: gc thresholds of the worker: a young collection every 10,000 net allocations (not
+#: 700) and a full one considered every 100 middle ones (not 10); see tune_collector.
+GC_THRESHOLDS = (10_000, 10, 100)
+
+
+def tune_collector() -> None:
+    """Keep the cyclic garbage collector from taking a fifth of the worker's CPU.
+
+    At full rate the worker keeps ~500,000 tracked objects (the gauge rows and their
+    lifecycle tuples, Faust's and aiokafka's services) and replaces tens of thousands
+    of them each second; with Python's default thresholds that set off a full
+    collection about every second, 150 ms each: 5.1 s of 26.6 s of CPU in one
+    pipeline_bench run, plus 1.3 s in the younger generations. Objects built before
+    the first event (imports, the app) are frozen, out of every collection; with
+    these thresholds a full collection comes every few million allocations, and
+    short-lived cycles still die in the young ones. docs/benchmarks.md, session 7."""
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
+
+
 def run(args: argparse.Namespace) -> int:
     settings = settings_mod.from_args(args)
     # Faust and aiokafka (and agents.app, which imports them) take seconds to import:
@@ -120,6 +141,7 @@ def run(args: argparse.Namespace) -> int:
     # above, so every library debug call builds a LogRecord: a quarter of the CPU
     # at full rate. The spinner is decoration; drop it.
     worker.spinner = None
+    tune_collector()
     try:
         worker.execute_from_commandline()
     finally:

@@ -85,3 +85,18 @@ def test_before_state_counts_equal_the_oracle() -> None:
         shutil.rmtree(tree.parent, ignore_errors=True)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.split()[0] == "ok"
+
+
+def test_cpu_seconds_counts_this_process_s_work() -> None:
+    """The bench's CPU per event reads /proc: half a second of busy loop shows as
+    about that much CPU time (ticks of 10 ms; a loaded machine takes wall time, not
+    CPU time)."""
+    import os
+    import time
+
+    from bench.pipeline_bench import cpu_seconds
+
+    before, start = cpu_seconds(os.getpid()), time.process_time()
+    while time.process_time() - start < 0.5:
+        pass
+    assert 0.4 <= cpu_seconds(os.getpid()) - before <= 0.7

@@ -72,3 +72,20 @@ def test_a_stuck_stop_ends_at_the_bound_when_stderr_has_no_file_descriptor() -> 
 def test_a_process_that_ends_in_time_is_not_touched() -> None:
     done = run("from commands.worker import arm_stop_deadline\narm_stop_deadline(5)")
     assert (done.returncode, done.stderr) == (0, "")
+
+
+def test_the_worker_tunes_the_collector_before_it_runs() -> None:
+    """The thresholds and the freeze behind the worker's gc share (docs/benchmarks.md)."""
+    import gc
+
+    from commands import worker
+
+    before = gc.get_threshold()
+    try:
+        worker.tune_collector()
+        assert gc.get_threshold() == worker.GC_THRESHOLDS
+        assert gc.get_freeze_count() > 0  # what was built so far is out of collections
+        assert worker.GC_THRESHOLDS[0] > before[0] and worker.GC_THRESHOLDS[2] > before[2]
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
