@@ -210,7 +210,11 @@ def _state_stage(
     table.partitions_total = settings.partitions
     table.source_topics = frozenset({internal})
     app.tables.add(table)
-    producers = PartitionProducers(settings.kafka_bootstrap_servers, f"{settings.app_id}-state")
+    producers = PartitionProducers(
+        settings.kafka_bootstrap_servers,
+        f"{settings.app_id}-state",
+        on_given_up=lambda _partition: app.consumer.request_rejoin(),  # type: ignore[attr-defined]
+    )
     writer = ChangelogWriter(
         producers, table.changelog_topic_name, state, internal, settings.app_id, offsets
     )

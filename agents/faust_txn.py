@@ -91,6 +91,9 @@ class SeekGate:
         return False
 
 
+_REJOIN_REQUESTS: set[asyncio.Future[Any]] = set()
+
+
 class TransactionalConsumer(Consumer):
     """Faust's consumer, reading committed records only, committing nothing, and
     handing stream records on only in order from their committed offsets."""
@@ -117,6 +120,19 @@ class TransactionalConsumer(Consumer):
             if tp.topic not in changelogs and not self._committed_offset.get(tp):
                 log.info("stream: %s[%d] has no committed offset: from its start", *tp)
                 await self.seek(tp, 0)
+
+    def request_rejoin(self) -> None:
+        """Ask the group for a rebalance (a partition's producer was given up between
+        assignments, agents.producer): aiokafka's consumer lives in Faust's consumer
+        thread, so the request is handed to that thread's loop."""
+        thread = self._thread
+
+        async def ask() -> None:
+            thread._ensure_consumer()._coordinator.request_rejoin()  # noqa: SLF001
+
+        task = asyncio.ensure_future(thread.call_thread(ask))
+        _REJOIN_REQUESTS.add(task)  # held until done: a bare task may be collected
+        task.add_done_callback(_REJOIN_REQUESTS.discard)
 
     def seek_gate(self) -> SeekGate:
         gate = getattr(self, "gate", None)

@@ -234,6 +234,15 @@ class IngestStage:
         #: where each owned input partition's next batch must start (None: unknown)
         self.next_offset: dict[Any, int | None] = {}
         self.outage = Outage("ingest: cannot deliver to Kafka", "ingest: delivering again")
+        producers.on_given_up = self._request_rejoin
+
+    def _request_rejoin(self, partition: int) -> None:
+        """A partition given up between assignments (agents.producer): rebalance, so
+        that the group says who owns it and its producer is made again only then."""
+        coordinator = getattr(self.consumer, "_coordinator", None)
+        if coordinator is not None:
+            log.info("ingest: partition %d given up; asking the group to rebalance", partition)
+            coordinator.request_rejoin()
 
     async def run(self) -> None:
         from aiokafka import AIOKafkaConsumer

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from itertools import chain
 from typing import Any
@@ -98,11 +98,23 @@ class Transaction:
 
 
 class PartitionProducers:
-    """The transactional producers of the partitions one stage of this worker owns."""
+    """The transactional producers of the partitions one stage of this worker owns.
 
-    def __init__(self, bootstrap: str, prefix: str) -> None:
+    A producer is made only when its partition is assigned (:meth:`assign`), never in
+    between: its ``InitProducerId`` fences whoever holds the id, and between two
+    assignments that may be a worker the group has given the partition to since this
+    one was cut off (KIP-447's gap, which aiokafka does not close). A partition whose
+    producer is fenced or cannot abort is therefore given up, and ``on_given_up`` asks
+    the stage's consumer group to rebalance: the next assignment says who owns it.
+    """
+
+    def __init__(
+        self, bootstrap: str, prefix: str, on_given_up: Callable[[int], None] | None = None
+    ) -> None:
         self.bootstrap = bootstrap
         self.prefix = prefix
+        #: called with a partition given up without a rebalance (see the class)
+        self.on_given_up = on_given_up
         self._owned: set[int] = set()
         self._producers: dict[int, Any] = {}
         self._locks: dict[int, asyncio.Lock] = {}
@@ -146,9 +158,7 @@ class PartitionProducers:
         async with self._lock(partition):
             if partition not in self._owned:
                 raise NotOwner(partition)
-            producer = self._producers.get(partition)
-            if producer is None:  # replaced after a failed abort; the fence still holds
-                producer = self._producers[partition] = await self._start(partition)
+            producer = self._producers[partition]
             txn = Transaction(producer)
             try:
                 await producer.begin_transaction()
@@ -184,25 +194,34 @@ class PartitionProducers:
             type(exc).__name__,
             exc,
         )
-        self._owned.discard(partition)
-        self._producers.pop(partition, None)
-        await _stop_quietly(producer)
+        await self._give_up(partition, producer)
         raise NotOwner(partition) from exc
 
     async def _abort(self, partition: int, producer: Any) -> None:
-        """Abort. A fenced producer gives the partition up; one that cannot abort for
-        another reason (the broker is away) is dropped, and a new one with the same
-        id — which aborts the open transaction when it initialises — is made at the
-        next transaction."""
+        """Abort. A producer that is fenced, or cannot abort for another reason (the
+        broker is away), gives the partition up until the rebalance it asks for: a new
+        producer made now could fence a worker that owns the partition by then."""
         _consume_leftovers(producer)  # abort replaces a transaction waiter that failed
         try:
             await asyncio.wait_for(producer.abort_transaction(), 30)
         except _FENCED as exc:
             await self._fenced(partition, producer, exc)
-        except Exception as exc:  # noqa: BLE001 - start over with a new producer
-            log.warning("%s-%d: abort failed (%r); new producer", self.prefix, partition, exc)
-            self._producers.pop(partition, None)
-            await _stop_quietly(producer)
+        except Exception as exc:  # noqa: BLE001 - the open transaction ends with the fence
+            log.warning(
+                "%s-%d: abort failed (%r); partition given up until the next assignment",
+                self.prefix,
+                partition,
+                exc,
+            )
+            await self._give_up(partition, producer)
+
+    async def _give_up(self, partition: int, producer: Any) -> None:
+        """Stop owning the partition between assignments, and ask for a rebalance."""
+        self._owned.discard(partition)
+        self._producers.pop(partition, None)
+        await _stop_quietly(producer)
+        if self.on_given_up is not None:
+            self.on_given_up(partition)
 
     def _lock(self, partition: int) -> asyncio.Lock:
         lock = self._locks.get(partition)

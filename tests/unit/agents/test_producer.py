@@ -1,0 +1,102 @@
+"""PartitionProducers makes a partition's producer only when it is assigned.
+
+A producer that cannot abort (the broker away) used to be replaced by a new one with
+the same transactional id at the next transaction; its ``InitProducerId`` fenced
+whoever held the id then — also a worker the group had given the partition to in the
+meantime, whose writes this worker's stale mirror then overwrote (the known gap of
+docs/architecture.md). Now the partition is given up and a rebalance requested; only
+the next assignment makes its producer again. Fake producers: no broker.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from aiokafka.errors import KafkaConnectionError, ProducerFenced
+
+from agents.producer import NotOwner, PartitionProducers
+
+
+class _Txn:
+    def wait_for_transaction_end(self) -> None:
+        return None
+
+
+class _Accumulator:
+    _batches: dict[Any, Any] = {}
+    _pending_batches: list[Any] = []
+
+
+class FakeProducer:
+    def __init__(self, abort_error: BaseException | None) -> None:
+        self.abort_error = abort_error
+        self.stopped = False
+        self._txn_manager = _Txn()
+        self._message_accumulator = _Accumulator()
+
+    async def begin_transaction(self) -> None:
+        pass
+
+    async def commit_transaction(self) -> None:
+        pass
+
+    async def abort_transaction(self) -> None:
+        if self.abort_error is not None:
+            raise self.abort_error
+
+    async def stop(self) -> None:
+        self.stopped = True
+
+
+def producers(abort_error: BaseException | None) -> tuple[PartitionProducers, list[Any], list[int]]:
+    made: list[FakeProducer] = []
+    given_up: list[int] = []
+    pp = PartitionProducers("127.0.0.1:1", "t", on_given_up=given_up.append)
+
+    async def start(partition: int) -> FakeProducer:
+        made.append(FakeProducer(abort_error))
+        return made[-1]
+
+    pp._start = start  # type: ignore[method-assign]
+    return pp, made, given_up
+
+
+@pytest.mark.parametrize(
+    "abort_error", [KafkaConnectionError("broker away"), ProducerFenced("newer epoch")]
+)
+async def test_a_producer_that_cannot_abort_gives_the_partition_up_until_assigned(
+    abort_error: BaseException,
+) -> None:
+    pp, made, given_up = producers(abort_error)
+    await pp.assign([0, 1])
+    assert len(made) == 2
+
+    with pytest.raises((KafkaConnectionError, NotOwner)):
+        async with pp.transaction(0):
+            raise KafkaConnectionError("send failed")
+    assert not pp.owns(0) and pp.owns(1)
+    assert given_up == [0]  # the stage is asked to rebalance
+    assert made[0].stopped
+
+    # no producer of the same id between assignments: it would fence a newer owner
+    with pytest.raises(NotOwner):
+        async with pp.transaction(0):
+            pass
+    assert len(made) == 2
+
+    await pp.assign([0, 1])  # the rebalance says this worker owns it again
+    assert pp.owns(0) and len(made) == 4
+    async with pp.transaction(0):
+        pass
+
+
+async def test_an_abort_that_succeeds_keeps_the_partition() -> None:
+    pp, made, given_up = producers(None)
+    await pp.assign([0])
+    with pytest.raises(KafkaConnectionError):
+        async with pp.transaction(0):
+            raise KafkaConnectionError("send failed")
+    assert pp.owns(0) and given_up == [] and len(made) == 1
+    async with pp.transaction(0):
+        pass
