@@ -289,6 +289,19 @@ class _BeforePartitionState(PartitionState):
         self._counted = (None, {})
         return changed
 
+    def load_wire(self, items):
+        """What the rebuild calls (session 7): the old state's load, item by item."""
+        loaded = 0
+        for key, value in items:
+            if value is not None:
+                self.load(key, UserRecord.from_wire(value))
+                loaded += 1
+        return loaded
+
+    def flush_steps(self, budget):
+        self.flush()
+        yield None
+
     def group_counts(self, pc, now_ms, windows, bounds):
         key = (now_ms, tuple(windows.items()))
         if self._counted[0] != key:

@@ -65,6 +65,14 @@ SCRIPT = textwrap.dedent(
     for part in state.partitions.values():  # what the changelog writer reads
         assert all(part.records.wire(k) == part.records[k].to_wire() for k in part.records)
         assert part.records.wire(f"tw{SEP}c9{SEP}nobody") is None
+    # what the rebuild after an assignment calls (agents.state_stage.rebuild_stepwise)
+    rebuilt = WorkerState(DEFAULT_ACTIVE_TYPES)
+    for p, part in state.partitions.items():
+        fresh = rebuilt.assign(p)
+        items = [(k, part.records.wire(k)) for k in part.records] + [(f"tw{SEP}c1{SEP}x", None)]
+        assert fresh.load_wire(items) == len(part.records)
+        assert list(fresh.flush_steps(100)) and fresh.records == part.records
+    assert rebuilt.active_counts(now, windows) == state.active_counts(now, windows)
     print("ok", len(events))
     """
 )
