@@ -94,6 +94,13 @@ class SeekGate:
 _REJOIN_REQUESTS: set[asyncio.Future[Any]] = set()
 
 
+def _rejoin_requested(task: asyncio.Future[Any]) -> None:
+    _REJOIN_REQUESTS.discard(task)
+    if not task.cancelled() and task.exception() is not None:
+        # the partition stays given up until a rebalance comes some other way
+        log.warning("stream: could not ask the group to rebalance: %r", task.exception())
+
+
 class TransactionalConsumer(Consumer):
     """Faust's consumer, reading committed records only, committing nothing, and
     handing stream records on only in order from their committed offsets."""
@@ -132,7 +139,7 @@ class TransactionalConsumer(Consumer):
 
         task = asyncio.ensure_future(thread.call_thread(ask))
         _REJOIN_REQUESTS.add(task)  # held until done: a bare task may be collected
-        task.add_done_callback(_REJOIN_REQUESTS.discard)
+        task.add_done_callback(_rejoin_requested)
 
     def seek_gate(self) -> SeekGate:
         gate = getattr(self, "gate", None)

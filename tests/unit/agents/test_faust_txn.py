@@ -175,3 +175,29 @@ async def test_a_stream_partition_without_a_committed_offset_is_read_from_its_st
     consumer.seek = seek  # type: ignore[method-assign,assignment]
     await consumer.perform_seek()
     assert seeks == [(TP(BY_USER, 0), 0)]
+
+
+async def test_a_rejoin_request_goes_to_the_consumer_thread() -> None:
+    """A partition given up between assignments (agents.producer) asks the state
+    stage's group to rebalance; aiokafka's consumer lives in Faust's consumer thread,
+    so the request runs there (call_thread), and a failure is logged, not lost."""
+    import asyncio
+
+    asked: list[str] = []
+
+    class Thread:
+        async def call_thread(self, fun: Any) -> Any:
+            asked.append("in the thread")
+            return await fun()
+
+        def _ensure_consumer(self) -> Any:
+            return SimpleNamespace(
+                _coordinator=SimpleNamespace(request_rejoin=lambda: asked.append("rejoin"))
+            )
+
+    consumer = TransactionalConsumer.__new__(TransactionalConsumer)
+    consumer._thread = Thread()  # type: ignore[assignment]
+    consumer.request_rejoin()
+    for _ in range(3):
+        await asyncio.sleep(0)
+    assert asked == ["in the thread", "rejoin"]
