@@ -33,15 +33,9 @@ from tests.oracle import event_clock, expected_active, expected_followers, field
 
 pytestmark = [
     pytest.mark.integration,
-    # Open in issue 11. Session 4 found and fixed two update losses (a batch run during
-    # a rebalance that began after the last recovery; by-user records dropped around
-    # Faust's post-recovery seek) and on that code this test passed 16 of 17 runs
-    # locally (load 7-12). In the one failure every committed output — changelog,
-    # by-user topic, DLQ, ingest counters — was exact when read back; what differed
-    # was a live worker's exposure. It runs in every `make test` and reports XPASS or
-    # XFAIL with its assertion (`-rxX`; `--runxfail` shows the message); it must pass
-    # 20 runs in a row before this mark goes and the issue is resolved.
-    pytest.mark.xfail(strict=False, reason="issue 11: not yet exact in every chaos run"),
+    # Issue 11: passed 20 runs in a row in session 7 (with the counters checked once
+    # stable, see settled_counters); before that it was xfail(strict=False). A failure
+    # here is a defect of the product's one promise: exact numbers.
 ]
 
 SESSION = {"EM_SESSION_TIMEOUT": "6s", "EM_REBALANCE_TIMEOUT": "6s"}
