@@ -403,7 +403,7 @@ def test_bulk_load_and_stepwise_flush_equal_load_and_flush(
     old, new = build(first, partition_of), build(second, partition_of)
     one, bulk = WorkerState(DEFAULT_ACTIVE_TYPES), WorkerState(DEFAULT_ACTIVE_TYPES)
     for p in range(PARTITIONS):
-        items = [
+        items: list[tuple[str, list[int | None] | None]] = [
             (key, record.to_wire())
             for source in (old, new)
             for key, record in source.partitions[p].records.items()
