@@ -280,6 +280,7 @@ class _BeforePartitionState(PartitionState):
         self.records = _WireRecords(self.records)
         self._shown = {}
         self._counted = (None, {})
+        self._followers_shown = {}
 
     def take_changed(self):
         self.flush()
@@ -288,6 +289,19 @@ class _BeforePartitionState(PartitionState):
         changed, self._shown = {**self._shown, **now}, now
         self._counted = (None, {})
         return changed
+
+    def take_follow_changed(self):
+        """Every follower key shown now or at the last call (session 8's API)."""
+        now = self.follower_counts()
+        changed = {**dict.fromkeys(self._followers_shown), **dict.fromkeys(now)}
+        self._followers_shown = now
+        return changed
+
+    def count_keys(self):
+        return [*self._comm_active, *((p, ALL_COMMUNITIES) for p in self._platform_active)]
+
+    def follower_count(self, pc):
+        return self._followers_shown.get(pc)
 
     def load_wire(self, items):
         """What the rebuild calls (session 7): the old state's load, item by item."""

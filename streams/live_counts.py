@@ -59,12 +59,11 @@ class Changes:
 class _Partition:
     """The rows of one held :class:`PartitionState` and when each must be recomputed."""
 
-    __slots__ = ("part", "rows", "followers", "valid", "deadlines")
+    __slots__ = ("part", "rows", "valid", "deadlines")
 
     def __init__(self, part: PartitionState, rows: dict[PC, Row]) -> None:
         self.part = part
         self.rows = rows
-        self.followers: dict[PC, int] = {}  # follower_counts() at the last update
         self.valid: dict[PC, int] = {}  # pc -> its counts hold until this clock time
         self.deadlines: list[tuple[int, PC]] = []  # heap; entries not in valid are stale
 
@@ -120,8 +119,12 @@ class LiveCounts:
         keys: dict[PC, None] = {}
         if now_ms is not None:
             keys = held.part.take_changed()
+        keys.update(held.part.take_follow_changed())
         if full:
             keys.update(dict.fromkeys(held.rows))
+            keys.update(dict.fromkeys(held.part.follower_counts()))
+            if now_ms is not None:  # groups left out while there was no clock, too
+                keys.update(dict.fromkeys(held.part.count_keys()))
             held.deadlines, held.valid = [], {}
         elif now_ms is not None:
             deadlines, valid = held.deadlines, held.valid
@@ -130,11 +133,6 @@ class LiveCounts:
                 if valid.get(pc) == until:
                     del valid[pc]
                     keys[pc] = None
-        followers = held.part.follower_counts()
-        last = held.followers
-        keys.update(dict.fromkeys(pc for pc, _n in followers.items() - last.items()))
-        keys.update(dict.fromkeys(last.keys() - followers.keys()))
-        held.followers = followers
         return self._recompute(p, held, keys, now_ms)
 
     def _recompute(
@@ -142,15 +140,15 @@ class LiveCounts:
     ) -> list[Change]:
         """Recompute ``keys``; the changes among them."""
         part, rows, valid, windows = held.part, held.rows, held.valid, self.windows
-        followers = held.followers
+        followers = part.follower_count
         bounds = lifecycle_bounds(now_ms, windows) if now_ms is not None else []
         out: list[Change] = []
         for pc in keys:
             if now_ms is None:
-                new = Row(None, None, followers.get(pc))
+                new = Row(None, None, followers(pc))
             else:
                 active, lifecycle, until = part.group_counts(pc, now_ms, windows, bounds)
-                new = Row(active, lifecycle, followers.get(pc))
+                new = Row(active, lifecycle, followers(pc))
                 if lifecycle is None:
                     valid.pop(pc, None)
                 elif valid.get(pc) != until:

@@ -194,7 +194,8 @@ class _Group:
         self.active_followers = SortedList()  # packed last-active of members following
         # The last lifecycle counts: (windows, computed at, valid before, counts); see
         # :meth:`lifecycle`. Any change to the lists drops it.
-        self.cached: tuple[Any, int, int, dict[str, Lifecycle]] | None = None
+        # (+ the active counts, which the same bisections give).
+        self.cached: tuple[Any, int, int, dict[str, Lifecycle], dict[str, int]] | None = None
 
     def __bool__(self) -> bool:
         return bool(self.first_active or self.first_idle)
@@ -270,16 +271,27 @@ class _Group:
         a scrape or snapshot recomputes only the communities that changed or whose
         edge was crossed (a quiet community costs a comparison).
         """
+        return self.counts(now_ms, bounds, key)[1]
+
+    def counts(
+        self, now_ms: int, bounds: list[Bounds], key: Any
+    ) -> tuple[dict[str, int], dict[str, Lifecycle]]:
+        """(active counts, lifecycle counts) of each window, cached as :meth:`lifecycle`
+        says: the active counts fall out of the same bisections."""
         cached = self.cached
         if cached is not None and cached[0] == key and cached[1] <= now_ms < cached[2]:
-            return cached[3]
-        counts, valid_until = self._lifecycle(now_ms, bounds)
-        self.cached = (key, now_ms, valid_until, counts)
-        return counts
+            return cached[4], cached[3]
+        active, counts, valid_until = self._lifecycle(now_ms, bounds)
+        self.cached = (key, now_ms, valid_until, counts, active)
+        return active, counts
 
-    def _lifecycle(self, now_ms: int, bounds: list[Bounds]) -> tuple[dict[str, Lifecycle], int]:
-        """The counts from bisections alone, and the first time after now at which any
-        of them changes (an element reaching a window edge).
+    def _lifecycle(
+        self, now_ms: int, bounds: list[Bounds]
+    ) -> tuple[dict[str, int], dict[str, Lifecycle], int]:
+        """The active and lifecycle counts from bisections alone, and the first time
+        after now at which any of them changes (an element reaching a window edge).
+
+        Active in (L, t] is #{last <= t} - #{last <= L}: two of the bisections below.
 
         Returning users are active in (L, t] (L = t - W) and first seen <= L. Because
         first seen <= last active, "first seen > L" implies "last active > L", so
@@ -311,6 +323,7 @@ class _Group:
                 soon = idle[1](idle_upper)
             first_upper += idle_upper
         out = {}
+        active_out = {}
         for label, low, low_packed, before_packed in bounds[1:]:
             width = now_ms - low
             active_low, active_before = active(low_packed), active(before_packed)
@@ -333,6 +346,7 @@ class _Group:
                     edges.append(idle[1](idle_low) + width)
                 new -= idle_low
             soon = min(edges)
+            active_out[label] = i - active_low
             out[label] = _new_tuple(
                 Lifecycle,
                 (
@@ -342,7 +356,7 @@ class _Group:
                     active_low - active_before,
                 ),
             )
-        return out, soon
+        return active_out, out, soon
 
 
 _NEVER = 1 << 62
@@ -649,6 +663,8 @@ class PartitionState:
         "_followers",
         "_user_follows",
         "_platform_followers",
+        "_platform_refs",
+        "_follow_changed",
         "_max_ts",
         "_changed",
     )
@@ -680,6 +696,12 @@ class PartitionState:
         self._user_follows: dict[PC, int] = {}
         # platform -> users following at least one of its communities.
         self._platform_followers: dict[str, int] = {}
+        # platform -> its communities with a _follow_refs entry ("*" is in
+        # follower_counts() while > 0).
+        self._platform_refs: dict[str, int] = {}
+        # (platform, community) and (platform, "*") whose follower_counts() entry may
+        # have changed (or appeared, or gone) since the last take_follow_changed().
+        self._follow_changed: dict[PC, None] = {}
         self._max_ts = -1
         # (platform, community) and (platform, "*") whose indexes changed since the last
         # take_changed(), in the order they changed (a dict as an ordered set).
@@ -745,13 +767,39 @@ class PartitionState:
         if changed & (FOLLOWING | FIRST_FOLLOW):
             pc = (platform, community)
             if changed & FIRST_FOLLOW:
-                self._follow_refs[pc] = self._follow_refs.get(pc, 0) + 1
+                self._add_follow_ref(pc)
             if changed & FOLLOWING:
                 self._count_follow(pc, (platform, user_id), 1 if v >> _W3 else -1)
         return key
 
+    def _add_follow_ref(self, pc: PC) -> None:
+        refs = self._follow_refs.get(pc, 0)
+        self._follow_refs[pc] = refs + 1
+        if not refs:  # the key appears in follower_counts(), at 0
+            platform = pc[0]
+            self._platform_refs[platform] = self._platform_refs.get(platform, 0) + 1
+            self._follow_changed[pc] = None
+            self._follow_changed[(platform, ALL_COMMUNITIES)] = None
+
+    def _drop_follow_ref(self, pc: PC) -> None:
+        refs = self._follow_refs[pc] - 1
+        if refs:
+            self._follow_refs[pc] = refs
+            return
+        del self._follow_refs[pc]
+        self._followers.pop(pc, None)
+        platform = pc[0]
+        left = self._platform_refs[platform] - 1
+        if left:
+            self._platform_refs[platform] = left
+        else:
+            del self._platform_refs[platform]
+        self._follow_changed[pc] = None
+        self._follow_changed[(platform, ALL_COMMUNITIES)] = None
+
     def _count_follow(self, pc: PC, pu: PC, delta: int) -> None:
         self._followers[pc] = self._followers.get(pc, 0) + delta
+        self._follow_changed[pc] = None
         before = self._user_follows.get(pu, 0)
         after = before + delta
         if after:
@@ -763,6 +811,7 @@ class PartitionState:
             self._platform_followers[platform] = self._platform_followers.get(platform, 0) + (
                 1 if after else -1
             )
+            self._follow_changed[(platform, ALL_COMMUNITIES)] = None
 
     # -- the lazy indexes ---------------------------------------------------------------
 
@@ -936,7 +985,7 @@ class PartitionState:
                 users[user_id] = None
             if follow_ts is not None:
                 pc = (platform, community)
-                self._follow_refs[pc] = self._follow_refs.get(pc, 0) + 1
+                self._add_follow_ref(pc)
                 if following:
                     self._count_follow(pc, (platform, user_id), 1)
             loaded += 1
@@ -958,12 +1007,7 @@ class PartitionState:
             pc = (platform, community)
             if v >> _W3:  # following
                 self._count_follow(pc, (platform, user_id), -1)
-            refs = self._follow_refs[pc] - 1
-            if refs:
-                self._follow_refs[pc] = refs
-            else:
-                del self._follow_refs[pc]
-                self._followers.pop(pc, None)
+            self._drop_follow_ref(pc)
 
     def expired_keys(self, now_ms: int, horizon_ms: int) -> list[str]:
         """Keys that can be dropped: every record of a (platform, user) whose records
@@ -1050,13 +1094,33 @@ class PartitionState:
             group = self._groups.get(pc)
         if group is None:
             return None, None, _NEVER
-        lifecycle = group.lifecycle(now_ms, bounds, tuple(windows.items()))
+        active, lifecycle = group.counts(now_ms, bounds, tuple(windows.items()))
         cached = group.cached
         valid_until = cached[2] if cached is not None else now_ms + 1
-        active = None
-        if group.active:
-            active = group.active_in(now_ms, [(label, now_ms - w) for label, w in windows.items()])
-        return active, lifecycle, valid_until
+        return (active if group.active else None), lifecycle, valid_until
+
+    def count_keys(self) -> list[PC]:
+        """Every (platform, community) with indexes, and (platform, "*"): the keys a
+        reader recomputes in full (see :meth:`take_changed` for the rest of the time)."""
+        return [*self._groups, *((platform, ALL_COMMUNITIES) for platform in self._platforms)]
+
+    def take_follow_changed(self) -> dict[PC, None]:
+        """The keys whose :meth:`follower_counts` entry may differ from the last call's
+        (changed, appeared or gone): what lets a reader keep follower counts without
+        diffing every key at each update."""
+        changed, self._follow_changed = self._follow_changed, {}
+        return changed
+
+    def follower_count(self, pc: PC) -> int | None:
+        """``follower_counts().get(pc)`` without building the dict."""
+        platform, community = pc
+        if community == ALL_COMMUNITIES:
+            if platform not in self._platform_refs:
+                return None
+            return self._platform_followers.get(platform, 0)
+        if pc not in self._follow_refs:
+            return None
+        return self._followers.get(pc, 0)
 
     def follower_counts(self) -> dict[PC, int]:
         """{(platform, community): followers}, including (platform, "*"); communities that

@@ -97,7 +97,9 @@ def test_rows_follow_every_kind_of_change() -> None:
                     state.revoke(p)
                 else:
                     state.assign(p)
-            check(live, feed, state, now if step else None, copy)
+            # every fifth step without a clock: only follower counts, kept from the
+            # state's follower changes alone
+            check(live, feed, state, now if step % 5 else None, copy)
 
 
 def test_a_reader_that_joins_late_starts_from_every_row() -> None:
@@ -114,3 +116,33 @@ def test_a_reader_that_joins_late_starts_from_every_row() -> None:
     assert len(rows) > 10
     live.update(NOW)
     assert feed.take() == []  # nothing changed, nothing reported
+
+
+def test_every_follow_change_reaches_the_rows() -> None:
+    """Follow changes that move no index (an unfollow of a record that never
+    followed makes its community show 0 followers) reach the rows too, with and
+    without a clock."""
+    for clock in (None, NOW + 100):
+        state = WorkerState(DEFAULT_ACTIVE_TYPES)
+        for p in range(PARTS):
+            state.assign(p)
+        live = LiveCounts(state, WINDOWS)
+        feed = live.feed()
+        copy: dict = {}
+        steps = [
+            ("u4", "acme", "like"), ("u4", "beta", "like"), ("u1", "acme", "follow"),
+            ("u4", "beta", "unfollow"), ("u2", "acme", "follow"), ("u1", "acme", "unfollow"),
+            ("u1", "acme", "follow"), ("u2", "acme", "unfollow"), ("u3", "acme", "like"),
+            ("u3", "acme", "follow"), ("u4", "acme", "unfollow"),
+        ]  # fmt: skip
+        for step, (user, community, kind) in enumerate(steps):
+            part = state.partitions[partition_for_user(user, PARTS)]
+            part.apply("tw", community, user, NOW + step, kind)
+            check(live, feed, state, clock, copy)
+        followers: dict = {}
+        for rows in reference(state, clock).values():
+            for pc, row in rows.items():
+                if row.followers is not None:
+                    followers[pc] = followers.get(pc, 0) + row.followers
+        assert followers[("tw", "acme")] == 2  # u1 and u3
+        assert followers[("tw", "beta")] == 0  # shown: u4's unfollow gave it a follow time
