@@ -62,15 +62,19 @@ def check(live: LiveCounts, feed: Changes, state: WorkerState, now: int | None, 
     assert copy == {(p, pc): row for p, rows in want.items() for pc, row in rows.items()}
 
 
+def watched_state() -> tuple[WorkerState, LiveCounts, Changes, dict]:
+    """Every partition assigned, its LiveCounts, a reader's feed and its copy."""
+    state = WorkerState(DEFAULT_ACTIVE_TYPES)
+    for p in range(PARTS):
+        state.assign(p)
+    live = LiveCounts(state, WINDOWS)
+    return state, live, live.feed(), {}
+
+
 def test_rows_follow_every_kind_of_change() -> None:
     for seed in range(4):
         rng = random.Random(seed)
-        state = WorkerState(DEFAULT_ACTIVE_TYPES)
-        for p in range(PARTS):
-            state.assign(p)
-        live = LiveCounts(state, WINDOWS)
-        feed = live.feed()
-        copy: dict = {}
+        state, live, feed, copy = watched_state()
         check(live, feed, state, None, copy)  # no clock, no records
         now = NOW
         for step in range(60):
@@ -123,12 +127,7 @@ def test_every_follow_change_reaches_the_rows() -> None:
     followed makes its community show 0 followers) reach the rows too, with and
     without a clock."""
     for clock in (None, NOW + 100):
-        state = WorkerState(DEFAULT_ACTIVE_TYPES)
-        for p in range(PARTS):
-            state.assign(p)
-        live = LiveCounts(state, WINDOWS)
-        feed = live.feed()
-        copy: dict = {}
+        state, live, feed, copy = watched_state()
         steps = [
             ("u4", "acme", "like"), ("u4", "beta", "like"), ("u1", "acme", "follow"),
             ("u4", "beta", "unfollow"), ("u2", "acme", "follow"), ("u1", "acme", "unfollow"),
