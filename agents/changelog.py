@@ -21,12 +21,11 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
-import orjson
-
 from agents.lag_offsets import OffsetGauges
 from agents.outage import Outage
 from agents.producer import NotOwner, PartitionProducers
 from agents.store_sync import last_batch_offset
+from streams.json_bytes import json_record, json_string
 from streams.state import WorkerState
 
 log = logging.getLogger(__name__)
@@ -125,7 +124,6 @@ class ChangelogWriter:
     async def _send(self, partition: int, keys: set[str], offset: int | None) -> None:
         from aiokafka import TopicPartition
 
-        dumps = orjson.dumps
         out: list[tuple[bytes, Any]] = []
         async with self.producers.transaction(partition) as txn:
             part = self.state.partitions.get(partition)
@@ -134,7 +132,7 @@ class ChangelogWriter:
             wire = part.records.wire
             for key in keys:
                 value = wire(key)
-                out.append((dumps(key), None if value is None else dumps(value)))
+                out.append((json_string(key), None if value is None else json_record(value)))
             if out:
                 await txn.send_many(self.topic, partition, out)
             if offset is not None:
