@@ -188,6 +188,9 @@ class Run:
     #: the worker's CPU time per event over the same interval: steadier than events/s
     #: on a shared machine (what other processes take shows in wall time, not here)
     cpu_us_per_event: float = float("nan")
+    #: RSS once caught up (a few seconds after, timers run): what the worker holds
+    #: between bursts, as against the peak while it took the backlog in
+    settled_rss_mib: float = float("nan")
 
 
 async def run_worker(
@@ -220,10 +223,13 @@ async def run_worker(
         worker_s = time.perf_counter() - started
         cpu_s = cpu_seconds(worker.proc.pid) - cpu_started  # type: ignore[union-attr]
         peak = peak_rss_mib(worker.proc.pid)  # type: ignore[union-attr]
+        await asyncio.sleep(3)
+        settled = peak_rss_mib(worker.proc.pid, "VmRSS")  # type: ignore[union-attr]
     except BaseException:
         worker.stop()
         raise
-    return Run(args.events / worker_s, peak, idle, cpu_s * 1e6 / args.events), worker
+    run = Run(args.events / worker_s, peak, idle, cpu_s * 1e6 / args.events, settled)
+    return run, worker
 
 
 def stop_and_clean(worker: Worker) -> None:
@@ -368,7 +374,8 @@ async def compare(
             print(
                 f"  {name}: {run.events_per_s:,.0f} events/s, {run.cpu_us_per_event:.1f} µs "
                 f"worker CPU per event, peak RSS {run.peak_rss_mib:.0f} "
-                f"MiB (idle {run.idle_rss_mib:.0f}), {per_record:.0f} B per stored record"
+                f"MiB (idle {run.idle_rss_mib:.0f}), {per_record:.0f} B per stored record "
+                f"({(run.settled_rss_mib - run.idle_rss_mib) * 2**20 / records:.0f} settled)"
             )
     medians = {}
     for name, rs in runs.items():
@@ -518,9 +525,10 @@ async def main() -> None:
     raw_s = await raw_consume(bootstrap, topic, args.events)
     raw_rate = args.events / raw_s
     print(f"(a) raw aiokafka consumer: {raw_rate:,.0f} events/s")
+    docs = [orjson.loads(p) for p in payloads]
+    records = len({(d["platform"], d["community"], d["user_id"]) for d in docs})
+    del docs
     if args.baseline:
-        docs = [orjson.loads(p) for p in payloads]
-        records = len({(d["platform"], d["community"], d["user_id"]) for d in docs})
         try:
             await compare(bootstrap, topic, tag, args, records)
         finally:
@@ -536,6 +544,13 @@ async def main() -> None:
             f"ratio to raw consumer {worker_rate / raw_rate:.3f}; "
             f"{run.cpu_us_per_event:.1f} µs worker CPU per event; "
             f"peak RSS {run.peak_rss_mib:.0f} MiB"
+        )
+        per_peak = (run.peak_rss_mib - run.idle_rss_mib) * 2**20 / records
+        per_settled = (run.settled_rss_mib - run.idle_rss_mib) * 2**20 / records
+        print(
+            f"memory: idle {run.idle_rss_mib:.0f} MiB, peak {run.peak_rss_mib:.0f} MiB, "
+            f"settled {run.settled_rss_mib:.0f} MiB; per stored record ({records:,}): "
+            f"{per_peak:.0f} B at the peak, {per_settled:.0f} B settled"
         )
         if args.probes <= 0:  # throughput only
             return
