@@ -33,6 +33,7 @@ from agents.metrics import AppLabelled, EngagementCollector, IngestStats
 from agents.producer import PartitionProducers
 from agents.redis_snapshots import install as install_read_model
 from agents.state_stage import BatchObserver, UsersTable, expire, make_apply_agent
+from agents.store_options import store_options
 from agents.store_sync import StoreSync
 from streams.clock import Clock
 from streams.live_counts import LiveCounts
@@ -205,6 +206,7 @@ def _state_stage(
         default=None,
         partitions=settings.partitions,
         schema=faust.Schema(key_serializer="json", value_serializer="json"),
+        options=store_options(),
     )
     table.worker_state = state
     table.partitions_total = settings.partitions
