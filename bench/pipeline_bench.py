@@ -56,6 +56,7 @@ from agents.kafka_admin import ensure_topics
 from agents.kafka_security import client_kwargs  # noqa: E402
 from bench.workers import REPO, Worker, stack_bootstrap, wait_caught_up  # noqa: E402
 from streams.events import format_ts  # noqa: E402
+from streams.json_bytes import kept  # noqa: E402
 from streams.topics import ingest_group  # noqa: E402
 
 print = functools.partial(print, flush=True)  # noqa: A001 - progress shows live
@@ -71,18 +72,15 @@ def make_payloads(n: int, users: int, communities: int, now_ms: int, seed: int =
     out = []
     for i in range(n):
         ts = now_ms - rng.randrange(0, 3 * 86_400_000)
-        out.append(
-            orjson.dumps(
-                {
-                    "event_id": f"bench-{i:09d}",
-                    "ts": format_ts(ts),
-                    "platform": "twitter",
-                    "community": chosen[i],
-                    "user_id": f"user-{rng.randrange(users):07d}",
-                    "type": rng.choice(TYPES),
-                }
-            )
-        )
+        doc = {
+            "event_id": f"bench-{i:09d}",
+            "ts": format_ts(ts),
+            "platform": "twitter",
+            "community": chosen[i],
+            "user_id": f"user-{rng.randrange(users):07d}",
+            "type": rng.choice(TYPES),
+        }
+        out.append(kept(orjson.dumps(doc)))  # 4 KiB each otherwise: 5M would not fit
     return out
 
 

@@ -37,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.pipeline_bench import produce_all  # noqa: E402
 from bench.workers import Worker, gauges, running_workers, stack_bootstrap, wait_caught_up  # noqa: E402
 from streams.events import DEFAULT_ACTIVE_TYPES, format_ts  # noqa: E402
+from streams.json_bytes import kept  # noqa: E402
 from streams.settings import Settings  # noqa: E402
 
 print = functools.partial(print, flush=True)  # noqa: A001 - progress shows live
@@ -55,15 +56,17 @@ ACTIVE = DEFAULT_ACTIVE_TYPES  # the workers run with the default active types
 
 def payloads(n: int, communities: int, now_ms: int) -> list[bytes]:
     return [
-        orjson.dumps(
-            {
-                "event_id": f"rec-{i}",
-                "ts": format_ts(now_ms - (i * 7919) % (20 * 86_400_000)),
-                "platform": "twitter",
-                "community": f"community-{i % communities:04d}",
-                "user_id": f"user-{i}",
-                "type": TYPES[i % len(TYPES)],
-            }
+        kept(
+            orjson.dumps(
+                {
+                    "event_id": f"rec-{i}",
+                    "ts": format_ts(now_ms - (i * 7919) % (20 * 86_400_000)),
+                    "platform": "twitter",
+                    "community": f"community-{i % communities:04d}",
+                    "user_id": f"user-{i}",
+                    "type": TYPES[i % len(TYPES)],
+                }
+            )
         )
         for i in range(n)
     ]

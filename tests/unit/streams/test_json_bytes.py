@@ -6,7 +6,7 @@ import orjson
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streams.json_bytes import json_record, json_string
+from streams.json_bytes import json_record, json_string, kept
 from streams.state import SEP
 
 # keys as the state builds them (fields joined by SEP), and any text at all
@@ -42,3 +42,8 @@ def test_json_record_of_wire_values(
 ) -> None:
     value = [first, last, follow, following]
     assert json_record(value) == orjson.dumps(value)
+
+
+def test_kept_is_the_same_bytes() -> None:
+    raw = orjson.dumps({"event_id": "e1", "ts": "2026-12-07T09:00:00.000Z"})
+    assert kept(raw) == raw and type(kept(raw)) is bytes
