@@ -14,7 +14,7 @@ import re
 import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any, NamedTuple
 
@@ -151,78 +151,37 @@ def parse_timestamp_ms(value: Any) -> int:
     )
 
 
-#: Epoch seconds of "YYYY-MM-DDTHH:MM:SS" prefixes already parsed. Events arrive
-#: roughly in time order, so most of a batch shares a handful of seconds; the cache
-#: turns the full parse into a slice and a dict lookup. Cleared when large.
-_SECOND_CACHE: dict[str, int] = {}
-#: Epoch seconds of "YYYY-MM-DD" dates already parsed (valid dates only): events out
-#: of time order (a replay, a backfill, late traffic) miss the second cache, and the
-#: full parse cost 4 µs each, a tenth of what the worker spends per event.
-_DAY_CACHE: dict[str, int] = {}
-_FAST_FRACTION = re.compile(r"(?:\.([0-9]{1,3}))?Z")
+_FROMISO = datetime.fromisoformat
+_EPOCH_DAY = date(1970, 1, 1).toordinal()
 
 
 def _parse_rfc3339_ms(value: str) -> int:
-    """RFC 3339 to epoch ms; the common "…SS[.fff]Z" form takes a cached fast path."""
-    seconds = _SECOND_CACHE.get(value[:19])
-    if seconds is not None:
-        # the two shapes producers send: "...SS.fffZ" and "...SSZ"
-        size = len(value)
-        fraction = value[20:23]
-        if (
-            size == 24
-            and value[19] == "."
-            and value[23] == "Z"
-            and fraction.isascii()
-            and fraction.isdigit()
-        ):
-            return seconds * 1000 + int(fraction)
-        if size == 20 and value[19] == "Z":
-            return seconds * 1000
-        tail = _FAST_FRACTION.fullmatch(value, 19)
-        if tail is not None:
-            digits = tail.group(1)
-            return seconds * 1000 + (int(digits.ljust(3, "0")) if digits else 0)
-    else:
-        ms = _day_cached(value)
-        if ms is not None:
-            return ms
-    prefix = value[:19]
-    ms = _parse_rfc3339_slow(value)
-    if len(value) >= 20 and value[10] == "T" and _FAST_FRACTION.fullmatch(value, 19):
-        if len(_SECOND_CACHE) > 100_000:
-            _SECOND_CACHE.clear()
-        _SECOND_CACHE[prefix] = ms // 1000
-        if prefix.isascii():  # a valid date, UTC: its day starts at a multiple of 86,400 s
-            if len(_DAY_CACHE) > 100_000:
-                _DAY_CACHE.clear()
-            _DAY_CACHE[prefix[:10]] = ms // 86_400_000 * 86_400
-    return ms
-
-
-def _day_cached(value: str) -> int | None:
-    """Epoch ms of "YYYY-MM-DDTHH:MM:SS[.fff]Z" on a date already parsed; None for
-    any other shape or a time of day the full parse must judge (60 s, 24 h)."""
+    """RFC 3339 to epoch ms. The two shapes producers send, "YYYY-MM-DDTHH:MM:SS.fffZ"
+    and "…SSZ", go straight to ``datetime.fromisoformat`` (C, ~0.1 µs): with the
+    separators at their places and ASCII only, it accepts exactly what the full
+    parse's pattern does and computes the same instant, at a third of the cost of
+    the per-second and per-day caches this replaced (0.55 against 1.2–1.4 µs per
+    timestamp, in time order or not). Anything else, and any refusal, goes to the
+    full parse, which names the fault."""
     size = len(value)
     if (
-        not ((size == 24 and value[19] == ".") or size == 20)
-        or value[-1] != "Z"
-        or value[10] != "T"
-        or value[13] != ":"
-        or value[16] != ":"
+        (size == 24 and value[19] == "." or size == 20)
+        and value[-1] == "Z"
+        and value[10] == "T"
+        and value[4] == value[7] == "-"
+        and value[13] == value[16] == ":"
+        and value.isascii()
     ):
-        return None
-    day = _DAY_CACHE.get(value[:10])
-    if day is None:
-        return None
-    clock = value[11:13] + value[14:16] + value[17:19] + value[20:23]
-    if not (clock.isascii() and clock.isdigit()):
-        return None
-    hhmmss = int(clock[:6])
-    if hhmmss >= 240000 or hhmmss % 10000 >= 6000 or hhmmss % 100 >= 60:
-        return None
-    seconds = day + hhmmss // 10000 * 3600 + hhmmss // 100 % 100 * 60 + hhmmss % 100
-    return seconds * 1000 + (int(clock[6:]) if size == 24 else 0)
+        try:
+            moment = _FROMISO(value)
+        except ValueError:
+            return _parse_rfc3339_slow(value)
+        seconds = moment.hour * 3600 + moment.minute * 60 + moment.second
+        ms = ((moment.toordinal() - _EPOCH_DAY) * 86_400 + seconds) * 1000
+        ms += moment.microsecond // 1000
+        if ms >= 0:
+            return ms
+    return _parse_rfc3339_slow(value)
 
 
 def _parse_rfc3339_slow(value: str) -> int:
