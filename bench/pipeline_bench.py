@@ -523,9 +523,9 @@ async def main() -> None:
     raw_s = await raw_consume(bootstrap, topic, args.events)
     raw_rate = args.events / raw_s
     print(f"(a) raw aiokafka consumer: {raw_rate:,.0f} events/s")
-    docs = [orjson.loads(p) for p in payloads]
-    records = len({(d["platform"], d["community"], d["user_id"]) for d in docs})
-    del docs
+    records = len(
+        {(d["platform"], d["community"], d["user_id"]) for d in map(orjson.loads, payloads)}
+    )
     if args.baseline:
         try:
             await compare(bootstrap, topic, tag, args, records)
