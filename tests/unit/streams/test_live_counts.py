@@ -145,3 +145,33 @@ def test_every_follow_change_reaches_the_rows() -> None:
                     followers[pc] = followers.get(pc, 0) + row.followers
         assert followers[("tw", "acme")] == 2  # u1 and u3
         assert followers[("tw", "beta")] == 0  # shown: u4's unfollow gave it a follow time
+
+
+def test_a_feed_nobody_takes_is_folded_and_still_exact() -> None:
+    """A feed left unread (a worker nobody scrapes) is folded to one change per key
+    once it grows past its limit; applying it afterwards still gives every row."""
+    for seed in range(3):
+        rng = random.Random(seed)
+        state, live, _feed, _copy = watched_state()
+        idle = live.feed()
+        idle.limit = 5  # fold early and often
+        lengths = [0]
+        now = NOW
+        for _ in range(40):
+            if rng.random() < 0.6:
+                apply_random(state, rng, now, rng.randrange(1, 30))
+            else:
+                now += rng.choice([1, 60_000, 3_600_000, 86_400_000])
+            live.update(now)
+            lengths.append(len(idle.pending))
+        copy: dict = {}
+        for p, pc, before, after in idle.take():
+            assert copy.get((p, pc), EMPTY) == before
+            if after:
+                copy[(p, pc)] = after
+            else:
+                del copy[(p, pc)]
+        want = reference(state, now)
+        assert copy == {(p, pc): row for p, rows in want.items() for pc, row in rows.items()}
+        # it did fold: the unread feed shrank at some update
+        assert any(b < a for a, b in zip(lengths, lengths[1:], strict=False))
