@@ -49,16 +49,21 @@ def fresh_state() -> PartitionState:
     return PartitionState(DEFAULT_ACTIVE_TYPES)
 
 
-def check(live: LiveCounts, feed: Changes, state: WorkerState, now: int | None, copy: dict) -> None:
-    live.update(now)
-    want = reference(state, now)
-    assert {p: live.rows(p) for p in live.partitions()} == want
-    for p, pc, before, after in feed.take():
+def apply_changes(copy: dict, changes: list) -> None:
+    """What a reader does with its feed: each change's "before" must be what it has."""
+    for p, pc, before, after in changes:
         assert copy.get((p, pc), EMPTY) == before
         if after:
             copy[(p, pc)] = after
         else:
             del copy[(p, pc)]
+
+
+def check(live: LiveCounts, feed: Changes, state: WorkerState, now: int | None, copy: dict) -> None:
+    live.update(now)
+    want = reference(state, now)
+    assert {p: live.rows(p) for p in live.partitions()} == want
+    apply_changes(copy, feed.take())
     assert copy == {(p, pc): row for p, rows in want.items() for pc, row in rows.items()}
 
 
@@ -165,12 +170,7 @@ def test_a_feed_nobody_takes_is_folded_and_still_exact() -> None:
             live.update(now)
             lengths.append(len(idle.pending))
         copy: dict = {}
-        for p, pc, before, after in idle.take():
-            assert copy.get((p, pc), EMPTY) == before
-            if after:
-                copy[(p, pc)] = after
-            else:
-                del copy[(p, pc)]
+        apply_changes(copy, idle.take())
         want = reference(state, now)
         assert copy == {(p, pc): row for p, rows in want.items() for pc, row in rows.items()}
         # it did fold: the unread feed shrank at some update
