@@ -50,6 +50,14 @@ MAX_EVENTS_PER_MESSAGE = 4000
 #: ...and most bytes: names of up to 128 characters make events of up to ~2 KB,
 #: and a message must stay below Kafka's default 1 MiB record limit.
 MAX_BATCH_BYTES = 900 * 1024
+
+#: What the input consumer fetches ahead (per partition, and per fetch in all): the
+#: raw record sets stay in memory until every record of them is taken, and the
+#: process keeps the heap they grew. 1 MiB per partition is ~6,900 events of
+#: ~150 B, several polls' worth at full rate; 4 MiB and 16 MiB (before) held ~124 MiB
+#: of fetch responses at 1M records, ~90 B per stored record (docs/benchmarks.md).
+PARTITION_FETCH_BYTES = 1024 * 1024
+FETCH_MAX_BYTES = 4 * 1024 * 1024
 #: Messages judged at a time (a few ms of valid events; ~0.5 s of the costliest
 #: hostile ones, JSON nested 1,000 deep, on a loaded core)...
 ROUTE_SLICE = 250
@@ -252,8 +260,8 @@ class IngestStage:
             group_id=self.group_id,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
-            max_partition_fetch_bytes=4 * 1024 * 1024,
-            fetch_max_bytes=16 * 1024 * 1024,
+            max_partition_fetch_bytes=PARTITION_FETCH_BYTES,
+            fetch_max_bytes=FETCH_MAX_BYTES,
             **self.consumer_settings,
             **client_kwargs(),
         )
