@@ -448,12 +448,20 @@ async def probe(producer: object, topic: str, worker: Worker, k: int) -> float:
     needle = f'platform="{platform}"'.encode()
 
     def shown() -> bool:
-        with urllib.request.urlopen(worker.metrics_url, timeout=10) as response:
+        # a slow scrape is part of the latency, not a failure of the bench
+        with urllib.request.urlopen(worker.metrics_url, timeout=120) as response:
             return needle in response.read()
 
+    # Every PROBE_POLL_S, not back to back: a scrape costs the worker tens of ms of
+    # its only core, and scraping nonstop (as Prometheus never does) took enough of it
+    # that the worker fell behind the background traffic and a scrape waited > 10 s.
     while not await asyncio.to_thread(shown):  # the background keeps sending meanwhile
-        await asyncio.sleep(0.01)
+        await asyncio.sleep(PROBE_POLL_S)
     return time.perf_counter() - sent
+
+
+#: Between a probe's scrapes: latencies read up to this much late (reported as is).
+PROBE_POLL_S = 0.25
 
 
 async def latency_probes(
@@ -478,6 +486,9 @@ async def latency_probes(
     try:
         for k in range(probes):
             latencies.append(await probe(producer, topic, worker, k))
+            if (k + 1) % 10 == 0 or k + 1 == probes:  # progress: a slow worker is seen
+                recent = ", ".join(f"{lat * 1000:.0f}" for lat in latencies[-10:])
+                print(f"  probes {k + 1}/{probes}: last latencies {recent} ms")
             await asyncio.sleep(0.1)
     finally:
         stop.set()
