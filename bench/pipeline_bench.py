@@ -57,7 +57,7 @@ from agents.kafka_security import client_kwargs  # noqa: E402
 from bench.workers import REPO, Worker, stack_bootstrap, wait_caught_up  # noqa: E402
 from streams.events import format_ts  # noqa: E402
 from streams.json_bytes import kept  # noqa: E402
-from streams.topics import ingest_group  # noqa: E402
+from streams.topics import by_user_topic, ingest_group  # noqa: E402
 
 print = functools.partial(print, flush=True)  # noqa: A001 - progress shows live
 
@@ -395,23 +395,31 @@ async def compare(
     )
 
 
-def background_payload(i: int, rng: random.Random) -> bytes:
+def background_payload(i: int, pair: tuple[str, str]) -> bytes:
+    community, user_id = pair
     return orjson.dumps(
         {
             "event_id": f"bg-{i}",
             "ts": int(time.time() * 1000),
             "platform": "twitter",
-            "community": f"community-{rng.randrange(1000):04d}",
-            "user_id": f"user-{rng.randrange(100000):07d}",
+            "community": community,
+            "user_id": user_id,
             "type": "like",
         }
     )
 
 
-async def background(producer: object, topic: str, rate: int, stop: asyncio.Event) -> int:
+async def background(
+    producer: object, topic: str, rate: int, pairs: list[tuple[str, str]], stop: asyncio.Event
+) -> int:
     """``rate`` events/s in 20 slots a second, each slot one batch per partition
     (``send`` per message would cost the bench more CPU than the worker it measures);
-    returns how many were sent."""
+    returns how many were sent.
+
+    Each event is a (community, user) pair of the throughput run's, drawn at random:
+    people who engage again, so the state keeps its size. Random new pairs made a new
+    record of almost every event, and a state growing by the background's rate ends up
+    far larger than the one the maximum rate was measured on (session 8)."""
     rng = random.Random(5)
     sent, started = 0, time.perf_counter()
     partitions = sorted(await producer.partitions_for(topic))  # type: ignore[attr-defined]
@@ -420,7 +428,8 @@ async def background(producer: object, topic: str, rate: int, stop: asyncio.Even
         batches = {p: producer.create_batch() for p in partitions}  # type: ignore[attr-defined]
         for k in range(max(0, due)):
             batch = batches[partitions[k % len(partitions)]]
-            if batch.append(key=None, value=background_payload(sent, rng), timestamp=None) is None:
+            value = background_payload(sent, pairs[rng.randrange(len(pairs))])
+            if batch.append(key=None, value=value, timestamp=None) is None:
                 break  # full: the rest goes in the next slot
             sent += 1
         for p, batch in batches.items():
@@ -430,9 +439,50 @@ async def background(producer: object, topic: str, rate: int, stop: asyncio.Even
     return sent
 
 
-async def probe(producer: object, topic: str, worker: Worker, k: int) -> float:
-    """Seconds from sending one probe event until /metrics shows its gauge."""
-    platform = f"probe-{os.getpid()}-{k}"  # platforms are never capped
+class Routed:
+    """When each probe became readable on the by-user topic (committed, so the state
+    stage may read it): splits a probe's latency into the ingest stage's part (poll,
+    route, transaction) and the state stage's (fetch, batch, apply) plus the scrape."""
+
+    def __init__(self, bootstrap: str, app_id: str, marker: bytes) -> None:
+        self.bootstrap, self.topic, self.marker = bootstrap, by_user_topic(app_id), marker
+        self.seen: dict[bytes, float] = {}
+
+    async def watch(self, stop: asyncio.Event) -> None:
+        from aiokafka import AIOKafkaConsumer
+
+        consumer = AIOKafkaConsumer(
+            self.topic,
+            bootstrap_servers=self.bootstrap,
+            isolation_level="read_committed",
+            auto_offset_reset="latest",
+            enable_auto_commit=False,
+            fetch_max_wait_ms=10,
+            **client_kwargs(),
+        )
+        await consumer.start()
+        try:
+            while not stop.is_set():
+                polled = await consumer.getmany(timeout_ms=50)
+                now = time.perf_counter()
+                for messages in polled.values():
+                    for message in messages:
+                        self._scan(message.value, now)
+        finally:
+            await consumer.stop()
+
+    def _scan(self, value: bytes, now: float) -> None:
+        at = value.find(self.marker)
+        while at >= 0:
+            end = value.index(b'"', at)
+            self.seen.setdefault(value[at:end], now)
+            at = value.find(self.marker, end)
+
+
+async def probe(producer: object, topic: str, worker: Worker, k: int, routed: Routed) -> Probe:
+    """From sending one probe event until /metrics shows its gauge, and until the
+    by-user topic had it."""
+    platform = f"{routed.marker.decode()}{k}"  # platforms are never capped
     sent = time.perf_counter()
     value = orjson.dumps(
         {
@@ -457,7 +507,15 @@ async def probe(producer: object, topic: str, worker: Worker, k: int) -> float:
     # that the worker fell behind the background traffic and a scrape waited > 10 s.
     while not await asyncio.to_thread(shown):  # the background keeps sending meanwhile
         await asyncio.sleep(PROBE_POLL_S)
-    return time.perf_counter() - sent
+    total = time.perf_counter() - sent
+    at = routed.seen.get(platform.encode())
+    return Probe(total, None if at is None else at - sent)
+
+
+@dataclass
+class Probe:
+    total: float  # send -> gauge on /metrics
+    routed: float | None  # send -> committed on the by-user topic (None: not seen)
 
 
 #: Between a probe's scrapes: latencies read up to this much late (reported as is).
@@ -465,10 +523,16 @@ PROBE_POLL_S = 0.25
 
 
 async def latency_probes(
-    bootstrap: str, topic: str, worker: Worker, rate: int, probes: int
-) -> tuple[list[float], float]:
+    bootstrap: str,
+    topic: str,
+    worker: Worker,
+    rate: int,
+    probes: int,
+    pairs: list[tuple[str, str]],
+    app_id: str,
+) -> tuple[list[Probe], float]:
     """Background traffic at ``rate``/s; ``probes`` probe events, one at a time.
-    Returns the latencies and the background rate reached."""
+    Returns the probes' latencies and the background rate reached."""
     from aiokafka import AIOKafkaProducer
 
     producer = AIOKafkaProducer(
@@ -480,21 +544,47 @@ async def latency_probes(
     )
     await producer.start()
     stop = asyncio.Event()
+    routed = Routed(bootstrap, app_id, f"probe-{os.getpid()}-".encode())
+    watcher = asyncio.create_task(routed.watch(stop))
+    await asyncio.sleep(2)  # the watcher has its partitions (it reads from the end)
     started = time.perf_counter()
-    task = asyncio.create_task(background(producer, topic, rate, stop))
-    latencies = []
+    task = asyncio.create_task(background(producer, topic, rate, pairs, stop))
+    latencies: list[Probe] = []
     try:
+        await asyncio.sleep(5)  # the background's rate is the worker's steady load
         for k in range(probes):
-            latencies.append(await probe(producer, topic, worker, k))
+            latencies.append(await probe(producer, topic, worker, k, routed))
             if (k + 1) % 10 == 0 or k + 1 == probes:  # progress: a slow worker is seen
-                recent = ", ".join(f"{lat * 1000:.0f}" for lat in latencies[-10:])
+                recent = ", ".join(f"{p.total * 1000:.0f}" for p in latencies[-10:])
                 print(f"  probes {k + 1}/{probes}: last latencies {recent} ms")
             await asyncio.sleep(0.1)
     finally:
         stop.set()
         sent = await task
+        await watcher
         await producer.stop()
     return latencies, sent / (time.perf_counter() - started)
+
+
+def latency_report(probes: list[Probe], reached: float, rate: int, worker_rate: float) -> None:
+    def quantiles(values: list[float]) -> str:
+        values = sorted(values)
+        p99 = values[min(len(values) - 1, int(len(values) * 0.99))]
+        return f"p50 {statistics.median(values) * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms"
+
+    print(
+        f"event-to-gauge latency with background traffic at {reached:,.0f} events/s "
+        f"(asked {rate:,}; {reached / worker_rate:.2f} of (b)), {len(probes)} probes: "
+        + quantiles([p.total for p in probes])
+    )
+    split = [p for p in probes if p.routed is not None]
+    if split:
+        print(
+            f"  of which send -> committed on the by-user topic ({len(split)} seen): "
+            + quantiles([p.routed for p in split if p.routed is not None])
+            + "; from there -> gauge on /metrics: "
+            + quantiles([p.total - p.routed for p in split if p.routed is not None])
+        )
 
 
 async def main() -> None:
@@ -564,15 +654,14 @@ async def main() -> None:
         if args.probes <= 0:  # throughput only
             return
         rate = args.latency_rate or int(worker_rate / 2)
-        lat, reached = await latency_probes(bootstrap, topic, worker, rate, args.probes)
-        lat.sort()
-        p50 = statistics.median(lat)
-        p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))]
-        print(
-            f"event-to-gauge latency with background traffic at {reached:,.0f} events/s "
-            f"(asked {rate:,}; {reached / worker_rate:.2f} of (b)), {len(lat)} probes: "
-            f"p50 {p50 * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms"
+        pairs = sorted(
+            {(d["community"], d["user_id"]) for d in map(orjson.loads, payloads[:200_000])}
         )
+        del payloads
+        lat, reached = await latency_probes(
+            bootstrap, topic, worker, rate, args.probes, pairs, app_id
+        )
+        latency_report(lat, reached, rate, worker_rate)
     finally:
         stop_and_clean(worker)
 
