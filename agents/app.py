@@ -8,6 +8,7 @@ the ingest task and the housekeeping timers.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,6 +51,9 @@ from streams.topics import (
 )
 
 log = logging.getLogger(__name__)
+
+#: How long a stopping worker waits for its staged changelog writes.
+SHUTDOWN_DRAIN_S = 10.0
 
 
 @dataclass
@@ -290,6 +294,10 @@ def _housekeeping(
 
     @app.on_before_shutdown.connect  # type: ignore[arg-type]
     async def stop_producers(app: faust.App, **kwargs: Any) -> None:
+        try:  # what was applied is committed: the next owner need not read it again
+            await asyncio.wait_for(writer.drain(), SHUTDOWN_DRAIN_S)
+        except Exception as exc:  # noqa: BLE001 - the next owner reads those events again
+            log.warning("state: staged changelog writes not drained at shutdown: %r", exc)
         await writer.producers.revoke_all()
 
 

@@ -11,6 +11,18 @@ Each partition's records go out in a transaction of that partition's fenced
 producer (:mod:`agents.producer`), together with the by-user offsets the batch
 consumed: the changelog and the stage's input position move together or not at
 all, and a worker that no longer owns the partition writes nothing.
+
+The agent does not wait for those transactions (:meth:`ChangelogWriter.stage`): a
+transaction is five round trips to the broker, which on a busy event loop took
+150–500 ms, and the agent applied nothing meanwhile — batches queued behind it,
+and the gauges lagged by seconds (docs/benchmarks.md, "Latency, session 9"). A
+task per partition writes what was staged while the agent applies the next
+batches, and stages of many batches coalesce into its next transaction. That is
+still exact: a transaction reads its keys' records when it starts (under the
+partition's producer lock, so in commit order) and commits the offset staged by
+then, so every event below a committed offset has its effect in that
+transaction or an earlier one; a record newer than the offset only makes events
+read again after a crash change nothing (the fold is idempotent).
 """
 
 from __future__ import annotations
@@ -29,6 +41,11 @@ from streams.json_bytes import json_record, json_string
 from streams.state import WorkerState
 
 log = logging.getLogger(__name__)
+
+#: Staged keys (all partitions) past which the agent waits for the writes: bounds
+#: what a crash makes the next owner read again, and the agent's lead while Kafka
+#: is slow.
+MAX_STAGED_KEYS = 200_000
 
 
 class ChangelogWriter:
@@ -59,6 +76,13 @@ class ChangelogWriter:
         self.outage = Outage("changelog: cannot write to Kafka", "changelog: writing again")
         #: told (partition, records, offset) after each commit: agents.store_sync
         self.on_committed: Callable[[int, list[tuple[bytes, Any]], int], None] | None = None
+        #: applied but not yet in a transaction: keys, and the next by-user offset
+        self._staged: dict[int, set[str]] = {}
+        self._staged_offsets: dict[int, int] = {}
+        #: the task writing each partition's staged keys
+        self._flushers: dict[int, asyncio.Task[None]] = {}
+        #: what stopped a flusher (raised to the agent: nothing staged is lost)
+        self._failed: BaseException | None = None
 
     @property
     def paused(self) -> bool:
@@ -84,6 +108,79 @@ class ChangelogWriter:
             yield
         finally:
             self.batch_lock.release()
+
+    def stage(self, dirty: dict[int, set[str]], offsets: dict[int, int]) -> None:
+        """Note an applied batch's dirty keys and next by-user offsets; each partition's
+        flusher task writes them (with whatever else is staged by then) while the
+        caller goes on. Raises what stopped a flusher."""
+        self._raise_failed()
+        for partition, keys in dirty.items():
+            staged = self._staged.get(partition)
+            if staged is None:
+                self._staged[partition] = set(keys)
+            else:
+                staged |= keys
+        for partition, offset in offsets.items():
+            if offset > self._staged_offsets.get(partition, -1):
+                self._staged_offsets[partition] = offset
+        for partition in {*dirty, *offsets}:
+            task = self._flushers.get(partition)
+            if task is None or task.done():
+                self._flushers[partition] = asyncio.create_task(
+                    self._flush(partition), name=f"changelog-flush-{partition}"
+                )
+
+    @property
+    def staged_keys(self) -> int:
+        return sum(len(keys) for keys in self._staged.values())
+
+    async def room(self) -> None:
+        """Wait for the writes while too much is staged or Kafka is failing: the
+        agent keeps at most :data:`MAX_STAGED_KEYS` unwritten keys ahead."""
+        if self.staged_keys > MAX_STAGED_KEYS or self.outage.since is not None:
+            await self.drain()
+
+    async def drain(self) -> None:
+        """Wait until everything staged is committed (or dropped: a partition no longer
+        owned). A rebalance calls it under the batch lock before it revokes anything,
+        so no staged write commits after the recovery read the changelog's end."""
+        while True:
+            running = [task for task in self._flushers.values() if not task.done()]
+            if not running:
+                break
+            await asyncio.wait(running)
+        self._raise_failed()
+
+    def _raise_failed(self) -> None:
+        if self._failed is not None:
+            failed, self._failed = self._failed, None
+            raise failed
+
+    async def _flush(self, partition: int) -> None:
+        """Write the partition's staged keys and offset, one transaction at a time,
+        until nothing is staged. Keys of a transaction that raised go back to the
+        stage, so a later transaction cannot commit an offset past their events."""
+        while partition in self._staged or partition in self._staged_offsets:
+            keys = self._staged.pop(partition, set())
+            offset = self._staged_offsets.pop(partition, None)
+            try:
+                written = await self._write_partition(partition, keys, offset)
+            except BaseException as exc:
+                self._restage(partition, keys, offset)
+                if not isinstance(exc, asyncio.CancelledError):
+                    log.error("changelog: partition %d not written: %r", partition, exc)
+                    self._failed = exc
+                raise
+            if not written:  # not ours any more: the owner reads these events again
+                self._staged.pop(partition, None)
+                self._staged_offsets.pop(partition, None)
+                return
+
+    def _restage(self, partition: int, keys: set[str], offset: int | None) -> None:
+        if keys:
+            self._staged.setdefault(partition, set()).update(keys)
+        if offset is not None and offset > self._staged_offsets.get(partition, -1):
+            self._staged_offsets[partition] = offset
 
     async def write(
         self, dirty: dict[int, set[str]], offsets: dict[int, int] | None = None

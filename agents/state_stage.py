@@ -52,11 +52,12 @@ class UsersTable(faust.Table):
         generation_id: int = 0,
     ) -> None:
         # No batch from here until the mirrors are rebuilt (on_recovery_completed),
-        # and the one being applied finishes its write first: a write committed after
+        # and the batches applied so far finish their writes first: a write committed after
         # recovery took its highwaters would be in the offsets but not in the store
         # the mirrors are rebuilt from — its state change lost on this worker.
         self.writer.ready.clear()
         async with self.writer.batch_lock:
+            await self.writer.drain()  # staged writes commit (or are dropped) first
             for tp in revoked:
                 if tp.topic in self.source_topics and tp.partition in self.worker_state.partitions:
                     self.worker_state.revoke(tp.partition)
@@ -261,7 +262,8 @@ def make_apply_agent(
         async for batch in stream.take_events(64, within=0.05):
             async with writer.batch():  # not while a rebalance rebuilds the mirrors
                 dirty, offsets = apply_batch(table, batch, watchers, before)
-                await writer.write(dirty, offsets)
+                writer.stage(dirty, offsets)  # written while the next batches apply
+            await writer.room()
 
     return apply_events
 

@@ -107,6 +107,7 @@ async def test_batches_apply_and_each_key_is_written_once_per_batch(pipeline: An
     async with agent.test_context() as ctx:
         await ctx.put(encode_batch(2, events), partition=2)
         await ctx.put(encode_batch(2, [[T - 1_000, "tw", "acme", "u2", "follow"]]), partition=2)
+    await pipeline.writer.drain()  # the agent stages; a task per partition writes
 
     sent = pipeline.writer.producers.sent
     keys_written = {key for _, _, key, _ in sent}
