@@ -334,10 +334,27 @@ async def expire(state: WorkerState, writer: ChangelogWriter, now_ms: int, horiz
         for partition, part in list(state.partitions.items()):
             if not writer.producers.owns(partition):
                 continue
-            keys = part.expired_keys(now_ms, horizon_ms)
+            keys = await _expired_keys(part, now_ms, horizon_ms)
             for key in keys:
                 part.delete(key)
             if keys:
                 dirty[partition] = set(keys)
         await writer.write(dirty)
     return sum(len(keys) for keys in dirty.values())
+
+
+#: Records scanned between two turns of the event loop when looking for expired ones.
+EXPIRY_STEP = 20_000
+
+
+async def _expired_keys(part: PartitionState, now_ms: int, horizon_ms: int) -> list[str]:
+    """:meth:`PartitionState.expired_keys`, the event loop served every
+    :data:`EXPIRY_STEP` records; the caller holds the batch lock, so no batch changes
+    the records meanwhile."""
+    steps = part.expired_key_steps(now_ms, horizon_ms, EXPIRY_STEP)
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            return list(done.value)
+        await asyncio.sleep(0)

@@ -343,6 +343,25 @@ def test_expiry_keeps_counts(data: st.DataObject, events, partition_of, horizon:
     assert nonzero(worker.follower_counts()) == nonzero(followers_before)
 
 
+@given(event_lists(), st.integers(0, 2 * DAY), st.integers(1, 7))
+def test_expiry_in_steps_finds_the_same_keys(events, horizon: int, budget: int) -> None:
+    """The worker scans in steps (the event loop served between them): same keys, one
+    step per ``budget`` records."""
+    state = build(events, dict.fromkeys(USERS, 0)).partitions[0]
+    now = max((e.ts_ms for e in events), default=_T0)
+    steps = state.expired_key_steps(now, horizon, budget)
+    turns = 0
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            keys = done.value
+            break
+        turns += 1
+    assert keys == state.expired_keys(now, horizon)
+    assert turns == len(state) // budget
+
+
 def test_expiry_at_one_window_would_lose_dormant_users() -> None:
     """Why the horizon doubled: a user last active in (t - 2W, t - W] is dormant."""
     state = PartitionState(DEFAULT_ACTIVE_TYPES)
