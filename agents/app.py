@@ -30,7 +30,7 @@ from agents.kafka_security import faust_settings
 from agents.label_ranking import install as install_label_ranking
 from agents.labels import worker_labels
 from agents.lag_offsets import OffsetGauges, TransactionMonitor
-from agents.metrics import AppLabelled, EngagementCollector, IngestStats
+from agents.metrics import AppLabelled, EngagementCollector, IngestStats, Only
 from agents.producer import PartitionProducers
 from agents.redis_snapshots import install as install_read_model
 from agents.state_stage import BatchObserver, UsersTable, expire, make_apply_agent
@@ -179,8 +179,12 @@ def _metrics_page(
             return Response(
                 body=b"unauthorized\n", status=401, headers={"WWW-Authenticate": "Bearer"}
             )
+        # name[]=<family>: only those families, as Prometheus client libraries serve
+        # them (a probe or a federation reading one gauge need not take 6 MB of text)
+        only = frozenset(request.query.getall("name[]", [])) or None
+        source = labelled if only is None else Only(labelled, only)
         return Response(
-            body=generate_latest(labelled) + gauges.text().encode(),
+            body=generate_latest(source) + gauges.text(only).encode(),
             headers={"Content-Type": CONTENT_TYPE_LATEST},
             status=200,
         )

@@ -13,7 +13,7 @@ they were first seen, not sorted.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 
 from prometheus_client.utils import floatToGoString
 
@@ -51,21 +51,30 @@ class GaugeText:
         self._events: dict[int, dict[tuple[str, str, str], tuple[int, str]]] = {}
         self._events_header = header(names.EVENTS, "counter")
 
-    def text(self, now_ms: int | None, events: Mapping[int, Mapping[EventKey, int]]) -> str:
+    def text(
+        self,
+        now_ms: int | None,
+        events: Mapping[int, Mapping[EventKey, int]],
+        only: Collection[str] | None = None,
+    ) -> str:
         """The gauge families at ``now_ms`` and the ``engagement_events_total`` counter
-        of each input partition in ``events`` (label ``partition``)."""
+        of each input partition in ``events`` (label ``partition``); ``only``: just the
+        families of these names (a scrape's ``name[]``). The sums are brought up to
+        date either way, so a filtered scrape shows the same values as a whole one."""
         self.totals.update(now_ms)
         for key in self.totals.take_dirty():
             self._render(key)
         parts = []
         for name in GAUGES:
-            parts.append(self._headers[name])
-            parts.extend(self.lines[name].values())
-        parts.append(self._events_header)
+            if only is None or name in only:
+                parts.append(self._headers[name])
+                parts.extend(self.lines[name].values())
         for partition in [p for p in self._events if p not in events]:
             del self._events[partition]  # no longer owned: its series go
-        for partition, counts in sorted(events.items()):
-            parts.extend(self._event_lines(partition, counts))
+        if only is None or names.EVENTS_TOTAL in only or names.EVENTS in only:
+            parts.append(self._events_header)
+            for partition, counts in sorted(events.items()):
+                parts.extend(self._event_lines(partition, counts))
         return "".join(parts)
 
     def _render(self, key: PC) -> None:

@@ -10,7 +10,7 @@ partition's series goes on from the same value on its new owner.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -104,10 +104,11 @@ class EngagementCollector(Collector):
         self.gauge_text = GaugeText(self.totals, app_id)
         self.rest = _Rest(self)
 
-    def text(self) -> str:
-        """The per-community families and the events counter, in the text format."""
+    def text(self, only: Collection[str] | None = None) -> str:
+        """The per-community families and the events counter, in the text format
+        (``only``: the families of these names)."""
         events = {p: counters.events for p, counters in self.stats.partitions.items()}
-        return self.gauge_text.text(self.clock.now_ms(), events)
+        return self.gauge_text.text(self.clock.now_ms(), events, only)
 
     def collect(self) -> Iterator[Metric]:
         totals = self.totals
@@ -247,11 +248,33 @@ class AppLabelled(Collector):
         self.app_id = app_id
 
     def collect(self) -> Iterator[Metric]:
+        return self.collect_only(None)
+
+    def collect_only(self, only: Collection[str] | None) -> Iterator[Metric]:
+        """:meth:`collect`, only the families named in ``only`` (or with a sample so
+        named) if given."""
         extra = {APP_LABEL: self.app_id}
         for family in self.source.collect():
+            if only is not None and not _named(family, only):
+                continue
             out = Metric(family.name, family.documentation, family.type, family.unit)
             out.samples = [_with(sample, extra) for sample in family.samples]
             yield out
+
+
+class Only(Collector):
+    """The families of ``source`` named in ``only`` (a scrape's ``name[]``)."""
+
+    def __init__(self, source: AppLabelled, only: Collection[str]) -> None:
+        self.source = source
+        self.only = only
+
+    def collect(self) -> Iterator[Metric]:
+        return self.source.collect_only(self.only)
+
+
+def _named(family: Metric, only: Collection[str]) -> bool:
+    return family.name in only or any(sample.name in only for sample in family.samples)
 
 
 def _with(sample: Sample, extra: dict[str, str]) -> Sample:

@@ -139,3 +139,41 @@ def test_collect_yields_the_same_samples_as_the_fast_text() -> None:
     fast = samples(generate_latest(AppLabelled(page, "shop")).decode() + collector.text())
     assert fast == full
     assert len([k for k in full if k[0] == names.ACTIVE_USERS]) > 10
+
+
+def test_a_filtered_scrape_shows_only_its_families_at_their_current_values() -> None:
+    """``/metrics?name[]=…``: what a latency probe or a federation reads. The sums are
+    brought up to date as for a whole scrape, so the values are the same."""
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from agents.metrics import AppLabelled, Only
+
+    state = WorkerState(DEFAULT_ACTIVE_TYPES)
+    part = state.assign(0)
+    stats = IngestStats(CommunityLabels(cap=10))
+    collector = EngagementCollector(
+        state, stats, Clock("event", lambda: NOW), WINDOWS, app_id="shop"
+    )
+    registry = CollectorRegistry()
+    registry.register(collector.rest)
+    want = {names.ACTIVE_USERS, names.INVALID_EVENTS_TOTAL}
+    for step in range(5):
+        for i in range(7):
+            part.apply("tw", f"c{i % 3}", f"u{step}-{i}", NOW - 1_000 * i, "like")
+        count(stats, 0, "tw", "c1")
+        only = samples(
+            generate_latest(Only(AppLabelled(registry, "shop"), want)).decode()
+            + collector.text(want)
+        )
+        assert {name for name, _labels in only} <= want
+        assert any(name == names.INVALID_EVENTS_TOTAL for name, _labels in only)
+        active = {k: v for k, v in expected(state, NOW, stats.labels, "shop").items()
+                  if k[0] == names.ACTIVE_USERS}  # fmt: skip
+        assert {k: v for k, v in only.items() if k[0] == names.ACTIVE_USERS} == active
+        assert active[(names.ACTIVE_USERS, (("app", "shop"), ("community", "c0"),
+                                            ("platform", "tw"), ("window", "5m")))] == 3 * (
+            step + 1
+        )  # fmt: skip
+    whole = samples(collector.text())
+    assert {k: v for k, v in whole.items() if k[0] == names.ACTIVE_USERS} == active
+    assert any(k[0] == names.EVENTS_TOTAL for k in whole)
