@@ -515,13 +515,13 @@ _W3 = 3 * _W
 _LOW2 = (1 << _W2) - 1
 
 
-def _pack(record: UserRecord) -> int:
-    last, follow_ts = record.last_active_ms, record.follow_ts_ms
+def _pack(first: int, last: int | None, follow_ts: int | None, following: object) -> int:
+    """A record's wire fields (:meth:`UserRecord.to_wire`) as one packed int."""
     return (
-        (record.first_seen_ms + _OFF)
+        (first + _OFF)
         | (0 if last is None else last + _OFF) << _W
         | (0 if follow_ts is None else follow_ts + _OFF) << _W2
-        | int(record.following) << _W3
+        | bool(following) << _W3
     )
 
 
@@ -969,12 +969,7 @@ class PartitionState:
             if records is None:
                 records = by_group[group] = {}
             assert first is not None
-            records[intern(user_id)] = (
-                (first + _OFF)
-                | (0 if last is None else last + _OFF) << _W
-                | (0 if follow_ts is None else follow_ts + _OFF) << _W2
-                | bool(following) << _W3
-            )
+            records[intern(user_id)] = _pack(first, last, follow_ts, following)
             for ts in (first, last, follow_ts):
                 if ts is not None and ts > max_ts:
                     max_ts = ts

@@ -34,7 +34,7 @@ def test_defaults_are_typed() -> None:
     assert s.session_timeout_ms == 10_000
     assert s.rebalance_timeout_ms == 30_000
     assert s.heartbeat_interval_ms == 3_000
-    assert s.expiry_interval_ms == 60_000
+    assert s.expiry_interval_ms == 600_000
     assert s.snapshot_interval_ms == 1_000
     assert s.future_tolerance_ms == 300_000
     assert s.windows == DEFAULT_WINDOWS
