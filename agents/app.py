@@ -33,7 +33,7 @@ from agents.lag_offsets import OffsetGauges, TransactionMonitor
 from agents.metrics import AppLabelled, EngagementCollector, IngestStats, Only
 from agents.producer import PartitionProducers
 from agents.redis_snapshots import install as install_read_model
-from agents.state_stage import BatchObserver, UsersTable, expire, make_apply_agent
+from agents.state_stage import BatchObserver, UsersTable, expire, flush_indexes, make_apply_agent
 from agents.store_options import store_options
 from agents.store_sync import StoreSync
 from streams.clock import Clock
@@ -182,6 +182,7 @@ def _metrics_page(
         # name[]=<family>: only those families, as Prometheus client libraries serve
         # them (a probe or a federation reading one gauge need not take 6 MB of text)
         only = frozenset(request.query.getall("name[]", [])) or None
+        await flush_indexes(gauges.state)  # the loop served between partitions
         source = labelled if only is None else Only(labelled, only)
         return Response(
             body=generate_latest(source) + gauges.text(only).encode(),
@@ -283,13 +284,8 @@ def _housekeeping(
 
     @app.timer(1.0)
     async def update_indexes() -> None:
-        """Keep the window indexes current, so a scrape never pays for a backlog.
-        One partition at a time, the event loop let through between: a whole flush
-        held it for up to ~380 ms in the pipeline benchmark, and every transaction's
-        round trips waited meanwhile (the gauges' latency, session 9)."""
-        for part in list(state.partitions.values()):
-            part.flush()
-            await asyncio.sleep(0)
+        """Keep the window indexes current, so a scrape never pays for a backlog."""
+        await flush_indexes(state)
 
     @app.timer(settings.expiry_interval_ms / 1000)
     async def expire_old_records() -> None:

@@ -53,6 +53,7 @@ from agents.readmodel import (
     top_index_key,
 )
 from agents.readmodel import top_key as make_top_key
+from agents.state_stage import flush_indexes
 from agents.top_users import (
     TOP_TTL_S,
     SetDelta,
@@ -295,6 +296,7 @@ class ReadModelWriter:
     async def tick(self, timeout: float | None = None) -> bool:
         """One write of what changed; True if it reached Redis. Never raises.
         ``timeout``: seconds the write may take (default :func:`write_timeout_s`)."""
+        await flush_indexes(self.state)  # the loop served between partitions
         now_ms = self.clock.now_ms()
         self.live.update(now_ms)
         for p, pc, _before, _after in self.feed.take():
