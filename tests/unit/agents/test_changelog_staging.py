@@ -22,30 +22,24 @@ from agents.changelog import ChangelogWriter
 from agents.producer import NotOwner
 from streams.state import UserRecord, WorkerState, fold, split_key
 from tests.oracle import make_key
-from tests.unit.agents.test_state_stage import RecordingTransaction
+from tests.unit.agents.test_state_stage import RecordingProducers, RecordingTransaction
 
 T = 1_800_000_000_000
 ACTIVE = frozenset({"like", "comment"})
 
 
-class GatedProducers:
+class GatedProducers(RecordingProducers):
     """Records committed transactions as (partition, {key: wire value}, offset); each
     transaction waits for ``gate`` once it holds the partition's lock, like a slow
     broker; ``fail`` raises that many transactions an error the writer does not retry."""
 
     def __init__(self, mine: set[int]) -> None:
-        self.mine = set(mine)
+        super().__init__(mine)
         self.gate = asyncio.Event()
         self.gate.set()
         self.fail = 0
         self.commits: list[tuple[int, dict[str, Any], int | None]] = []
         self._locks: dict[int, asyncio.Lock] = {}
-
-    def owns(self, partition: int) -> bool:
-        return partition in self.mine
-
-    def owned(self) -> set[int]:
-        return set(self.mine)
 
     @asynccontextmanager
     async def transaction(self, partition: int) -> AsyncIterator[RecordingTransaction]:
