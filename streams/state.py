@@ -7,11 +7,11 @@ in-memory indexes that make a scrape cheap, rebuilt from the table on assignment
 
 Why the indexes look the way they do (docs/metrics.md defines the numbers):
 
-* Every count for any window is a difference of bisections in a few sorted lists
-  per (platform, community) (:class:`_Group`): last-active times (packed with the
-  first-seen time), first-seen times split by whether the record has a last-active
-  time, and last-active times of the records following now. Windows
-  cost nothing on the hot path and can be added without new state.
+* Every count for any window is a difference of bisections in a few sorted arrays
+  per (platform, community) (:class:`_Group`, :mod:`streams.sorted_ints`):
+  last-active times (paired with the first-seen time), first-seen times split by
+  whether the record has a last-active time, and last-active times of the records
+  following now. Windows cost nothing on the hot path and can be added without new state.
 * The all-communities total ("*") counts *users*, not (user, community) pairs, so
   it keeps the same lists per platform over each user's view: the min first-seen,
   the max last-active over their communities, and whether they follow any.
@@ -24,15 +24,12 @@ Why the indexes look the way they do (docs/metrics.md defines the numbers):
 from __future__ import annotations
 
 import sys
-from bisect import bisect_left, bisect_right, insort
-from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
+from collections.abc import Generator, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from functools import partial
 from typing import Any, NamedTuple
 
-from sortedcontainers import SortedList
-
 from streams.events import ALL_COMMUNITIES
+from streams.sorted_ints import SortedInts
 
 SEP = "\x1f"  # validation forbids control characters in fields, so joins are unambiguous
 
@@ -170,12 +167,9 @@ _new_tuple = tuple.__new__
 # active, following). None: nothing indexed.
 View = tuple[int, int | None, bool]
 
-# Last-active times are indexed packed with the first-seen time, as
-# ``last << _SHIFT | (last - first)``: sorted by last-active, and the first-seen of
-# the few records active after the query time can be read back (returning users).
-# 50 bits hold any gap between two timestamps of years 1-9999.
-_SHIFT = 50
-_GAP = (1 << _SHIFT) - 1
+# The insertions one flush brings to a group's indexes: active (last-active, and the
+# first-seen paired with it), first_active, first_idle, active_followers.
+_Adds = tuple[list[int], list[int], list[int], list[int], list[int]]
 
 
 class _Group:
@@ -188,10 +182,12 @@ class _Group:
     __slots__ = ("active", "first_active", "first_idle", "active_followers", "cached")
 
     def __init__(self) -> None:
-        self.active = SortedList()  # packed last-active of every member with one
-        self.first_active = SortedList()  # first-seen of every member with a last-active
-        self.first_idle = SortedList()  # first-seen of every member without one
-        self.active_followers = SortedList()  # packed last-active of members following
+        # last-active of every member with one, paired with its first-seen (the
+        # returning users ahead of the clock are read back from it)
+        self.active = SortedInts(paired=True)
+        self.first_active = SortedInts()  # first-seen of every member with a last-active
+        self.first_idle = SortedInts()  # first-seen of every member without one
+        self.active_followers = SortedInts()  # last-active of the members following
         # The last lifecycle counts: (windows, computed at, valid before, counts); see
         # :meth:`lifecycle`. Any change to the lists drops it.
         # (+ the active counts, which the same bisections give).
@@ -202,11 +198,11 @@ class _Group:
 
     def update(self, changes: list[tuple[View | None, View | None]]) -> None:
         """Replace each member's old view by its new one (None: not a member): removals
-        one by one, insertions in one sorted-list update per index. One change per
-        member; a new member (the common case while records are created) is inlined."""
+        one by one, insertions in one batch per index. One change per member; a new
+        member (the common case while records are created) is inlined."""
         self.cached = None
-        adds: tuple[list[int], list[int], list[int], list[int]] = ([], [], [], [])
-        active, first_active, idle, followers = adds
+        adds: _Adds = ([], [], [], [], [])
+        active, active_first, first_active, idle, followers = adds
         for old, new in changes:
             if old is None:
                 if new is None:
@@ -215,53 +211,54 @@ class _Group:
                 if last is None:
                     idle.append(first)
                 else:
-                    packed = last << _SHIFT | (last - first)
-                    active.append(packed)
+                    active.append(last)
+                    active_first.append(first)
                     first_active.append(first)
                     if following:
-                        followers.append(packed)
+                        followers.append(last)
             else:
                 self._patch(old, new, adds)
-        indexes = (self.active, self.first_active, self.first_idle, self.active_followers)
-        for index, batch in zip(indexes, adds, strict=True):
-            if batch:
-                _insert(index, batch)
+        if active:
+            self.active.update(active, active_first)
+        if first_active:
+            self.first_active.update(first_active)
+        if idle:
+            self.first_idle.update(idle)
+        if followers:
+            self.active_followers.update(followers)
 
-    def _patch(
-        self, old: View, new: View | None, adds: tuple[list[int], list[int], list[int], list[int]]
-    ) -> None:
+    def _patch(self, old: View, new: View | None, adds: _Adds) -> None:
         """One member's change in :meth:`update`: removals now, insertions into ``adds``."""
         first0, last0, following0 = old
-        packed0 = None if last0 is None else last0 << _SHIFT | (last0 - first0)
         if new is None:
-            first1 = last1 = packed1 = None
+            first1 = last1 = None
             following1 = False
         else:
             first1, last1, following1 = new
-            packed1 = None if last1 is None else last1 << _SHIFT | (last1 - first1)
-        if packed0 != packed1:
-            if packed0 is not None:
-                _remove(self.active, packed0)
-            if packed1 is not None:
-                adds[0].append(packed1)
+        if last0 != last1 or (last0 is not None and first0 != first1):
+            if last0 is not None:
+                self.active.remove(last0, first0)
+            if last1 is not None:
+                adds[0].append(last1)
+                adds[1].append(first1)  # type: ignore[arg-type]
         if first0 != first1 or (last0 is None) != (last1 is None):
             if first0 is not None:
-                _remove(self.first_idle if last0 is None else self.first_active, first0)
+                (self.first_idle if last0 is None else self.first_active).remove(first0)
             if first1 is not None:
-                adds[2 if last1 is None else 1].append(first1)
-        follower0 = packed0 if following0 else None
-        follower1 = packed1 if following1 else None
+                adds[3 if last1 is None else 2].append(first1)
+        follower0 = last0 if following0 else None
+        follower1 = last1 if following1 else None
         if follower0 != follower1:
             if follower0 is not None:
-                _remove(self.active_followers, follower0)
+                self.active_followers.remove(follower0)
             if follower1 is not None:
-                adds[3].append(follower1)
+                adds[4].append(follower1)
 
     def active_in(self, now_ms: int, bounds: list[tuple[str, int]]) -> dict[str, int]:
         """{label: members last active in (now - W, now]} for each (label, now - W)."""
-        active = self.active
-        upper = _at_most(active, now_ms, True)
-        return {label: upper - _at_most(active, low, True) for label, low in bounds}
+        at_most = self.active.bisect_left
+        upper = at_most(now_ms + 1)
+        return {label: upper - at_most(low + 1) for label, low in bounds}
 
     def lifecycle(self, now_ms: int, bounds: list[Bounds], key: Any) -> dict[str, Lifecycle]:
         """Every lifecycle count for each window (``key`` names the windows), cached.
@@ -300,23 +297,23 @@ class _Group:
         The followers' packed times are a subset of the active ones, so their edges
         never come first and are not looked at.
         """
-        active, active_at, n_active = _view(self.active)
-        first, first_at, n_first = _view(self.first_active)
+        active, active_at, n_active = self.active.view()
+        first, first_at, n_first = self.first_active.view()
         # Empty lists (no follower, no idle member: common in small communities) cost
         # no bisection at all.
-        followers = _view(self.active_followers)[0] if self.active_followers else None
-        idle = _view(self.first_idle) if self.first_idle else None
-        upper_packed, upper = bounds[0][2], bounds[0][1]
+        followers = self.active_followers.view()[0] if self.active_followers else None
+        idle = self.first_idle.view() if self.first_idle else None
+        upper = bounds[0][1]
         soon = _NEVER  # the next time a count changes
-        i = active(upper_packed)
+        i = active(upper)
         ahead: list[int] = []
         if i < n_active:
-            soon = active_at(i) >> _SHIFT
-            ahead = [(v >> _SHIFT) - (v & _GAP) for v in self.active.islice(i)]
+            soon = active_at(i)
+            ahead = self.active.values_from(i)
         first_upper = first(upper)
         if first_upper < n_first and first_at(first_upper) < soon:
             soon = first_at(first_upper)
-        followers_upper = followers(upper_packed) if followers else 0
+        followers_upper = followers(upper) if followers else 0
         if idle:
             idle_upper = idle[0](upper)
             if idle_upper < idle[2] and idle[1](idle_upper) < soon:
@@ -324,15 +321,13 @@ class _Group:
             first_upper += idle_upper
         out = {}
         active_out = {}
-        for label, low, low_packed, before_packed in bounds[1:]:
+        for label, low, before in bounds[1:]:
             width = now_ms - low
-            active_low, active_before = active(low_packed), active(before_packed)
             first_low = first(low + 1)
+            active_low, active_before = active(low + 1), active(before)
             edges = [
-                (active_at(active_low) >> _SHIFT) + width if active_low < n_active else _NEVER,
-                (active_at(active_before) >> _SHIFT) + 2 * width
-                if active_before < n_active
-                else _NEVER,
+                active_at(active_low) + width if active_low < n_active else _NEVER,
+                active_at(active_before) + 2 * width if active_before < n_active else _NEVER,
                 first_at(first_low) + width if first_low < n_first else _NEVER,
                 soon,
             ]
@@ -350,7 +345,7 @@ class _Group:
             out[label] = _new_tuple(
                 Lifecycle,
                 (
-                    followers_upper - followers(low_packed) if followers else 0,
+                    followers_upper - followers(low + 1) if followers else 0,
                     new,
                     returning,
                     active_low - active_before,
@@ -362,103 +357,18 @@ class _Group:
 _NEVER = 1 << 62
 
 
-#: (label, low, packed low bound, packed bound of the window before); the first entry
-#: is ("", now + 1, packed now bound, 0): what :meth:`_Group.lifecycle` bisects with.
-Bounds = tuple[str, int, int, int]
+#: (label, low, bisection key of the window before: low - width + 1); the first entry
+#: is ("", now + 1, 0): what :meth:`_Group.lifecycle` bisects with.
+Bounds = tuple[str, int, int]
 
 
 def lifecycle_bounds(now_ms: int, windows: dict[str, int]) -> list[Bounds]:
     """The bisection keys of every window, computed once per count rather than per group."""
-    out: list[Bounds] = [("", now_ms + 1, (now_ms + 1) << _SHIFT, 0)]
+    out: list[Bounds] = [("", now_ms + 1, 0)]
     for label, width in windows.items():
         low = now_ms - width
-        out.append((label, low, (low + 1) << _SHIFT, (low - width + 1) << _SHIFT))
+        out.append((label, low, low - width + 1))
     return out
-
-
-def _view(index: SortedList) -> tuple[Callable[[int], int], Callable[[int], int], int]:
-    """(bisect_left, item at a position, length) of a sorted list: C calls on its only
-    sublist when it has one (most lists are small: the long tail of communities);
-    ``_lists`` and ``_len`` are stable internals of sortedcontainers 2.x."""
-    lists = index._lists
-    if len(lists) == 1:
-        only = lists[0]
-        return partial(bisect_left, only), only.__getitem__, len(only)
-    return index.bisect_left, index.__getitem__, index._len
-
-
-def _insert(index: SortedList, values: list[int]) -> None:
-    """``index.update(values)``, cheaper for the batches a flush brings.
-
-    SortedList.update adds a batch smaller than a quarter of the list one value at a
-    time, each through a Python-level ``add`` (bisect, insort, split check, index
-    upkeep): the largest single cost of a flush in the pipeline's profile. Here the
-    batch is split by sublist with C bisections; a sublist receiving few values gets
-    C insorts, one receiving many is extended and re-sorted, and the sublists grown
-    past twice the load are split evenly, as SortedList would. ``_lists``,
-    ``_maxes``, ``_index``, ``_len`` and ``_load`` are stable internals of
-    sortedcontainers 2.x (its ``_check`` is run on the result in the unit tests)."""
-    maxes = index._maxes
-    if not maxes or (len(maxes) > 1 and len(values) * 4 >= index._len):
-        index.update(values)  # its own path: one sort of everything
-        return
-    lists = index._lists
-    load = index._load
-    if len(maxes) == 1:  # most lists: the long tail of communities
-        by_list = {0: values}
-    else:
-        last = len(maxes) - 1
-        by_list = {}
-        for value in values:
-            pos = bisect_right(maxes, value)
-            if pos > last:
-                pos = last
-            batch = by_list.get(pos)
-            if batch is None:
-                by_list[pos] = [value]
-            else:
-                batch.append(value)
-    grown = []
-    for pos, batch in by_list.items():
-        sub = lists[pos]
-        if len(batch) * 16 < len(sub):
-            for value in batch:
-                insort(sub, value)
-        else:
-            sub += batch
-            sub.sort()
-        maxes[pos] = sub[-1]
-        if len(sub) > load << 1:
-            grown.append(pos)
-    for pos in sorted(grown, reverse=True):  # from the end: earlier positions stay valid
-        sub = lists[pos]
-        size = -(-len(sub) // (len(sub) // load))
-        parts = [sub[i : i + size] for i in range(0, len(sub), size)]
-        lists[pos : pos + 1] = parts
-        maxes[pos : pos + 1] = [part[-1] for part in parts]
-    index._len += len(values)
-    del index._index[:]
-
-
-def _remove(index: SortedList, value: int) -> None:
-    """``index.remove(value)``; a list of one sublist (most lists) without SortedList's
-    Python-level position bookkeeping."""
-    lists = index._lists
-    if len(lists) != 1:
-        index.remove(value)
-        return
-    only = lists[0]
-    pos = bisect_left(only, value)
-    if pos == len(only) or only[pos] != value:
-        raise ValueError(f"{value!r} not in list")
-    del only[pos]
-    index._len -= 1
-    if only:
-        index._maxes[0] = only[-1]
-    else:
-        del lists[0]
-        del index._maxes[0]
-    del index._index[:]
 
 
 def _update_groups(groups: dict[Any, _Group], changes: dict[Any, list[Any]]) -> None:
@@ -482,22 +392,6 @@ def _widen(view: View | None, record: View) -> View:
     if record[1] is not None and (last is None or record[1] > last):
         last = record[1]
     return (first, last, following)
-
-
-def _at_most(index: SortedList, value: int, packed: bool) -> int:
-    """How many members are <= value (a time; packed: a last-active time).
-
-    Most lists are small (the long tail of communities) and fit in one sublist of
-    the SortedList, where a C bisect on that sublist avoids the Python-level
-    positional index; ``_lists`` is a stable internal of sortedcontainers 2.x.
-    """
-    lists = index._lists
-    if not lists:
-        return 0
-    bound = (value + 1) << _SHIFT if packed else value + 1
-    if len(lists) == 1:
-        return bisect_left(lists[0], bound)
-    return index.bisect_left(bound)
 
 
 # A record is kept as one int rather than a :class:`UserRecord`: about 50 bytes

@@ -642,37 +642,3 @@ def test_records_share_the_user_id_and_leave_nothing_behind() -> None:
     assert state.lifecycle_counts(10, {"1ms": 1}) == {}
 
 
-@given(
-    st.lists(st.integers(0, 500)),
-    st.lists(st.lists(st.integers(-10, 510), min_size=1), max_size=6),
-    st.sampled_from([4, 8, 1000]),
-)
-def test_batched_insertion_and_removal_equal_the_sorted_list_s(base, batches, load) -> None:
-    """streams.state._insert and _remove: the flush's faster SortedList.update and
-    remove, checked with the library's own invariant check (small loads force the
-    sublist splits; removals empty lists again)."""
-    from sortedcontainers import SortedList
-
-    from streams.state import _insert, _remove
-
-    ours, theirs = SortedList(base), SortedList(base)
-    ours._reset(load)
-    theirs._reset(load)
-    for batch in batches:
-        _insert(ours, list(batch))
-        theirs.update(batch)
-        ours._check()
-        assert list(ours) == list(theirs)
-        assert [ours[i] for i in range(len(ours))] == list(theirs)  # the positional index
-        for value in list(theirs)[:: max(1, len(theirs) // 5 or 1)][:5] + batch[:2]:
-            if value in theirs:
-                _remove(ours, value)
-                theirs.remove(value)
-                ours._check()
-        assert list(ours) == list(theirs)
-        with pytest.raises(ValueError):
-            _remove(ours, 10_000)  # not there: as SortedList.remove
-    for value in list(theirs):  # down to nothing
-        _remove(ours, value)
-    ours._check()
-    assert list(ours) == [] and len(ours) == 0
