@@ -578,9 +578,10 @@ class PartitionState:
         self._pending: dict[str, dict[str, int | None]] = {}
         # (platform, community) -> the indexes of its records.
         self._groups: dict[PC, _Group] = {}
-        # "platform SEP user" -> the view indexed in "*", packed like a record
-        # without a follow time (see _pack_view).
-        self._users: dict[str, int] = {}
+        # platform -> {user id: the view indexed in "*", packed like a record without
+        # a follow time (see _pack_view)}: keyed by the interned id the records
+        # share, so a user costs no key of their own.
+        self._users: dict[str, dict[str, int]] = {}
         # platform -> the indexes of its users ("*").
         self._platforms: dict[str, _Group] = {}
         # (platform, community) -> records with follow_ts set / records following.
@@ -805,22 +806,30 @@ class PartitionState:
     def _flush_users(self, widened: dict[PC, View], recomputed: dict[PC, View | None]) -> None:
         """The "*" part of :meth:`flush`: each touched user's indexed view, widened by
         their changed records or replaced by a recomputed one, and patched in."""
-        follows, users = self._user_follows, self._users
+        follows, by_platform = self._user_follows, self._users
         changes: dict[str, list[tuple[View | None, View | None]]] = {}
         for pu in recomputed:
             widened.pop(pu, None)
         for pu, view in (*widened.items(), *recomputed.items()):
-            ukey = f"{pu[0]}{SEP}{pu[1]}"
-            stored = users.get(ukey)
+            platform, user_id = pu
+            users = by_platform.get(platform)
+            stored = None if users is None else users.get(user_id)
             old = None if stored is None else _indexed(stored)
             if view is None:
                 new = None
-                users.pop(ukey, None)
+                if users is not None and stored is not None:
+                    del users[user_id]
+                    if not users:
+                        del by_platform[platform]
             else:
                 if old is not None and pu not in recomputed:
                     view = _widen(view, old)
                 new = (view[0], view[1], pu in follows)
-                users[ukey] = _pack_view(new)
+                if users is None:
+                    users = by_platform[platform] = {}
+                if stored is None:
+                    user_id = sys.intern(user_id)  # the records' copy of the id
+                users[user_id] = _pack_view(new)
             if new != old:
                 platform_changes = changes.get(pu[0])
                 if platform_changes is None:

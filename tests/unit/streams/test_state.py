@@ -636,9 +636,13 @@ def test_records_share_the_user_id_and_leave_nothing_behind() -> None:
         state.apply("x", community, "".join(["u", "1"]), 10, "post")  # a fresh str each
     ids = [next(iter(records)) for records in state._by_group.values()]
     assert len(ids) == len(COMMUNITIES) and all(i is ids[0] for i in ids)
+    state.flush()
+    assert [next(iter(users)) for users in state._users.values()] == ["u1"]
+    assert next(iter(state._users["x"])) is ids[0]  # "*" keeps no key of its own
     for key in list(state.records):
         state.delete(key)
-    assert len(state) == 0 and not state._by_group
+    state.flush()
+    assert len(state) == 0 and not state._by_group and not state._users
     assert state.lifecycle_counts(10, {"1ms": 1}) == {}
 
 
