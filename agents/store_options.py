@@ -8,6 +8,9 @@ memtables per partition before anything reaches disk — at 1M records the whole
 sat in memory, and the rebuild's single pass filled the caches it would never read
 again. Smaller memtables flush to disk sooner (more, smaller L0 files; compaction
 keeps up at these write rates) and a small cache costs nothing on a read-once path.
+16 MiB memtables and an 8 MiB cache still held ~75 B per record at 1.1M records
+(docs/benchmarks.md, "Memory, session 10"); at 4 MiB and 2 MiB the four partitions'
+stores hold at most ~40 MiB, at no measured cost in throughput.
 """
 
 from __future__ import annotations
@@ -17,9 +20,9 @@ from typing import Any
 MiB = 2**20
 
 #: per partition's database
-WRITE_BUFFER_BYTES = 16 * MiB
+WRITE_BUFFER_BYTES = 4 * MiB
 MAX_WRITE_BUFFERS = 2
-BLOCK_CACHE_BYTES = 8 * MiB
+BLOCK_CACHE_BYTES = 2 * MiB
 
 
 def store_options() -> dict[str, Any]:

@@ -14,9 +14,9 @@ from agents.store_options import (
 
 def test_faust_takes_the_options() -> None:
     options = RocksDBOptions(**store_options(), use_rocksdict=True)
-    assert options.write_buffer_size == WRITE_BUFFER_BYTES == 16 * 2**20
+    assert options.write_buffer_size == WRITE_BUFFER_BYTES == 4 * 2**20
     assert options.max_write_buffer_number == MAX_WRITE_BUFFERS == 2
-    assert options.block_cache_size == BLOCK_CACHE_BYTES == 8 * 2**20
+    assert options.block_cache_size == BLOCK_CACHE_BYTES == 2 * 2**20
     options.as_options()  # rocksdict accepts them
 
 
