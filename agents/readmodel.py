@@ -27,6 +27,7 @@ from agents.kafka_security import redis_kwargs
 from streams import metric_names as names
 from streams.events import ALL_COMMUNITIES
 from streams.gauges import PC, Gauges, ratio, stickiness
+from streams.json_bytes import kept
 from streams.state import Lifecycle
 
 SCHEMA_VERSION = 2
@@ -115,8 +116,10 @@ def meta_value(
 
 
 def row_field(pc: PC) -> bytes:
-    """A row's field name: ``["platform","community"]``."""
-    return orjson.dumps(pc)
+    """A row's field name: ``["platform","community"]``. Copied to size (as the row):
+    a whole snapshot holds one field and value per community until Redis has them,
+    and each ``orjson.dumps`` output holds ~4 KiB (json_bytes.kept)."""
+    return kept(orjson.dumps(pc))
 
 
 def row_value(
@@ -127,12 +130,14 @@ def row_value(
 ) -> bytes:
     """``[active per window, followers, [active followers, new, returning, dormant] per
     window]`` in the meta's window order; null where the partition has no such count."""
-    return orjson.dumps(
-        [
-            None if active is None else [active.get(label, 0) for label in labels],
-            followers,
-            None if lifecycle is None else [[*lifecycle.get(label, _ZERO)] for label in labels],
-        ]
+    return kept(
+        orjson.dumps(
+            [
+                None if active is None else [active.get(label, 0) for label in labels],
+                followers,
+                None if lifecycle is None else [[*lifecycle.get(label, _ZERO)] for label in labels],
+            ]
+        )
     )
 
 

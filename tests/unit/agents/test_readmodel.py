@@ -271,3 +271,24 @@ def test_snapshot_hash_fields_and_rows_without_some_counts() -> None:
     assert row["audience"]["1d"]["non_follower_active"] == 1
     with pytest.raises(ValueError, match="meta"):
         decode_snapshot({b'["x","a"]': fields[b'["x","a"]']})
+
+
+def test_rows_are_copied_to_their_size() -> None:
+    """A whole snapshot holds every row until Redis has it: each row's bytes are
+    their content, not an ``orjson.dumps`` buffer of ~4 KiB (issue 16's memory)."""
+    import tracemalloc
+
+    from agents.readmodel import row_field, row_value
+    from streams.state import Lifecycle
+
+    field = row_field(("instagram", "acme"))
+    value = row_value(["5m", "1h"], {"5m": 3, "1h": 7}, 2, {"1h": Lifecycle(1, 2, 3, 4)})
+    assert field == b'["instagram","acme"]'
+    assert value == b"[[3,7],2,[[0,0,0,0],[1,2,3,4]]]"
+    tracemalloc.start()
+    try:
+        rows = [row_value(["5m"], {"5m": n}, n, None) for n in range(1_000)]
+        per_row = tracemalloc.get_traced_memory()[0] / len(rows)
+    finally:
+        tracemalloc.stop()
+    assert per_row < 200, per_row  # orjson's own output: ~4,100 B each
