@@ -30,6 +30,33 @@ from agents.kafka_out import send_to_partition, start_producer
 log = logging.getLogger(__name__)
 
 
+class _BrokerErrorsInOneLine(logging.Filter):
+    """aiokafka's sender logs a broker's error (e.g. ``UnknownError`` for the end of a
+    transaction that a rebalance cut short) with a traceback, then raises
+    ``KafkaError``, which the caller handles: this module gives the partition up
+    until the next assignment (and says so), the ingest stage reads the batch again.
+    A handled error is one warning line with the broker's error; anything that is
+    not a Kafka error (a bug) keeps its traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from aiokafka.errors import KafkaError
+
+        if record.msg != "Unexpected error in sender routine" or not record.exc_info:
+            return True
+        exc = record.exc_info[1]
+        if isinstance(exc, KafkaError):
+            record.msg = (
+                "kafka: the broker refused a producer's request: %r (handled by its caller)"
+            )
+            record.args = (exc,)
+            record.exc_info = record.exc_text = None
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
+logging.getLogger("aiokafka.producer.sender").addFilter(_BrokerErrorsInOneLine())
+
+
 def _fenced_errors() -> tuple[type[BaseException], ...]:
     from aiokafka.errors import InvalidProducerEpoch, ProducerFenced
 

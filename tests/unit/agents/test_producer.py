@@ -100,3 +100,29 @@ async def test_an_abort_that_succeeds_keeps_the_partition() -> None:
     assert pp.owns(0) and given_up == [] and len(made) == 1
     async with pp.transaction(0):
         pass
+
+
+def test_a_broker_error_in_the_sender_is_one_line_and_a_bug_keeps_its_traceback(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """What aiokafka's sender logs before raising KafkaError to a caller that handles
+    it (a transaction's end cut short by a rebalance): one warning line, no traceback.
+    Anything else stays an error with its traceback."""
+    import logging
+
+    from aiokafka.errors import UnknownError
+
+    import agents.producer  # noqa: F401 - installs the filter
+
+    sender = logging.getLogger("aiokafka.producer.sender")
+    for exc in (UnknownError(), ValueError("a bug")):
+        try:
+            raise exc
+        except Exception:
+            sender.exception("Unexpected error in sender routine")
+    broker, bug = caplog.records[-2:]
+    assert broker.levelname == "WARNING" and broker.exc_info is None
+    assert "UnknownError" in broker.getMessage() and "handled" in broker.getMessage()
+    assert bug.levelname == "ERROR" and bug.exc_info is not None
+    assert "Traceback" not in logging.Formatter().format(broker)
+    assert "Traceback" in logging.Formatter().format(bug)
