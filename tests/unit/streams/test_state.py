@@ -644,5 +644,3 @@ def test_records_share_the_user_id_and_leave_nothing_behind() -> None:
     state.flush()
     assert len(state) == 0 and not state._by_group and not state._users
     assert state.lifecycle_counts(10, {"1ms": 1}) == {}
-
-
