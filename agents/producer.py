@@ -39,10 +39,10 @@ class _BrokerErrorsInOneLine(logging.Filter):
     not a Kafka error (a bug) keeps its traceback."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        from aiokafka.errors import KafkaError
-
         if record.msg != "Unexpected error in sender routine" or not record.exc_info:
             return True
+        from aiokafka.errors import KafkaError
+
         exc = record.exc_info[1]
         if isinstance(exc, KafkaError):
             record.msg = (

@@ -29,8 +29,10 @@ from itertools import accumulate
 LOAD = 1024
 
 
-def _sorted_pairs(keys: list[int], values: list[int]) -> tuple[list[int], list[int]]:
-    """Both lists in the order of the keys (ties in any order)."""
+def _in_order(keys: list[int], values: list[int] | None) -> tuple[list[int], list[int] | None]:
+    """The keys sorted, and the values (if any) in the keys' order (ties in any order)."""
+    if values is None:
+        return sorted(keys), None
     order = sorted(range(len(keys)), key=keys.__getitem__)
     return list(map(keys.__getitem__, order)), list(map(values.__getitem__, order))
 
@@ -124,7 +126,7 @@ class SortedInts:
         self._starts = None
         self._len += len(keys)
         if not self._blocks:
-            self._build(keys, values)
+            self._set_blocks(0, 0, *_in_order(keys, values))
             return
         maxes = self._maxes
         last = len(maxes) - 1
@@ -179,12 +181,6 @@ class SortedInts:
         missing = key if value is None else (key, value)
         raise ValueError(f"{missing!r} not in the index")
 
-    def _build(self, keys: list[int], values: list[int] | None) -> None:
-        if values is None:
-            self._set_blocks(0, 0, sorted(keys), None)
-        else:
-            self._set_blocks(0, 0, *_sorted_pairs(keys, values))
-
     def _into(self, b: int, keys: list[int], values: list[int] | None) -> None:
         """Insert a batch into block ``b`` (every key belongs there, or after the last)."""
         block = self._blocks[b]
@@ -193,10 +189,7 @@ class SortedInts:
             # After the end: the usual case, a new last-active or first-seen time
             # being the newest of its community.
             if len(keys) > 1:
-                if block_values is None:
-                    keys = sorted(keys)
-                else:
-                    keys, values = _sorted_pairs(keys, values)  # type: ignore[arg-type]
+                keys, values = _in_order(keys, values)
             block.extend(keys)
             if block_values is not None:
                 block_values.extend(values)  # type: ignore[arg-type]
@@ -215,14 +208,10 @@ class SortedInts:
 
     def _merge_into(self, b: int, keys: list[int], values: list[int] | None) -> None:
         """Block ``b`` and a batch as large as a sixteenth of it, sorted together."""
-        block = self._blocks[b]
-        merged = block.tolist() + keys
-        if values is None:
-            merged.sort()
-            self._set_blocks(b, b + 1, merged, None)
-        else:
-            block_values = self._values[b]  # type: ignore[index]
-            self._set_blocks(b, b + 1, *_sorted_pairs(merged, block_values.tolist() + values))  # type: ignore[operator]
+        merged = self._blocks[b].tolist() + keys
+        if values is not None:
+            values = self._values[b].tolist() + values  # type: ignore[index]
+        self._set_blocks(b, b + 1, *_in_order(merged, values))
 
     def _set_blocks(self, lo: int, hi: int, keys: list[int], values: list[int] | None) -> None:
         """Replace blocks lo..hi by sorted ``keys`` (and values), cut into blocks."""

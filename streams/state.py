@@ -294,7 +294,7 @@ class _Group:
         first seen <= last active, "first seen > L" implies "last active > L", so
         #{first <= L < last} = #{last > L} - #{first > L, has a last}; the members
         last active after t (events ahead of the clock) are then taken out one by one.
-        The followers' packed times are a subset of the active ones, so their edges
+        The followers' last-active times are a subset of the active ones, so their edges
         never come first and are not looked at.
         """
         active, active_at, n_active = self.active.view()
