@@ -185,11 +185,11 @@ def _metrics_page(
         only = frozenset(request.query.getall("name[]", [])) or None
         await flush_indexes(gauges.state)  # the loop served between partitions
         source = labelled if only is None else Only(labelled, only)
-        return Response(
-            body=generate_latest(source) + gauges.text(only).encode(),
-            headers={"Content-Type": CONTENT_TYPE_LATEST},
-            status=200,
-        )
+        live = gauges.live
+        async with live.lock:  # the rows stay as refreshed until the text is made
+            await live.refresh(gauges.clock.now_ms())  # the loop served between partitions
+            body = generate_latest(source) + gauges.text(only).encode()
+        return Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST}, status=200)
 
     return monitor.offsets
 

@@ -298,9 +298,10 @@ class ReadModelWriter:
         ``timeout``: seconds the write may take (default :func:`write_timeout_s`)."""
         await flush_indexes(self.state)  # the loop served between partitions
         now_ms = self.clock.now_ms()
-        self.live.update(now_ms)
-        for p, pc, _before, _after in self.feed.take():
-            self.changed.setdefault(p, {})[pc] = None
+        async with self.live.lock:  # see LiveCounts.refresh
+            await self.live.refresh(now_ms)  # the loop served between partitions
+            for p, pc, _before, _after in self.feed.take():
+                self.changed.setdefault(p, {})[pc] = None
         held = set(self.live.partitions())
         for p in set(self.epochs) - held:  # revoked: its new owner writes it whole
             del self.epochs[p]

@@ -18,7 +18,9 @@ tests/unit/streams/test_live_counts.py compares them after every step.
 
 from __future__ import annotations
 
+import asyncio
 import heapq
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from streams.state import Lifecycle, PartitionState, WorkerState, lifecycle_bounds
@@ -100,6 +102,8 @@ class LiveCounts:
         self.now_ms: int | None = None
         self._parts: dict[int, _Partition] = {}
         self._feeds: list[Changes] = []
+        #: held by whoever runs :meth:`refresh` until it has read the rows and feeds
+        self.lock = asyncio.Lock()
 
     def feed(self) -> Changes:
         """A new reader's feed; it starts with every row present now as an addition."""
@@ -118,20 +122,45 @@ class LiveCounts:
 
     def update(self, now_ms: int | None) -> None:
         """Bring every row to ``now_ms`` (None: no clock yet, followers only)."""
+        for _ in self._steps(now_ms):
+            pass
+
+    async def refresh(self, now_ms: int | None) -> None:
+        """:meth:`update` with the event loop served between partitions.
+
+        Recomputing a partition's changed groups costs ~35 µs each; at 10,000 events/s
+        and four scrapes a second (the latency bench's probes), a whole update held the
+        loop for 100–240 ms, and every transaction round trip and batch of the two
+        stages waited behind it (docs/benchmarks.md, "Latency, session 11"). A caller
+        holds :attr:`lock` from here until it has read what it needs, so updates never
+        interleave: each partition is then brought to one ``now_ms`` at a time, in order.
+        """
+        for _ in self._steps(now_ms):
+            await asyncio.sleep(0)
+
+    def _steps(self, now_ms: int | None) -> Iterator[None]:
+        """The work of one update, a partition per step; the feeds get each
+        partition's changes as it is done."""
         # a clock that went back (wall clock stepped) invalidates every validity
         full = now_ms is None or self.now_ms is None or now_ms < self.now_ms
         self.now_ms = now_ms
-        out: list[Change] = []
+        gone: list[Change] = []
         for p in [p for p in self._parts if p not in self.state.partitions]:
-            out.extend((p, pc, row, EMPTY) for pc, row in self._parts.pop(p).rows.items())
+            gone.extend((p, pc, row, EMPTY) for pc, row in self._parts.pop(p).rows.items())
+        self._publish(gone)
         for p, part in list(self.state.partitions.items()):
+            if self.state.partitions.get(p) is not part:
+                continue  # revoked or rebuilt while the loop was served: the next update
             held = self._parts.get(p)
             if held is None or held.part is not part:  # newly assigned, or rebuilt
                 # diffed against the rows readers have of the partition's old state
                 held = self._parts[p] = _Partition(part, held.rows if held else {})
-                out.extend(self._refresh(p, held, now_ms, True))
+                self._publish(self._refresh(p, held, now_ms, True))
             else:
-                out.extend(self._refresh(p, held, now_ms, full))
+                self._publish(self._refresh(p, held, now_ms, full))
+            yield
+
+    def _publish(self, out: list[Change]) -> None:
         if out:
             rows = sum(len(held.rows) for held in self._parts.values())
             for feed in self._feeds:

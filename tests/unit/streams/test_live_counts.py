@@ -9,6 +9,7 @@ still unset. A reader that applies its feed's changes must hold the same rows.
 
 from __future__ import annotations
 
+import asyncio
 import random
 
 from streams.events import DEFAULT_ACTIVE_TYPES, EVENT_TYPES
@@ -175,3 +176,61 @@ def test_a_feed_nobody_takes_is_folded_and_still_exact() -> None:
         assert copy == {(p, pc): row for p, rows in want.items() for pc, row in rows.items()}
         # it did fold: the unread feed shrank at some update
         assert any(b < a for a, b in zip(lengths, lengths[1:], strict=False))
+
+
+def test_refresh_serves_the_loop_between_partitions_and_stays_exact() -> None:
+    """The async refresh lets other tasks run between partitions (the loop is not held
+    for a whole update), and events, revocations and reassignments that land while it
+    waits leave the rows and a reader's copy exact after the update that follows."""
+    async def meanwhile(state: WorkerState, rng: random.Random, now: int, ran: list[int]) -> None:
+        """What the stages do while a scrape refreshes: apply events, rebalance."""
+        for _ in range(PARTS):
+            await asyncio.sleep(0)
+            ran.append(1)
+            apply_random(state, rng, now, rng.randrange(0, 10))
+            if rng.random() < 0.2:
+                p = rng.randrange(PARTS)
+                if p in state.partitions:
+                    state.revoke(p)
+                else:
+                    state.assign(p)
+
+    async def scenario(seed: int) -> tuple[int, int]:
+        rng = random.Random(seed)
+        state, live, feed, copy = watched_state()
+        now = NOW
+        turns = most = 0
+        for _ in range(25):
+            apply_random(state, rng, now, rng.randrange(1, 30))
+            now += rng.choice([1, 60_000, 300_000])
+            ran: list[int] = []
+            other = asyncio.ensure_future(meanwhile(state, rng, now, ran))
+            async with live.lock:
+                await live.refresh(now)
+                turns += len(ran)
+            await other
+            check(live, feed, state, now, copy)  # update(now), then the oracle
+            most = max(most, len(copy))
+        return turns, most
+
+    for seed in range(5):
+        turns, rows = asyncio.run(scenario(seed))
+        assert turns >= 10  # the other task ran during the refreshes (0 if none yielded)
+        assert rows > 10
+
+
+def test_refresh_gives_the_rows_and_changes_update_gives() -> None:
+    rng = random.Random(3)
+    state, live, feed, _ = watched_state()
+    twin_state, twin, twin_feed, _ = watched_state()
+    for _ in range(20):
+        seed = rng.randrange(1 << 30)
+        now = NOW + rng.randrange(86_400_000)
+        apply_random(state, random.Random(seed), now, 40)
+        apply_random(twin_state, random.Random(seed), now, 40)
+        live.update(now)
+        asyncio.run(twin.refresh(now))
+        assert {p: live.rows(p) for p in live.partitions()} == {
+            p: twin.rows(p) for p in twin.partitions()
+        }
+        assert feed.take() == twin_feed.take()
