@@ -34,6 +34,7 @@ from agents import ingest_counters
 from agents.codec_guard import probe, refusal, rewind
 from agents.dead_letters import DeadLetter, dead_letter, deliver, record_errors
 from agents.ingest_counters import PollTally
+from agents.ingest_lanes import Lanes
 from agents.kafka_security import client_kwargs
 from agents.lag_offsets import OffsetGauges
 from agents.metrics import LAG_BUCKETS, IngestStats
@@ -65,6 +66,9 @@ ROUTE_SLICE = 250
 ROUTE_TURN_SECONDS = 0.02
 #: Dead letters of an unreadable batch per transaction (a bomb may hold millions).
 LETTERS_PER_SEND = 10_000
+#: Messages of one partition that may wait while its transaction is in flight
+#: before the partition is paused (two polls' worth).
+WAITING_LIMIT = 40_000
 
 
 def encode_batch(partition: int, events: list[list[Any]]) -> bytes:
@@ -242,6 +246,9 @@ class IngestStage:
         #: where each owned input partition's next batch must start (None: unknown)
         self.next_offset: dict[Any, int | None] = {}
         self.outage = Outage("ingest: cannot deliver to Kafka", "ingest: delivering again")
+        #: each input partition's transactions, one at a time, while the next polls
+        #: are read (agents/ingest_lanes.py)
+        self.lanes = Lanes(self._handle_or_rewind, self._pause, self._resume, WAITING_LIMIT)
         producers.on_given_up = self._request_rejoin
 
     def _request_rejoin(self, partition: int) -> None:
@@ -273,15 +280,17 @@ class IngestStage:
                 try:
                     polled = await self.consumer.getmany(timeout_ms=200, max_records=20000)
                 except Exception:  # noqa: BLE001 - a batch aiokafka cannot read
+                    await self.lanes.drain()  # what was read before it, committed first
+                    self.lanes.forget_waiting()  # (nothing waits once drained)
                     await self._skip_undecodable()
                     continue
-                if polled:
-                    await asyncio.gather(
-                        *(self._handle_or_rewind(tp, m) for tp, m in polled.items())
-                    )
+                self.lanes.check()
+                for tp, messages in polled.items():
+                    self.lanes.submit(tp, messages)
                 self._drop_unassigned()
                 self._export_offsets()
         finally:
+            await self.lanes.cancel()
             await self.consumer.stop()
             await self.producers.revoke_all()
 
@@ -348,6 +357,7 @@ class IngestStage:
         )
         for tp in assigned:
             # what was fetched meanwhile was skipped (see _handle_or_rewind): seek
+            self.lanes.forget(tp)
             committed = await self.consumer.committed(tp)
             if committed is None:
                 await self.consumer.seek_to_beginning(tp)
@@ -356,6 +366,7 @@ class IngestStage:
             self.next_offset[tp] = committed
 
     async def on_revoked(self) -> None:
+        self.lanes.forget_waiting()  # read again by whoever owns them next
         self.next_offset.clear()
         self.router.stats.partitions = {}
         await self.producers.revoke_all()
@@ -419,7 +430,18 @@ class IngestStage:
             log.warning("dlq: %s refused a dead letter, sending them without payload", refusal)
             await self._handle(tp, messages, stripped=type(refusal).__name__)
 
+    def _pause(self, tp: Any) -> None:
+        if tp in self.consumer.assignment():
+            self.consumer.pause(tp)
+
+    def _resume(self, tp: Any) -> None:
+        """A partition revoked meanwhile is not resumed: aiokafka refuses, and a new
+        assignment starts unpaused."""
+        if tp in self.consumer.assignment():
+            self.consumer.resume(tp)
+
     def _rewind(self, tp: Any, offset: int) -> None:
+        self.lanes.forget(tp)  # read before the seek: not what follows the new position
         if tp in self.consumer.assignment():
             self.consumer.seek(tp, offset)
 

@@ -334,3 +334,21 @@ async def test_a_poll_read_before_a_rebalance_that_moved_the_start_commits_nothi
     await moved
     assert producers.committed_offsets == [] and producer.sent == []
     assert stage.next_offset[tp] == 400
+
+
+async def test_a_rewind_drops_what_was_polled_behind_the_batch() -> None:
+    """Polls go on while a partition's transaction is in flight (agents/ingest_lanes.py);
+    when the batch turns out not to start where the partition's next one must, the
+    partition is rewound, and what was polled behind it is dropped with it (read
+    again from the rewound position), not handled as if it followed on."""
+    producer = FakeProducer(limit=10**6)
+    producers = FakeProducers(producer)
+    stage, tp = stage_with(producers, router())
+    stage.next_offset[tp] = 0
+    stage.lanes.submit(tp, [Msg(event("u-5"), 5), Msg(event("u-6"), 6)])
+    stage.lanes.submit(tp, [Msg(event("u-7"), 7)])  # waits for the first
+    assert stage.lanes.waiting(tp) == 1
+    await stage.lanes.drain()
+    assert stage.consumer.seeks == [(tp, 0)]  # once: the second batch never ran
+    assert producer.sent == []
+    assert producers.committed_offsets == []
