@@ -509,6 +509,7 @@ async def probe(producer: object, topic: str, worker: Worker, k: int, routed: Ro
 
     def shown() -> bool:
         # a slow scrape is part of the latency, not a failure of the bench
+        SCRAPES[0] += 1
         with urllib.request.urlopen(PROBE_URL.format(worker.metrics_url), timeout=120) as response:
             found = PROBE_GAUGE.search(response.read())
         return found is not None and float(found.group(1)) >= k + 1
@@ -542,6 +543,8 @@ class Probe:
 
 #: Between a probe's scrapes: latencies read up to this much late (reported as is).
 PROBE_POLL_S = 0.25
+#: The probes' scrapes so far (each one costs the worker a flush and a recount).
+SCRAPES = [0]
 
 
 async def latency_probes(
@@ -552,8 +555,10 @@ async def latency_probes(
     probes: int,
     pairs: list[tuple[str, str]],
     app_id: str,
+    gap: float = 0.1,
 ) -> tuple[list[Probe], float]:
-    """Background traffic at ``rate``/s; ``probes`` probe events, one at a time.
+    """Background traffic at ``rate``/s; ``probes`` probe events, one at a time, ``gap``
+    seconds apart (from one probe's gauge to the next probe's send).
     Returns the probes' latencies and the background rate reached."""
     from aiokafka import AIOKafkaProducer
 
@@ -574,12 +579,18 @@ async def latency_probes(
     latencies: list[Probe] = []
     try:
         await asyncio.sleep(5)  # the background's rate is the worker's steady load
+        probing, scrapes = time.perf_counter(), SCRAPES[0]
         for k in range(probes):
             latencies.append(await probe(producer, topic, worker, k, routed))
             if (k + 1) % 10 == 0 or k + 1 == probes:  # progress: a slow worker is seen
                 recent = ", ".join(f"{p.total * 1000:.0f}" for p in latencies[-10:])
                 print(f"  probes {k + 1}/{probes}: last latencies {recent} ms")
-            await asyncio.sleep(0.1)
+            await asyncio.sleep(gap)
+        probing, scrapes = time.perf_counter() - probing, SCRAPES[0] - scrapes
+        print(
+            f"  the probes scraped /metrics {scrapes} times in {probing:.0f} s "
+            f"({scrapes / probing:.1f}/s; a probe every {probing / probes:.2f} s)"
+        )
     finally:
         stop.set()
         sent = await task
@@ -620,6 +631,13 @@ async def main() -> None:
         "--latency-rate", type=int, default=0, help="events/s; default half of (b)'s rate"
     )
     parser.add_argument("--probes", type=int, default=100, help="0: skip the latency step")
+    parser.add_argument(
+        "--probe-gap",
+        type=float,
+        default=0.1,
+        help="seconds from a probe's gauge to the next probe (the probes scrape /metrics "
+        f"every {PROBE_POLL_S} s while one is in flight)",
+    )
     parser.add_argument("--baseline", help="a checkout to compare with (before/after)")
     parser.add_argument(
         "--before-state",
@@ -681,7 +699,7 @@ async def main() -> None:
         )
         del payloads
         lat, reached = await latency_probes(
-            bootstrap, topic, worker, rate, args.probes, pairs, app_id
+            bootstrap, topic, worker, rate, args.probes, pairs, app_id, args.probe_gap
         )
         latency_report(lat, reached, rate, worker_rate)
     finally:
