@@ -145,3 +145,46 @@ def test_a_broker_error_in_the_sender_is_one_line_and_a_bug_keeps_its_traceback(
     assert bug.levelname == "ERROR" and bug.exc_info is not None
     assert "Traceback" not in logging.Formatter().format(broker)
     assert "Traceback" in logging.Formatter().format(bug)
+
+
+def test_produce_retries_are_summarised_once_a_minute(monkeypatch: pytest.MonkeyPatch) -> None:
+    """aiokafka warns for every retried produce request; KIP-890's NOT_ENOUGH_REPLICAS
+    retries are routine under load. The first of each error goes through, then one
+    line per interval with the counts."""
+    import logging
+
+    from aiokafka.errors import NotEnoughReplicasError, RequestTimedOutError
+
+    import agents.producer as producer
+
+    clock = [1000.0]
+    monkeypatch.setattr(producer.time, "monotonic", lambda: clock[0])
+    summary = producer._RetriesSummarised(interval_s=60)
+
+    def retried(error: type) -> logging.LogRecord:
+        return logging.LogRecord(
+            "aiokafka.producer.sender",
+            logging.WARNING,
+            __file__,
+            1,
+            "Got error produce response on topic-partition %s, retrying. Error: %s",
+            ("TopicPartition(topic='t', partition=0)", error),
+            None,
+        )
+
+    other = logging.LogRecord("aiokafka.producer.sender", logging.WARNING, "", 1, "x", (), None)
+    assert summary.filter(other)
+    assert summary.filter(retried(NotEnoughReplicasError))  # the first one, as it is
+    shown = []
+    for k in range(200):
+        clock[0] += 0.5
+        record = retried(RequestTimedOutError if k % 50 == 0 else NotEnoughReplicasError)
+        if summary.filter(record):
+            shown.append(record.getMessage())
+    # the first timeout as it is, then one line a minute (at 60 s and 120 s of the 100 s
+    # that passed: one) with the counts since the last line
+    assert shown[0].startswith("Got error produce response") and "RequestTimedOut" in shown[0]
+    assert shown[1:] == [
+        "kafka: produce requests retried in the last 60 s: 117 × NotEnoughReplicasError, "
+        "2 × RequestTimedOutError"
+    ]
