@@ -20,12 +20,16 @@ from __future__ import annotations
 
 import asyncio
 import heapq
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from streams.state import Lifecycle, PartitionState, WorkerState, lifecycle_bounds
 
 PC = tuple[str, str]
+
+#: How long :meth:`LiveCounts.refresh` may hold the event loop before it lets it through.
+REFRESH_TURN_S = 0.05
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,18 +129,27 @@ class LiveCounts:
         for _ in self._steps(now_ms):
             pass
 
-    async def refresh(self, now_ms: int | None) -> None:
-        """:meth:`update` with the event loop served between partitions.
+    async def refresh(self, now_ms: int | None, turn_s: float = REFRESH_TURN_S) -> None:
+        """:meth:`update`, letting the event loop through between partitions once it
+        has held it for ``turn_s``.
 
-        Recomputing a partition's changed groups costs ~35 µs each; at 10,000 events/s
-        and four scrapes a second (the latency bench's probes), a whole update held the
-        loop for 100–240 ms, and every transaction round trip and batch of the two
-        stages waited behind it (docs/benchmarks.md, "Latency, session 11"). A caller
-        holds :attr:`lock` from here until it has read what it needs, so updates never
-        interleave: each partition is then brought to one ``now_ms`` at a time, in order.
+        Recomputing a changed group costs 10–40 µs; a read-model tick after a backlog,
+        or at 10,000 communities, recomputes tens of thousands, and held the loop for
+        100–470 ms while every transaction round trip of the two stages waited
+        (docs/benchmarks.md, "Latency, session 9"). Letting the loop through after
+        every partition instead made a scrape's own answer slower under load (each
+        turn waits for a state batch or a routing slice), and a probe's latency
+        includes the scrape ("Latency, session 11"): hence turns of ``turn_s``.
+
+        A caller holds :attr:`lock` from here until it has read what it needs, so
+        updates never interleave: each partition is then brought to one ``now_ms``
+        at a time, in order.
         """
+        turn = time.monotonic()
         for _ in self._steps(now_ms):
-            await asyncio.sleep(0)
+            if time.monotonic() - turn >= turn_s:
+                await asyncio.sleep(0)
+                turn = time.monotonic()
 
     def _steps(self, now_ms: int | None) -> Iterator[None]:
         """The work of one update, a partition per step; the feeds get each
