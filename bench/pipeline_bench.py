@@ -56,7 +56,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from agents.kafka_admin import ensure_topics
 from agents.kafka_security import client_kwargs  # noqa: E402
-from bench.workers import REPO, Worker, stack_bootstrap, wait_caught_up  # noqa: E402
+from bench.workers import REPO, Worker, drop_topics, stack_bootstrap, wait_caught_up  # noqa: E402
 from streams.events import format_ts  # noqa: E402
 from streams.json_bytes import kept  # noqa: E402
 from streams.topics import by_user_topic, ingest_group  # noqa: E402
@@ -645,6 +645,9 @@ async def main() -> None:
         help="baseline: this tree with COMMIT's streams/state.py and no audience counts",
     )
     parser.add_argument("--rounds", type=int, default=2, help="--baseline: runs per tree")
+    parser.add_argument(
+        "--keep-topics", action="store_true", help="keep the run's topics (deleted by default)"
+    )
     args = parser.parse_args()
     if args.before_state:
         args.baseline = str(state_baseline(args.before_state))
@@ -673,6 +676,7 @@ async def main() -> None:
         finally:
             if args.before_state:
                 shutil.rmtree(Path(args.baseline).parent, ignore_errors=True)
+        await drop_run_topics(bootstrap, tag, args.keep_topics)
         return
 
     run, worker = await run_worker(bootstrap, topic, app_id, args, REPO)
@@ -704,6 +708,21 @@ async def main() -> None:
         latency_report(lat, reached, rate, worker_rate)
     finally:
         stop_and_clean(worker)
+    await drop_run_topics(bootstrap, tag, args.keep_topics)
+
+
+async def drop_run_topics(bootstrap: str, tag: str, keep: bool) -> None:
+    """After a run that ended well (a failed one keeps its topics for reading, like its
+    worker's data and log)."""
+    if keep:
+        print(f"topics kept: {tag}-*")
+        return
+    try:
+        dropped = await drop_topics(bootstrap, f"{tag}-")
+    except Exception as exc:  # noqa: BLE001 - the figures are printed already
+        print(f"could not delete the run's topics {tag}-*: {exc!r}")
+        return
+    print(f"deleted the run's {len(dropped)} topics ({tag}-*; --keep-topics keeps them)")
 
 
 if __name__ == "__main__":

@@ -365,3 +365,21 @@ async def read_all(bootstrap: str, topic: str) -> list[Any]:
                 if await consumer.position(tp) >= remaining[tp]:
                     remaining.pop(tp)
         return records
+
+
+async def drop_topics(bootstrap: str, prefix: str) -> list[str]:
+    """Delete the topics whose names start with ``prefix`` (what one benchmark run made:
+    its input, the workers' internal topics, the dead letters). Kept, they add up: a
+    day of latency runs left 2,460 partitions and 24 GB in a development stack's Kafka,
+    and its log recovery after a restart then outlasted the stack's 120 s wait."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **client_kwargs())
+    await admin.start()
+    try:
+        names = sorted(t for t in await admin.list_topics() if t.startswith(prefix))
+        if names:
+            await admin.delete_topics(names)
+    finally:
+        await admin.close()
+    return names

@@ -54,20 +54,20 @@ async def test_broker_restart_mid_stream_keeps_counts_exact(stack, tmp_path: Pat
     worker = Worker(
         stack.kafka_bootstrap, app_id, topic, f"{topic}.dlq", tmp_path / "data", store="rocksdb://"
     ).start()
-    try:
-        worker.wait_metrics()
-        await wait_caught_up(stack.kafka_bootstrap, app_id, topic, worker)
-        await produce(stack.kafka_bootstrap, topic, traffic.messages[third : 2 * third])
-        pid = kafka_pid(stack.state_dir)
-        os.kill(pid, signal.SIGKILL)  # mid-stream: the worker is on the second third
-        wait_gone(pid)
-        time.sleep(8)  # longer than the session timeout (6s): group memberships expire
-        assert worker.alive(), f"the worker died with the broker:\n{worker.log_tail()}"
-    finally:
-        # whatever happened, the broker comes back for the tests after this one
-        up = subprocess.run([str(STACK), "up"], capture_output=True, text=True)
-        assert up.returncode == 0, up.stdout + up.stderr
-    try:
+    try:  # the worker is stopped by its PID however the test ends
+        try:
+            worker.wait_metrics()
+            await wait_caught_up(stack.kafka_bootstrap, app_id, topic, worker)
+            await produce(stack.kafka_bootstrap, topic, traffic.messages[third : 2 * third])
+            pid = kafka_pid(stack.state_dir)
+            os.kill(pid, signal.SIGKILL)  # mid-stream: the worker is on the second third
+            wait_gone(pid)
+            time.sleep(8)  # longer than the session timeout (6s): group memberships expire
+            assert worker.alive(), f"the worker died with the broker:\n{worker.log_tail()}"
+        finally:
+            # whatever happened, the broker comes back for the tests after this one
+            up = subprocess.run([str(STACK), "up"], capture_output=True, text=True)
+            assert up.returncode == 0, up.stdout + up.stderr
         await produce(stack.kafka_bootstrap, topic, traffic.messages[2 * third :])
         await wait_caught_up(stack.kafka_bootstrap, app_id, topic, worker, timeout=240)
         assert worker.alive(), worker.log_tail()
