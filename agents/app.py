@@ -187,7 +187,7 @@ def _metrics_page(
         source = labelled if only is None else Only(labelled, only)
         live = gauges.live
         async with live.lock:  # the rows stay as refreshed until the text is made
-            await live.refresh(gauges.clock.now_ms())  # the loop served between partitions
+            await live.refresh(gauges.clock.now_ms())  # the loop let through after 50 ms turns
             body = generate_latest(source) + gauges.text(only).encode()
         return Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST}, status=200)
 

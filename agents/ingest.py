@@ -281,7 +281,6 @@ class IngestStage:
                     polled = await self.consumer.getmany(timeout_ms=200, max_records=20000)
                 except Exception:  # noqa: BLE001 - a batch aiokafka cannot read
                     await self.lanes.drain()  # what was read before it, committed first
-                    self.lanes.forget_waiting()  # (nothing waits once drained)
                     await self._skip_undecodable()
                     continue
                 self.lanes.check()

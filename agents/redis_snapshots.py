@@ -299,7 +299,7 @@ class ReadModelWriter:
         await flush_indexes(self.state)  # the loop served between partitions
         now_ms = self.clock.now_ms()
         async with self.live.lock:  # see LiveCounts.refresh
-            await self.live.refresh(now_ms)  # the loop served between partitions
+            await self.live.refresh(now_ms)  # the loop let through after 50 ms turns
             for p, pc, _before, _after in self.feed.take():
                 self.changed.setdefault(p, {})[pc] = None
         held = set(self.live.partitions())
