@@ -28,6 +28,11 @@ from collections.abc import Generator, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+from streams.count_deltas import (
+    NEVER,
+    View,
+    count_deltas,
+)
 from streams.events import ALL_COMMUNITIES
 from streams.sorted_ints import SortedInts
 
@@ -163,10 +168,6 @@ class Lifecycle(NamedTuple):
 _new_tuple = tuple.__new__
 
 
-# What the indexes hold for one record, or for one user in "*": (first seen, last
-# active, following). None: nothing indexed.
-View = tuple[int, int | None, bool]
-
 # The insertions one flush brings to a group's indexes: active (last-active, and the
 # first-seen paired with it), first_active, first_idle, active_followers.
 _Adds = tuple[list[int], list[int], list[int], list[int], list[int]]
@@ -179,7 +180,7 @@ class _Group:
     windows cost nothing on the hot path and can be added without new state.
     """
 
-    __slots__ = ("active", "first_active", "first_idle", "active_followers", "cached")
+    __slots__ = ("active", "first_active", "first_idle", "active_followers", "cached", "moved")
 
     def __init__(self) -> None:
         # last-active of every member with one, paired with its first-seen (the
@@ -188,10 +189,12 @@ class _Group:
         self.first_active = SortedInts()  # first-seen of every member with a last-active
         self.first_idle = SortedInts()  # first-seen of every member without one
         self.active_followers = SortedInts()  # last-active of the members following
-        # The last lifecycle counts: (windows, computed at, valid before, counts); see
-        # :meth:`lifecycle`. Any change to the lists drops it.
-        # (+ the active counts, which the same bisections give).
-        self.cached: tuple[Any, int, int, dict[str, Lifecycle], dict[str, int]] | None = None
+        # The last lifecycle counts: (windows, computed at, valid before, counts, and the
+        # active counts, which the same bisections give); see :meth:`counts`.
+        self.cached: _Cached | None = None
+        # The member changes since ``cached`` was computed, which the next read counts
+        # in (:func:`_moved`); past SHIFT_LIMIT the cache is dropped instead.
+        self.moved: list[tuple[View | None, View | None]] = []
 
     def __bool__(self) -> bool:
         return bool(self.first_active or self.first_idle)
@@ -200,7 +203,11 @@ class _Group:
         """Replace each member's old view by its new one (None: not a member): removals
         one by one, insertions in one batch per index. One change per member; a new
         member (the common case while records are created) is inlined."""
-        self.cached = None
+        if self.cached is not None:
+            if len(self.moved) + len(changes) <= SHIFT_LIMIT:
+                self.moved.extend(changes)
+            else:
+                self.cached, self.moved = None, []
         adds: _Adds = ([], [], [], [], [])
         active, active_first, first_active, idle, followers = adds
         for old, new in changes:
@@ -277,7 +284,14 @@ class _Group:
         says: the active counts fall out of the same bisections."""
         cached = self.cached
         if cached is not None and cached[0] == key and cached[1] <= now_ms < cached[2]:
-            return cached[4], cached[3]
+            if self.moved:
+                cached = self.cached = _moved(cached, self.moved, now_ms)
+                self.moved = []
+                if now_ms < cached[2]:
+                    return cached[4], cached[3]
+            else:
+                return cached[4], cached[3]
+        self.moved = []
         active, counts, valid_until = self._lifecycle(now_ms, bounds)
         self.cached = (key, now_ms, valid_until, counts, active)
         return active, counts
@@ -354,7 +368,58 @@ class _Group:
         return active_out, out, soon
 
 
-_NEVER = 1 << 62
+_NEVER = NEVER
+
+#: (windows, computed at, valid before, lifecycle counts, active counts): see
+#: :meth:`_Group.counts`.
+_Cached = tuple[Any, int, int, dict[str, "Lifecycle"], dict[str, int]]
+
+#: Up to this many member changes between two reads, a read moves a group's cached
+#: counts by :func:`streams.count_deltas.count_deltas` (a few µs a change); past it
+#: the cache is dropped and the read counts the group again (10–40 µs).
+SHIFT_LIMIT = 8
+
+
+def _moved(cached: _Cached, moved: list[tuple[View | None, View | None]], now_ms: int) -> _Cached:
+    """The cached counts with the ``moved`` members' changes counted in at ``now_ms``.
+
+    The cache's own members reach no edge before its end, so their share of the
+    counts is the same at ``now_ms`` as when they were counted; the changes are
+    counted at ``now_ms`` itself (events usually arrive ahead of the last count's
+    clock), and the result holds until the cache's end or the first edge an arriving
+    member reaches, whichever comes first. New dicts: readers may hold the old ones.
+    """
+    key, _at, until, counts, active = cached
+    widths, places = _window_order(key)
+    deltas, soon = count_deltas(now_ms, widths, moved)
+    if deltas is None:  # the same counts: the same dicts, which readers compare cheaply
+        return (key, now_ms, min(until, soon), counts, active)
+    active_d, followers_d, new_d, returning_d, dormant_d = deltas
+    new_counts: dict[str, Lifecycle] = {}
+    new_active: dict[str, int] = {}
+    for label, i in places:
+        c = counts[label]
+        new_counts[label] = _new_tuple(
+            Lifecycle,
+            (c[0] + followers_d[i], c[1] + new_d[i], c[2] + returning_d[i], c[3] + dormant_d[i]),
+        )
+        new_active[label] = active[label] + active_d[i]
+    return (key, now_ms, min(until, soon), new_counts, new_active)
+
+
+_ORDERS: dict[Any, tuple[list[int], list[tuple[str, int]]]] = {}
+
+
+def _window_order(key: Any) -> tuple[list[int], list[tuple[str, int]]]:
+    """A windows key's widths ascending (as :func:`count_deltas` takes them), and each
+    label in the key's own order with its place among them (dicts keep the order)."""
+    got = _ORDERS.get(key)
+    if got is None:
+        ranked = sorted(range(len(key)), key=lambda i: key[i][1])
+        place = {i: r for r, i in enumerate(ranked)}
+        widths = [key[i][1] for i in ranked]
+        got = _ORDERS[key] = (widths, [(label, place[i]) for i, (label, _w) in enumerate(key)])
+    return got
 
 
 #: (label, low, bisection key of the window before: low - width + 1); the first entry
