@@ -13,7 +13,7 @@ they were first seen, not sorted.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Iterable, Mapping
 
 from prometheus_client.utils import floatToGoString
 
@@ -46,6 +46,11 @@ class GaugeText:
         self.totals = totals
         self.app = "" if app_id is None else f'app="{escape(app_id)}",'
         self.lines: dict[str, dict[PC, str]] = {name: {} for name in GAUGES}
+        # per family: labelled keys whose lines are out of date. A scrape renders only
+        # the families it serves (a probe's ``name[]`` asks for one of six), and a
+        # family's keys wait until a scrape asks for it.
+        self._stale: dict[str, dict[PC, None]] = {name: {} for name in GAUGES}
+        self._label_text: dict[PC, str] = {}  # labelled key -> its escaped labels
         self._headers = {name: header(name, "gauge") for name in GAUGES}
         # input partition -> {(platform, community, type): (value, its line)}
         self._events: dict[int, dict[tuple[str, str, str], tuple[int, str]]] = {}
@@ -62,11 +67,16 @@ class GaugeText:
         families of these names (a scrape's ``name[]``). The sums are brought up to
         date either way, so a filtered scrape shows the same values as a whole one."""
         self.totals.update(now_ms)
-        for key in self.totals.take_dirty():
-            self._render(key)
+        dirty = self.totals.take_dirty()
         parts = []
         for name in GAUGES:
+            stale = self._stale[name]
+            if dirty:
+                stale.update(dirty)
             if only is None or name in only:
+                if stale:
+                    self._render(name, stale)
+                    stale.clear()
                 parts.append(self._headers[name])
                 parts.extend(self.lines[name].values())
         for partition in [p for p in self._events if p not in events]:
@@ -77,28 +87,39 @@ class GaugeText:
                 parts.extend(self._event_lines(partition, counts))
         return "".join(parts)
 
-    def _render(self, key: PC) -> None:
-        """Every line of one labelled key, from its sums now (absent sums: no lines)."""
-        t, lines, app = self.totals, self.lines, self.app
-        labels = f'{app}platform="{escape(key[0])}",community="{escape(key[1])}"'
-        active = t.active.get(key)
-        if active is None:
-            lines[names.ACTIVE_USERS].pop(key, None)
-        else:
-            lines[names.ACTIVE_USERS][key] = _windowed(names.ACTIVE_USERS, labels, active)
-        audience = t.lifecycle.get(key)
-        for i, name in enumerate(names.LIFECYCLE.values()):
-            if audience is None:
-                lines[name].pop(key, None)
+    def _render(self, name: str, keys: Iterable[PC]) -> None:
+        """The lines of family ``name`` for ``keys``, from their sums now (absent
+        sums: no lines)."""
+        t, lines = self.totals, self.lines[name]
+        if name == names.FOLLOWERS:
+            for key in keys:
+                followers = t.followers.get(key)
+                if followers is None:
+                    lines.pop(key, None)
+                else:
+                    lines[key] = f"{name}{{{self._labels(key)}}} {_number(followers)}\n"
+            return
+        field = _LIFECYCLE_FIELD.get(name)
+        for key in keys:
+            if field is None:
+                counts: Mapping[str, int] | None = t.active.get(key)
             else:
-                lines[name][key] = _windowed(name, labels, _field(audience, i))
-        followers = t.followers.get(key)
-        if followers is None:
-            lines[names.FOLLOWERS].pop(key, None)
-        else:
-            lines[names.FOLLOWERS][key] = (
-                f"{names.FOLLOWERS}{{{labels}}} {floatToGoString(followers)}\n"
+                audience = t.lifecycle.get(key)
+                counts = None if audience is None else _field(audience, field)
+            if counts is None:
+                lines.pop(key, None)
+            else:
+                lines[key] = _windowed(name, self._labels(key), counts)
+
+    def _labels(self, key: PC) -> str:
+        text = self._label_text.get(key)
+        if text is None:
+            if len(self._label_text) >= _LABEL_TEXTS:  # names re-ranked out over time
+                self._label_text.clear()
+            text = self._label_text[key] = (
+                f'{self.app}platform="{escape(key[0])}",community="{escape(key[1])}"'
             )
+        return text
 
     def _event_lines(self, partition: int, events: Mapping[EventKey, int]) -> list[str]:
         """One line per counter series; only moved values are formatted again."""
@@ -112,7 +133,7 @@ class GaugeText:
                 hit = cache[key] = (
                     n,
                     f'{name}{{{app}platform="{escape(platform)}",community="{escape(community)}",'
-                    f'type="{escape(kind)}",{label}}} {floatToGoString(n)}\n',
+                    f'type="{escape(kind)}",{label}}} {_number(n)}\n',
                 )
             out.append(hit[1])
         return out
@@ -124,6 +145,31 @@ def _field(audience: Mapping[str, Lifecycle], i: int) -> dict[str, int]:
 
 def _windowed(name: str, labels: str, counts: Mapping[str, int]) -> str:
     return "".join(
-        f'{name}{{{labels},window="{escape(window)}"}} {floatToGoString(n)}\n'
-        for window, n in counts.items()
+        f"{name}{{{labels},{_window_label(window)}}} {_number(n)}\n" for window, n in counts.items()
     )
+
+
+#: escaped label texts kept at most (a key's, until the labels churn past it)
+_LABEL_TEXTS = 100_000
+
+_WINDOW_LABELS: dict[str, str] = {}
+
+
+def _window_label(window: str) -> str:
+    text = _WINDOW_LABELS.get(window)
+    if text is None:
+        text = _WINDOW_LABELS[window] = f'window="{escape(window)}"'
+    return text
+
+
+def _number(n: int) -> str:
+    """``floatToGoString(n)`` (what prometheus_client writes) for a count: a plain int
+    below a million is written as ``n.0`` (Go's format switches to exponents from
+    there; left to prometheus_client)."""
+    if type(n) is int and 0 <= n < 1_000_000:
+        return f"{n}.0"
+    return floatToGoString(n)
+
+
+#: a lifecycle family's name -> its field in :class:`streams.state.Lifecycle`
+_LIFECYCLE_FIELD = {name: i for i, name in enumerate(names.LIFECYCLE.values())}

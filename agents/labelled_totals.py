@@ -21,6 +21,9 @@ Label = Callable[[str], str]
 RowKey = tuple[int, PC]
 
 
+_new_tuple = tuple.__new__  # Lifecycle's C constructor (see streams/state.py)
+
+
 def _minus(a: Lifecycle, b: Lifecycle) -> Lifecycle:
     return Lifecycle(a[0] - b[0], a[1] - b[1], a[2] - b[2], a[3] - b[3])
 
@@ -88,8 +91,52 @@ class LabelledTotals:
             if not members:
                 del self._members[pc[1]]
         key = self._key(pc)
-        self._add(key, old, -1)
-        self._add(key, new, 1)
+        if old is EMPTY or not new:
+            self._add(key, old, -1)
+            self._add(key, new, 1)
+            return
+        # A row that changed (the usual change): its differences, part by part; a part
+        # the row still shares with its old self (streams/state.py reuses the counts
+        # a change left as they were) costs nothing.
+        self.dirty[key] = None
+        if old.active is not new.active:
+            self._move_active(key, old.active, new.active)
+        if old.lifecycle is not new.lifecycle:
+            self._move_lifecycle(key, old.lifecycle, new.lifecycle)
+        if old.followers != new.followers:
+            self._add(key, Row(None, None, old.followers), -1)
+            self._add(key, Row(None, None, new.followers), 1)
+
+    def _move_active(self, key: PC, old: dict[str, int] | None, new: dict[str, int] | None) -> None:
+        if old is None or new is None:
+            self._add(key, Row(old, None, None), -1)
+            self._add(key, Row(new, None, None), 1)
+            return
+        total = self.active[key]
+        for window, users in new.items():
+            total[window] += users - old[window]
+
+    def _move_lifecycle(
+        self, key: PC, old: dict[str, Lifecycle] | None, new: dict[str, Lifecycle] | None
+    ) -> None:
+        if old is None or new is None:
+            self._add(key, Row(None, old, None), -1)
+            self._add(key, Row(None, new, None), 1)
+            return
+        audience = self.lifecycle[key]
+        for window, n in new.items():
+            o = old[window]
+            if n is not o:
+                b = audience[window]
+                audience[window] = _new_tuple(
+                    Lifecycle,
+                    (
+                        b[0] + n[0] - o[0],
+                        b[1] + n[1] - o[1],
+                        b[2] + n[2] - o[2],
+                        b[3] + n[3] - o[3],
+                    ),
+                )
 
     def _add(self, key: PC, row: Row, sign: int) -> None:
         """Add (sign 1) or take out (-1) one row's counts under ``key``."""

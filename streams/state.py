@@ -399,10 +399,12 @@ def _moved(cached: _Cached, moved: list[tuple[View | None, View | None]], now_ms
     new_active: dict[str, int] = {}
     for label, i in places:
         c = counts[label]
-        new_counts[label] = _new_tuple(
-            Lifecycle,
-            (c[0] + followers_d[i], c[1] + new_d[i], c[2] + returning_d[i], c[3] + dormant_d[i]),
-        )
+        followers, new, returning, dormant = followers_d[i], new_d[i], returning_d[i], dormant_d[i]
+        if followers or new or returning or dormant:
+            c = _new_tuple(
+                Lifecycle, (c[0] + followers, c[1] + new, c[2] + returning, c[3] + dormant)
+            )
+        new_counts[label] = c  # an unchanged window's the same tuple: readers skip it
         new_active[label] = active[label] + active_d[i]
     return (key, now_ms, min(until, soon), new_counts, new_active)
 
