@@ -193,8 +193,9 @@ class _Group:
         # active counts, which the same bisections give); see :meth:`counts`.
         self.cached: _Cached | None = None
         # The member changes since ``cached`` was computed, which the next read counts
-        # in (:func:`_moved`); past SHIFT_LIMIT the cache is dropped instead.
-        self.moved: list[tuple[View | None, View | None]] = []
+        # in (:func:`_moved`); past SHIFT_LIMIT the cache is dropped instead. None when
+        # there are none: an empty list per group would cost 56 B each.
+        self.moved: list[tuple[View | None, View | None]] | None = None
 
     def __bool__(self) -> bool:
         return bool(self.first_active or self.first_idle)
@@ -204,10 +205,13 @@ class _Group:
         one by one, insertions in one batch per index. One change per member; a new
         member (the common case while records are created) is inlined."""
         if self.cached is not None:
-            if len(self.moved) + len(changes) <= SHIFT_LIMIT:
-                self.moved.extend(changes)
+            moved = self.moved
+            if moved is None and len(changes) <= SHIFT_LIMIT:
+                self.moved = list(changes)
+            elif moved is not None and len(moved) + len(changes) <= SHIFT_LIMIT:
+                moved.extend(changes)
             else:
-                self.cached, self.moved = None, []
+                self.cached, self.moved = None, None
         adds: _Adds = ([], [], [], [], [])
         active, active_first, first_active, idle, followers = adds
         for old, new in changes:
@@ -272,8 +276,9 @@ class _Group:
 
         The counts only change when the lists change or when the clock brings some
         element onto a window edge; :meth:`_lifecycle` says when that next happens, so
-        a scrape or snapshot recomputes only the communities that changed or whose
-        edge was crossed (a quiet community costs a comparison).
+        a scrape or snapshot recomputes only the communities whose edge was crossed or
+        that changed by more than a few members (a quiet community costs a comparison;
+        a few changes move the cached counts, :func:`_moved`).
         """
         return self.counts(now_ms, bounds, key)[1]
 
@@ -286,12 +291,12 @@ class _Group:
         if cached is not None and cached[0] == key and cached[1] <= now_ms < cached[2]:
             if self.moved:
                 cached = self.cached = _moved(cached, self.moved, now_ms)
-                self.moved = []
+                self.moved = None
                 if now_ms < cached[2]:
                     return cached[4], cached[3]
             else:
                 return cached[4], cached[3]
-        self.moved = []
+        self.moved = None
         active, counts, valid_until = self._lifecycle(now_ms, bounds)
         self.cached = (key, now_ms, valid_until, counts, active)
         return active, counts
