@@ -92,8 +92,7 @@ class LabelledTotals:
                 del self._members[pc[1]]
         key = self._key(pc)
         if old is EMPTY or not new:
-            self._add(key, old, -1)
-            self._add(key, new, 1)
+            self._replace(key, old, new)
             return
         # A row that changed (the usual change): its differences, part by part; a part
         # the row still shares with its old self (streams/state.py reuses the counts
@@ -104,13 +103,16 @@ class LabelledTotals:
         if old.lifecycle is not new.lifecycle:
             self._move_lifecycle(key, old.lifecycle, new.lifecycle)
         if old.followers != new.followers:
-            self._add(key, Row(None, None, old.followers), -1)
-            self._add(key, Row(None, None, new.followers), 1)
+            self._replace(key, Row(None, None, old.followers), Row(None, None, new.followers))
+
+    def _replace(self, key: PC, old: Row, new: Row) -> None:
+        """Take ``old``'s counts out from under ``key`` and add ``new``'s."""
+        self._add(key, old, -1)
+        self._add(key, new, 1)
 
     def _move_active(self, key: PC, old: dict[str, int] | None, new: dict[str, int] | None) -> None:
-        if old is None or new is None:
-            self._add(key, Row(old, None, None), -1)
-            self._add(key, Row(new, None, None), 1)
+        if old is None or new is None:  # the row gains or loses its active counts
+            self._replace(key, Row(old, None, None), Row(new, None, None))
             return
         total = self.active[key]
         for window, users in new.items():
@@ -119,9 +121,8 @@ class LabelledTotals:
     def _move_lifecycle(
         self, key: PC, old: dict[str, Lifecycle] | None, new: dict[str, Lifecycle] | None
     ) -> None:
-        if old is None or new is None:
-            self._add(key, Row(None, old, None), -1)
-            self._add(key, Row(None, new, None), 1)
+        if old is None or new is None:  # the row gains or loses its audience counts
+            self._replace(key, Row(None, old, None), Row(None, new, None))
             return
         audience = self.lifecycle[key]
         for window, n in new.items():
