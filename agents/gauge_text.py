@@ -100,11 +100,12 @@ class GaugeText:
                     lines[key] = f"{name}{{{self._labels(key)}}} {_number(followers)}\n"
             return
         field = _LIFECYCLE_FIELD.get(name)
+        lifecycle = t.lifecycle if field is not None else {}  # read once: it moves what is due
         for key in keys:
             if field is None:
                 counts: Mapping[str, int] | None = t.active.get(key)
             else:
-                audience = t.lifecycle.get(key)
+                audience = lifecycle.get(key)
                 counts = None if audience is None else _field(audience, field)
             if counts is None:
                 lines.pop(key, None)

@@ -6,6 +6,13 @@ summing every partition's rows again at each scrape costs as much as computing t
 reports — subtract a row's old counts, add its new ones — and, when a ranking moves a
 name to another label, moves just that name's rows. The sums equal
 :func:`streams.gauges.gauge_rows` with the same labels (tests/unit/agents/test_gauge_text.py).
+
+The audience (lifecycle) sums are moved only when someone reads them. A probe or a
+dashboard that scrapes ``name[]=engagement_active_users`` several times a second
+would otherwise pay for four more families at each scrape, while Prometheus reads
+them every 15 s: a row's changes between two reads are folded into one (its first
+old counts, its last new ones), so a read pays once per changed row, not once per
+change.
 """
 
 from __future__ import annotations
@@ -50,7 +57,10 @@ class LabelledTotals:
         self._platform_labels: dict[str, str] = {}
         self._members: dict[str, dict[RowKey, None]] = {}  # community name -> its rows
         self.active: dict[PC, dict[str, int]] = {}
-        self.lifecycle: dict[PC, dict[str, Lifecycle]] = {}
+        self._lifecycle: dict[PC, dict[str, Lifecycle]] = {}
+        # rows whose audience counts changed in place since the sums were last read:
+        # (their counts the sums hold, their counts now); see :attr:`lifecycle`
+        self._lifecycle_due: dict[RowKey, tuple[dict[str, Lifecycle], dict[str, Lifecycle]]] = {}
         self.followers: dict[PC, int] = {}
         # how many rows have each kind of count under a label: present while > 0
         self._refs: tuple[dict[PC, int], dict[PC, int], dict[PC, int]] = ({}, {}, {})
@@ -66,6 +76,19 @@ class LabelledTotals:
         if generation != self._seen_generation:
             self._seen_generation = generation
             self._relabel()
+
+    @property
+    def lifecycle(self) -> dict[PC, dict[str, Lifecycle]]:
+        """The audience sums, brought up to date with the rows :meth:`update` saw.
+
+        Their keys were marked dirty when the rows changed, so a reader that renders
+        the dirty keys later still renders these."""
+        due = self._lifecycle_due
+        if due:
+            self._lifecycle_due = {}
+            for (_p, pc), (old, new) in due.items():
+                self._move_lifecycle(self._key(pc), old, new)
+        return self._lifecycle
 
     def take_dirty(self) -> dict[PC, None]:
         dirty, self.dirty = self.dirty, {}
@@ -83,15 +106,20 @@ class LabelledTotals:
 
     def _apply(self, change: Change) -> None:
         p, pc, old, new = change
-        members = self._members.setdefault(pc[1], {})
-        if new:
-            members[(p, pc)] = None
-        else:
-            members.pop((p, pc), None)
-            if not members:
-                del self._members[pc[1]]
+        row = (p, pc)
+        if not old or not new:  # the row appears or goes: in place, it is a member already
+            members = self._members.setdefault(pc[1], {})
+            if new:
+                members[row] = None
+            else:
+                members.pop(row, None)
+                if not members:
+                    del self._members[pc[1]]
         key = self._key(pc)
+        due = self._lifecycle_due.pop(row, None)
         if old is EMPTY or not new:
+            if due is not None:
+                self._move_lifecycle(key, *due)
             self._replace(key, old, new)
             return
         # A row that changed (the usual change): its differences, part by part; a part
@@ -101,7 +129,14 @@ class LabelledTotals:
         if old.active is not new.active:
             self._move_active(key, old.active, new.active)
         if old.lifecycle is not new.lifecycle:
-            self._move_lifecycle(key, old.lifecycle, new.lifecycle)
+            if old.lifecycle is None or new.lifecycle is None:
+                if due is not None:
+                    self._move_lifecycle(key, *due)
+                self._move_lifecycle(key, old.lifecycle, new.lifecycle)
+            else:  # moved when read: from what the sums hold to the newest
+                self._lifecycle_due[row] = (old.lifecycle if due is None else due[0], new.lifecycle)
+        elif due is not None:
+            self._lifecycle_due[row] = due
         if old.followers != new.followers:
             self._replace(key, Row(None, None, old.followers), Row(None, None, new.followers))
 
@@ -124,7 +159,7 @@ class LabelledTotals:
         if old is None or new is None:  # the row gains or loses its audience counts
             self._replace(key, Row(None, old, None), Row(None, new, None))
             return
-        audience = self.lifecycle[key]
+        audience = self._lifecycle[key]
         for window, n in new.items():
             o = old[window]
             if n is not o:
@@ -152,7 +187,7 @@ class LabelledTotals:
             if _count(refs_active, key, sign) == 0:
                 del self.active[key]
         if row.lifecycle is not None:
-            audience = self.lifecycle.setdefault(key, {})
+            audience = self._lifecycle.setdefault(key, {})
             for window, n in row.lifecycle.items():
                 before = audience.get(window)
                 if before is None:
@@ -160,7 +195,7 @@ class LabelledTotals:
                 else:
                     audience[window] = before.plus(n) if sign > 0 else _minus(before, n)
             if _count(refs_lifecycle, key, sign) == 0:
-                del self.lifecycle[key]
+                del self._lifecycle[key]
         if row.followers is not None:
             self.followers[key] = self.followers.get(key, 0) + sign * row.followers
             if _count(refs_followers, key, sign) == 0:
@@ -169,6 +204,7 @@ class LabelledTotals:
     def _relabel(self) -> None:
         """After a ranking: label every known name again, move the rows of those whose
         label changed (a changed platform label moves every row of that platform)."""
+        self.lifecycle  # noqa: B018 - the audience sums due, moved under the labels they had
         moved_platforms = {
             platform
             for platform, before in list(self._platform_labels.items())
