@@ -269,6 +269,7 @@ def _ingest_task(
                 "heartbeat_interval_ms": settings.heartbeat_interval_ms,
             },
             offsets=offsets,
+            txn_spacing=settings.ingest_txn_spacing_ms / 1000,
         )
         await stage.run()
 

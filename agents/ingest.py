@@ -230,6 +230,7 @@ class IngestStage:
         producers: PartitionProducers,
         consumer_settings: dict[str, Any],
         offsets: OffsetGauges | None = None,
+        txn_spacing: float = 0.0,
     ) -> None:
         self.bootstrap = bootstrap
         self.group_id = group_id
@@ -248,7 +249,13 @@ class IngestStage:
         self.outage = Outage("ingest: cannot deliver to Kafka", "ingest: delivering again")
         #: each input partition's transactions, one at a time, while the next polls
         #: are read (agents/ingest_lanes.py)
-        self.lanes = Lanes(self._handle_or_rewind, self._pause, self._resume, WAITING_LIMIT)
+        self.lanes = Lanes(
+            self._handle_or_rewind,
+            self._pause,
+            self._resume,
+            WAITING_LIMIT,
+            txn_spacing,
+        )
         producers.on_given_up = self._request_rejoin
 
     def _request_rejoin(self, partition: int) -> None:

@@ -13,6 +13,12 @@ is in flight wait, and go as one batch as soon as it ends. Past ``limit`` waitin
 messages the partition is paused, so memory stays bounded when Kafka is slower than
 the input.
 
+A partition's next transaction starts no sooner than ``spacing`` seconds after the
+start of the one before (held meanwhile, counting as busy): at a steady rate the
+transactions then carry more events each, and fewer of them cost the worker and the
+broker less (docs/benchmarks.md, "Latency, session 13"). A partition that was idle,
+or whose transaction took longer, goes at once.
+
 What waits must follow on from the batch in flight, offset for offset: the stage
 calls :meth:`Lanes.forget` whenever it moves a partition's position (a rewind after a
 failed transaction, a new assignment), so that only messages read from the new
@@ -42,11 +48,15 @@ class Lanes:
         pause: Callable[[Any], None],
         resume: Callable[[Any], None],
         limit: int,
+        spacing: float = 0.0,
     ) -> None:
         self.handle = handle
         self.pause = pause
         self.resume = resume
         self.limit = limit
+        #: seconds from the start of a partition's transaction to the start of its next
+        self.spacing = spacing
+        self._started: dict[Any, float] = {}
         self._running: dict[Any, asyncio.Future[bool]] = {}
         self._waiting: dict[Any, list[Any]] = {}
         self._paused: set[Any] = set()
@@ -98,7 +108,17 @@ class Lanes:
     def _start(self, tp: Any, messages: list[Any]) -> None:
         task = asyncio.ensure_future(self.handle(tp, messages))
         self._running[tp] = task
+        self._started[tp] = asyncio.get_running_loop().time()
         task.add_done_callback(partial(self._done, tp))
+
+    def _hold(self, tp: Any, delay: float) -> None:
+        """Keep ``tp`` busy for ``delay`` seconds, with nothing in flight: what arrives
+        meanwhile waits, and goes with what waits already (see :attr:`spacing`)."""
+        loop = asyncio.get_running_loop()
+        held: asyncio.Future[bool] = loop.create_future()
+        self._running[tp] = held
+        held.add_done_callback(partial(self._done, tp))
+        loop.call_later(delay, _release, held)
 
     def _done(self, tp: Any, task: asyncio.Future[bool]) -> None:
         if self._running.get(tp) is task:
@@ -113,4 +133,14 @@ class Lanes:
         if error is not None:
             self._errors.append(error)
         elif waiting:
-            self._start(tp, waiting)
+            delay = self._started.get(tp, 0.0) + self.spacing - asyncio.get_running_loop().time()
+            if delay > 0:
+                self._waiting[tp] = waiting
+                self._hold(tp, delay)
+            else:
+                self._start(tp, waiting)
+
+
+def _release(held: asyncio.Future[bool]) -> None:
+    if not held.done():  # (cancelled: the lanes are being cancelled)
+        held.set_result(True)

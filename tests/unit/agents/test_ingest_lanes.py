@@ -28,8 +28,8 @@ class Broker:
         gate.clear()
         return self.results.get(tp, True)
 
-    def lanes(self, limit: int = 100) -> Lanes:
-        return Lanes(self.handle, self.paused.append, self.resumed.append, limit)
+    def lanes(self, limit: int = 100, spacing: float = 0.0) -> Lanes:
+        return Lanes(self.handle, self.paused.append, self.resumed.append, limit, spacing)
 
     async def release(self, tp: str) -> None:
         self.gates.setdefault(tp, asyncio.Event()).set()
@@ -134,3 +134,78 @@ async def test_cancel_stops_what_is_in_flight() -> None:
     await lanes.cancel()
     assert not lanes.busy()
     assert broker.started == [("a", [0]), ("b", [0])]
+
+
+async def test_spacing_holds_the_next_batch_and_sends_what_came_meanwhile_with_it() -> None:
+    """At a steady rate, a transaction that ended early waits out the spacing (from
+    its start): what is polled meanwhile joins the waiting batch, in order, and the
+    partition counts as busy throughout."""
+    loop = asyncio.get_running_loop()
+    broker = Broker()
+    lanes = broker.lanes(spacing=0.2)
+    began = loop.time()
+    lanes.submit("a", [0])
+    await turns()
+    lanes.submit("a", [1])
+    await broker.release("a")  # the first ends at once; [1] is held
+    assert broker.started == [("a", [0])] and lanes.busy()
+    lanes.submit("a", [2, 3])
+    await asyncio.sleep(0.1)
+    assert broker.started == [("a", [0])]
+    await asyncio.sleep(0.15)
+    assert broker.started == [("a", [0]), ("a", [1, 2, 3])]
+    assert loop.time() - began >= 0.2
+    await broker.release("a")
+    await lanes.drain()
+    assert not lanes.busy()
+
+
+async def test_spacing_costs_nothing_to_a_partition_that_was_idle_or_slow() -> None:
+    broker = Broker()
+    lanes = broker.lanes(spacing=0.05)
+    lanes.submit("a", [0])
+    await turns()
+    await asyncio.sleep(0.06)  # a transaction longer than the spacing
+    lanes.submit("a", [1])
+    await broker.release("a")
+    assert broker.started == [("a", [0]), ("a", [1])]  # no hold
+    await broker.release("a")
+    await lanes.drain()
+    await asyncio.sleep(0.06)
+    lanes.submit("a", [2])  # idle: goes at once
+    await turns()
+    assert broker.started[-1] == ("a", [2])
+    await broker.release("a")
+    await lanes.drain()
+
+
+async def test_a_held_partition_is_drained_forgotten_and_cancelled_like_a_running_one() -> None:
+    broker = Broker()
+    lanes = broker.lanes(spacing=0.1)
+    lanes.submit("a", [0])
+    await turns()
+    lanes.submit("a", [1])
+    await broker.release("a")
+    draining = asyncio.ensure_future(lanes.drain())  # waits through the hold
+    await asyncio.sleep(0.15)
+    assert broker.started == [("a", [0]), ("a", [1])] and not draining.done()
+    await broker.release("a")
+    await draining
+    # forgotten during a hold: nothing goes when it ends
+    lanes.submit("b", [0])
+    await turns()
+    lanes.submit("b", [1])
+    await broker.release("b")
+    lanes.forget("b")
+    await lanes.drain()
+    assert [m for tp, m in broker.started if tp == "b"] == [[0]]
+    # cancelled during a hold
+    lanes.submit("c", [0])
+    await turns()
+    lanes.submit("c", [1])
+    await broker.release("c")
+    assert lanes.busy()
+    await lanes.cancel()
+    assert not lanes.busy()
+    await asyncio.sleep(0.15)
+    assert [m for tp, m in broker.started if tp == "c"] == [[0]]
