@@ -323,13 +323,38 @@ def _consume_leftovers(producer: Any) -> None:
     end waiter, and the delivery and drain futures of every batch still queued — ours
     and any handed over before a send raised. Once the transaction is given up nobody
     awaits them, and asyncio would log each one as "Future exception was never
-    retrieved" with a traceback: error lines for a zombie's normal end."""
+    retrieved" with a traceback: error lines for a zombie's normal end.
+
+    The same for the sender's produce-request tasks still running: one that was
+    backing off to retry a batch (Kafka's transaction verification answers
+    ``NOT_ENOUGH_REPLICAS`` under load) while the fence failed every batch re-queues
+    a batch no longer pending, and dies of a ``KeyError`` nobody retrieves
+    (aiokafka 0.14, ``MessageAccumulator.reenqueue``)."""
     futures = [producer._txn_manager.wait_for_transaction_end()]  # noqa: SLF001
     accumulator = producer._message_accumulator  # noqa: SLF001
     by_partition = accumulator._batches.values()  # noqa: SLF001
     queued = [*chain.from_iterable(by_partition), *accumulator._pending_batches]  # noqa: SLF001
     futures += [f for batch in queued for f in (batch.future, batch._drain_waiter)]  # noqa: SLF001
+    sender = getattr(producer, "_sender", None)
+    if sender is not None:
+        futures += _tasks_of(sender, type(sender)._send_produce_req)  # noqa: SLF001
     _consume([f for f in futures if f is not None])
+
+
+def _tasks_of(owner: Any, method: Callable[..., Any]) -> list[asyncio.Task[Any]]:
+    """The running tasks of ``owner.method(...)``. Only those frames' locals are read
+    (reading a frame's locals keeps a copy of them until the frame moves on)."""
+    try:
+        tasks = asyncio.all_tasks()
+    except RuntimeError:  # no running loop: nothing of ours can be running
+        return []
+    code = getattr(method, "__code__", None)
+    out = []
+    for task in tasks:
+        frame = getattr(task.get_coro(), "cr_frame", None)
+        if frame is not None and frame.f_code is code and frame.f_locals.get("self") is owner:
+            out.append(task)
+    return out
 
 
 async def _stop_quietly(producer: Any) -> None:

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from aiokafka.errors import KafkaConnectionError, ProducerFenced
 
+from agents.kafka_out import consume_outcomes
 from agents.producer import NotOwner, PartitionProducers
 
 
@@ -188,3 +189,34 @@ def test_produce_retries_are_summarised_once_a_minute(monkeypatch: pytest.Monkey
         "kafka: produce requests retried in the last 60 s: 117 × NotEnoughReplicasError, "
         "2 × RequestTimedOutError"
     ]
+
+
+async def test_a_dying_sender_task_of_a_given_up_producer_is_retrieved() -> None:
+    """aiokafka's produce-request task that re-queues a batch the fence already failed
+    dies of a KeyError after its backoff; the leftovers of a given-up producer include
+    it, so asyncio reports nothing."""
+    import asyncio
+    import gc
+
+    from agents.producer import _tasks_of
+
+    class Sender:
+        async def send_produce_req(self) -> None:
+            await asyncio.sleep(0.01)  # the retry backoff
+            raise KeyError("batch")
+
+    seen: list[dict[str, Any]] = []
+    asyncio.get_running_loop().set_exception_handler(lambda _loop, c: seen.append(c))
+    sender, other = Sender(), Sender()
+    ours = asyncio.ensure_future(sender.send_produce_req())
+    theirs = asyncio.ensure_future(other.send_produce_req())
+    await asyncio.sleep(0)
+    found = _tasks_of(sender, Sender.send_produce_req)
+    assert found == [ours]
+    consume_outcomes(found)
+    await asyncio.sleep(0.05)
+    del ours, found
+    gc.collect()
+    assert seen == []
+    with pytest.raises(KeyError):
+        await theirs  # (not ours: left to its owner)
