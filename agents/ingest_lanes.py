@@ -114,11 +114,9 @@ class Lanes:
     def _hold(self, tp: Any, delay: float) -> None:
         """Keep ``tp`` busy for ``delay`` seconds, with nothing in flight: what arrives
         meanwhile waits, and goes with what waits already (see :attr:`spacing`)."""
-        loop = asyncio.get_running_loop()
-        held: asyncio.Future[bool] = loop.create_future()
+        held = asyncio.ensure_future(asyncio.sleep(delay, True))
         self._running[tp] = held
         held.add_done_callback(partial(self._done, tp))
-        loop.call_later(delay, _release, held)
 
     def _done(self, tp: Any, task: asyncio.Future[bool]) -> None:
         if self._running.get(tp) is task:
@@ -139,8 +137,3 @@ class Lanes:
                 self._hold(tp, delay)
             else:
                 self._start(tp, waiting)
-
-
-def _release(held: asyncio.Future[bool]) -> None:
-    if not held.done():  # (cancelled: the lanes are being cancelled)
-        held.set_result(True)

@@ -116,10 +116,8 @@ class LabelledTotals:
                 if not members:
                     del self._members[pc[1]]
         key = self._key(pc)
-        due = self._lifecycle_due.pop(row, None)
         if old is EMPTY or not new:
-            if due is not None:
-                self._move_lifecycle(key, *due)
+            self._settle(row, key)
             self._replace(key, old, new)
             return
         # A row that changed (the usual change): its differences, part by part; a part
@@ -130,15 +128,19 @@ class LabelledTotals:
             self._move_active(key, old.active, new.active)
         if old.lifecycle is not new.lifecycle:
             if old.lifecycle is None or new.lifecycle is None:
-                if due is not None:
-                    self._move_lifecycle(key, *due)
+                self._settle(row, key)
                 self._move_lifecycle(key, old.lifecycle, new.lifecycle)
             else:  # moved when read: from what the sums hold to the newest
+                due = self._lifecycle_due.get(row)
                 self._lifecycle_due[row] = (old.lifecycle if due is None else due[0], new.lifecycle)
-        elif due is not None:
-            self._lifecycle_due[row] = due
         if old.followers != new.followers:
             self._replace(key, Row(None, None, old.followers), Row(None, None, new.followers))
+
+    def _settle(self, row: RowKey, key: PC) -> None:
+        """Move the row's audience change still due, before its counts are replaced whole."""
+        due = self._lifecycle_due.pop(row, None)
+        if due is not None:
+            self._move_lifecycle(key, *due)
 
     def _replace(self, key: PC, old: Row, new: Row) -> None:
         """Take ``old``'s counts out from under ``key`` and add ``new``'s."""

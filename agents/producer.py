@@ -348,7 +348,7 @@ def _tasks_of(owner: Any, method: Callable[..., Any]) -> list[asyncio.Task[Any]]
         tasks = asyncio.all_tasks()
     except RuntimeError:  # no running loop: nothing of ours can be running
         return []
-    code = getattr(method, "__code__", None)
+    code = method.__code__
     out = []
     for task in tasks:
         frame = getattr(task.get_coro(), "cr_frame", None)
